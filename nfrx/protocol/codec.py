@@ -1,0 +1,151 @@
+"""Bytes on the wire <-> frame values. The one cattrs converter of the tunnel lives here.
+
+Layout:
+
+* control frames -- a WebSocket **text** message: one JSON object, ``{"type": "<name>", ...}``
+  with the fields of the frame class (``None`` values and defaults are sent as-is).
+* :class:`~nfrx.protocol.frames.Data` -- a WebSocket **binary** message::
+
+      byte 0     kind     0x01 = stream data
+      byte 1     flags    bit 0 = END (last frame of this direction's body)
+      bytes 2-5  stream id, unsigned 32-bit big-endian
+      bytes 6-   payload, verbatim
+
+:func:`decode` accepts *any* ``str | bytes`` and either returns a valid frame or raises
+:class:`~nfrx.protocol.errors.RemoteProtocolError`; no other exception escapes it (the property
+tests feed it arbitrary input).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from typing import Any, Final
+
+import attrs
+import cattrs
+
+from nfrx.protocol.errors import LocalProtocolError, RemoteProtocolError
+from nfrx.protocol.frames import (
+    CONTROL_FRAMES,
+    MAX_STREAM_ID,
+    MAX_WINDOW,
+    Credit,
+    Data,
+    Frame,
+)
+
+DATA_KIND: Final = 0x01
+FLAG_END: Final = 0x01
+_HEADER = struct.Struct(">BBI")
+HEADER_BYTES: Final = _HEADER.size
+
+_BY_TYPE: Final[dict[str, type[Frame]]] = {
+    str(attrs.fields(cls).type.default): cls for cls in CONTROL_FRAMES
+}
+
+
+def _strict(kind: type[Any]) -> Any:
+    # cattrs would happily turn "5" into 5 or 1 into True; on the wire we want exact JSON types.
+    def structure(value: Any, _: type[Any]) -> Any:
+        if type(value) is kind:
+            return value
+        raise TypeError(f"expected {kind.__name__}, got {type(value).__name__}")
+
+    return structure
+
+
+def _structure_float(value: Any, _: type[Any]) -> float:
+    if type(value) in (int, float) and math.isfinite(value):
+        return float(value)
+    raise TypeError(f"expected a finite number, got {type(value).__name__}")
+
+
+def _make_converter() -> cattrs.Converter:
+    converter = cattrs.Converter(forbid_extra_keys=False, detailed_validation=False)
+    converter.register_structure_hook(str, _strict(str))
+    converter.register_structure_hook(int, _strict(int))
+    converter.register_structure_hook(bool, _strict(bool))
+    converter.register_structure_hook(float, _structure_float)
+    return converter
+
+
+converter: Final = _make_converter()
+"""The wire converter (control frames <-> JSON-compatible dicts)."""
+
+
+def encode(frame: Frame) -> str | bytes:
+    """Serialize ``frame`` for the WebSocket: ``bytes`` for Data, ``str`` for everything else."""
+    if isinstance(frame, Data):
+        return encode_data(frame.stream_id, frame.payload, end=frame.end)
+    return json.dumps(converter.unstructure(frame), separators=(",", ":"), ensure_ascii=False)
+
+
+def encode_data(stream_id: int, payload: bytes, *, end: bool = False) -> bytes:
+    """Serialize a Data frame without building the frame object (the hot path)."""
+    if not 0 < stream_id <= MAX_STREAM_ID:
+        raise LocalProtocolError(f"stream id {stream_id} out of range")
+    return _HEADER.pack(DATA_KIND, FLAG_END if end else 0, stream_id) + payload
+
+
+def decode(message: str | bytes) -> Frame:
+    """Parse one WebSocket message into a validated frame.
+
+    Raises :class:`RemoteProtocolError` for anything that is not a well-formed frame.
+    """
+    if isinstance(message, (bytes, bytearray, memoryview)):
+        return _decode_binary(bytes(message))
+    if isinstance(message, str):
+        return _decode_text(message)
+    raise RemoteProtocolError(f"unexpected message type {type(message).__name__}")
+
+
+def _decode_binary(message: bytes) -> Data:
+    if len(message) < HEADER_BYTES:
+        raise RemoteProtocolError(f"binary frame of {len(message)} bytes is shorter than a header")
+    kind, flags, stream_id = _HEADER.unpack_from(message)
+    if kind != DATA_KIND:
+        raise RemoteProtocolError(f"unknown binary frame kind 0x{kind:02x}")
+    if flags & ~FLAG_END:
+        raise RemoteProtocolError(f"unknown data flags 0x{flags:02x}")
+    if stream_id == 0:
+        raise RemoteProtocolError("data frame for stream 0")
+    return Data(stream_id=stream_id, payload=message[HEADER_BYTES:], end=bool(flags & FLAG_END))
+
+
+def _decode_text(message: str) -> Frame:
+    try:
+        obj = json.loads(message)
+    except (ValueError, RecursionError) as exc:
+        raise RemoteProtocolError(f"control frame is not JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise RemoteProtocolError("control frame is not a JSON object")
+    name = obj.get("type")
+    cls = _BY_TYPE.get(name) if isinstance(name, str) else None
+    if cls is None:
+        raise RemoteProtocolError(f"unknown control frame type {name!r}")
+    try:
+        frame: Frame = converter.structure(obj, cls)
+    except (cattrs.BaseValidationError, TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise RemoteProtocolError(f"invalid {name} frame: {exc}") from None
+    _check_ranges(frame)
+    return frame
+
+
+def _check_ranges(frame: Frame) -> None:
+    stream_id = getattr(frame, "stream_id", None)
+    if stream_id is not None and not 0 < stream_id <= MAX_STREAM_ID:
+        raise RemoteProtocolError(f"stream id {stream_id} out of range")
+    if isinstance(frame, Credit) and not 0 < frame.increment <= MAX_WINDOW:
+        raise RemoteProtocolError(f"credit increment {frame.increment} out of range")
+    window = getattr(frame, "window", None)
+    if window is not None and not 0 < window <= MAX_WINDOW:
+        raise RemoteProtocolError(f"window {window} out of range")
+    for field in ("max_concurrency", "embedding_batch_size"):
+        value = getattr(frame, field, 0)
+        if value < 0:
+            raise RemoteProtocolError(f"{field} {value} is negative")
+    status = getattr(frame, "status", None)
+    if isinstance(status, int) and not 100 <= status <= 599:
+        raise RemoteProtocolError(f"HTTP status {status} out of range")

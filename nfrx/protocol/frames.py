@@ -1,0 +1,209 @@
+"""The tunnel's frames: immutable values, one class per frame type.
+
+Control frames travel as WebSocket *text* messages holding one JSON object whose ``type`` field
+names the frame. Body bytes travel as WebSocket *binary* messages (:class:`Data`), never base64 or
+re-encoded JSON: see :mod:`nfrx.protocol.codec` for the byte layout.
+
+Direction, per frame (S = server, A = agent):
+
+========== ===== ==========================================================================
+frame      dir   meaning
+========== ===== ==========================================================================
+Hello      A->S  first frame: protocol version, agent identity and capabilities
+Welcome    S->A  handshake accepted; the server's timing parameters and stream window
+Refuse     S->A  handshake refused (bad version, id in use, ...); the server then closes
+Status     A->S  the agent's models, capacity or readiness changed
+Open       S->A  opens stream ``stream_id`` with an HTTP request head
+Response   A->S  the HTTP response head for a stream
+Data       both  body bytes for a stream (request body from S, response body from A)
+Credit     both  the receiver grants ``increment`` more body bytes on a stream
+Reset      both  abandons a stream at once, with a reason
+Ping/Pong  both  liveness; any received frame counts as a sign of life
+Drain      S->A  the server is shutting down: finish in-flight work, then go elsewhere
+Goodbye    both  the sender opens/accepts no new streams and will close soon
+========== ===== ==========================================================================
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import attrs
+
+PROTOCOL_VERSION = 1
+"""Bumped on any incompatible change; the server refuses a Hello with another version."""
+
+Headers = tuple[tuple[str, str], ...]
+"""HTTP headers as ordered (name, value) pairs; names lower-case, repeats allowed."""
+
+MAX_STREAM_ID = 2**32 - 1
+MAX_WINDOW = 2**31 - 1
+
+
+@attrs.frozen(kw_only=True)
+class Hello:
+    type: Literal["hello"] = "hello"
+    version: int
+    kind: str
+    agent_id: str
+    name: str
+    agent_version: str
+    models: tuple[str, ...] = ()
+    max_concurrency: int = 1
+    status: str = "ready"
+    embedding_batch_size: int = 0
+    window: int
+    """Bytes of request body the server may send on each new stream before waiting for Credit."""
+
+
+@attrs.frozen(kw_only=True)
+class Welcome:
+    type: Literal["welcome"] = "welcome"
+    version: int
+    server_version: str
+    agent_id: str
+    heartbeat_interval: float
+    """Seconds between the agent's Pings."""
+    dead_after: float
+    """Seconds of silence after which either side declares the other dead."""
+    window: int
+    """Bytes of response body the agent may send on each new stream before waiting for Credit."""
+
+
+@attrs.frozen(kw_only=True)
+class Refuse:
+    type: Literal["refuse"] = "refuse"
+    code: str
+    message: str
+
+
+@attrs.frozen(kw_only=True)
+class Status:
+    type: Literal["status"] = "status"
+    models: tuple[str, ...]
+    max_concurrency: int
+    status: str
+    embedding_batch_size: int = 0
+
+
+@attrs.frozen(kw_only=True)
+class Open:
+    type: Literal["open"] = "open"
+    stream_id: int
+    method: str
+    path: str
+    headers: Headers = ()
+    timeout: float | None = None
+    """Seconds the server will wait for this exchange; the agent enforces it too."""
+    end: bool = False
+    """True when the request has no body (no Data frames follow)."""
+
+
+@attrs.frozen(kw_only=True)
+class Response:
+    type: Literal["response"] = "response"
+    stream_id: int
+    status: int
+    headers: Headers = ()
+    end: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class Data:
+    type: Literal["data"] = "data"
+    stream_id: int
+    payload: bytes = b""
+    end: bool = False
+    """True on the last frame of this direction's body (the payload may be empty)."""
+
+
+@attrs.frozen(kw_only=True)
+class Credit:
+    type: Literal["credit"] = "credit"
+    stream_id: int
+    increment: int
+
+
+@attrs.frozen(kw_only=True)
+class Reset:
+    type: Literal["reset"] = "reset"
+    stream_id: int
+    code: str
+    message: str = ""
+
+
+@attrs.frozen(kw_only=True)
+class Ping:
+    type: Literal["ping"] = "ping"
+    nonce: int
+
+
+@attrs.frozen(kw_only=True)
+class Pong:
+    type: Literal["pong"] = "pong"
+    nonce: int
+
+
+@attrs.frozen(kw_only=True)
+class Drain:
+    type: Literal["drain"] = "drain"
+    reason: str = ""
+    deadline: float | None = None
+    """Seconds the server still grants in-flight streams, if bounded."""
+
+
+@attrs.frozen(kw_only=True)
+class Goodbye:
+    type: Literal["goodbye"] = "goodbye"
+    reason: str = ""
+
+
+Frame = (
+    Hello
+    | Welcome
+    | Refuse
+    | Status
+    | Open
+    | Response
+    | Data
+    | Credit
+    | Reset
+    | Ping
+    | Pong
+    | Drain
+    | Goodbye
+)
+StreamFrame = Open | Response | Data | Credit | Reset
+CONTROL_FRAMES: tuple[type[Frame], ...] = (
+    Hello,
+    Welcome,
+    Refuse,
+    Status,
+    Open,
+    Response,
+    Credit,
+    Reset,
+    Ping,
+    Pong,
+    Drain,
+    Goodbye,
+)
+
+
+class ResetCode:
+    """Reason codes carried by :class:`Reset` (strings, so new ones stay wire compatible)."""
+
+    CANCELLED = "cancelled"
+    """The requester gave up (client disconnected); no answer is expected."""
+    TIMEOUT = "timeout"
+    """A deadline passed."""
+    UPSTREAM_UNREACHABLE = "upstream_unreachable"
+    """The agent could not reach its backend; nothing was sent: the request can go elsewhere."""
+    UPSTREAM_ERROR = "upstream_error"
+    """The backend failed after the exchange started."""
+    DRAINING = "draining"
+    """The agent is draining and takes no new work; the request can go elsewhere."""
+    OVERLOADED = "overloaded"
+    """The agent has no capacity for this stream; the request can go elsewhere."""
+    INTERNAL = "internal_error"
+    """A bug or unexpected failure on the sender's side."""

@@ -1,0 +1,92 @@
+"""The agent's side of the WebSocket: trio-websocket, dialling out to the server.
+
+trio-websocket's facts that shape this adapter: its default 1 MiB message limit and 4 KiB
+receive buffer are raised; ``send_message`` must never be cancelled mid-frame (the session's single
+writer guarantees it); its own WebSocket pings are not used (the tunnel has Ping frames), which
+also avoids its ping-during-close crash.
+"""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
+
+import trio
+import trio_websocket
+
+from nfrx.transport.errors import HandshakeFailed, HandshakeRefused, TransportClosed
+
+if TYPE_CHECKING:
+    import ssl
+    from collections.abc import AsyncIterator
+
+    from nfrx.transport.messages import Message
+
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+RECEIVE_BUFFER_BYTES = 64 * 1024
+
+
+class AgentWebSocket:
+    """:class:`~nfrx.transport.messages.MessageTransport` over a trio-websocket connection."""
+
+    def __init__(self, ws: trio_websocket.WebSocketConnection) -> None:
+        self._ws = ws
+
+    async def send_message(self, message: Message) -> None:
+        try:
+            await self._ws.send_message(message)
+        except trio_websocket.ConnectionClosed as exc:
+            raise TransportClosed(_reason(exc), _code(exc)) from None
+
+    async def get_message(self) -> Message:
+        try:
+            return await self._ws.get_message()
+        except trio_websocket.ConnectionClosed as exc:
+            raise TransportClosed(_reason(exc), _code(exc)) from None
+
+    async def aclose(self, code: int = 1000, reason: str = "") -> None:
+        with trio.move_on_after(2, shield=True):
+            await self._ws.aclose(code, reason or None)
+
+
+def _code(exc: trio_websocket.ConnectionClosed) -> int | None:
+    return int(exc.reason.code) if exc.reason is not None else None
+
+
+def _reason(exc: trio_websocket.ConnectionClosed) -> str:
+    if exc.reason is None:
+        return "closed"
+    return exc.reason.reason or exc.reason.name
+
+
+@asynccontextmanager
+async def connect(
+    url: str,
+    *,
+    headers: list[tuple[bytes, bytes]],
+    ssl_context: ssl.SSLContext | None = None,
+    connect_timeout: float = 10.0,
+) -> AsyncIterator[AgentWebSocket]:
+    """Dial ``url`` (ws:// or wss://) with ``headers`` on the upgrade request.
+
+    Raises :class:`HandshakeRefused` if the server rejected the upgrade with an HTTP status (for
+    example 401 for a wrong client key) and :class:`HandshakeFailed` if it could not be reached.
+    """
+    try:
+        async with trio_websocket.open_websocket_url(
+            url,
+            ssl_context=ssl_context,
+            extra_headers=headers,
+            max_message_size=MAX_MESSAGE_BYTES,
+            receive_buffer_size=RECEIVE_BUFFER_BYTES,
+            connect_timeout=connect_timeout,
+            disconnect_timeout=2,
+        ) as ws:
+            yield AgentWebSocket(ws)
+    except trio_websocket.ConnectionRejected as exc:
+        body = (exc.body or b"").decode("utf-8", "replace").strip()
+        raise HandshakeRefused(f"http_{exc.status_code}", body or "upgrade rejected") from None
+    except trio_websocket.ConnectionTimeout:
+        raise HandshakeFailed(f"timed out connecting to {url}") from None
+    except (OSError, trio_websocket.HandshakeError) as exc:
+        raise HandshakeFailed(f"cannot connect to {url}: {exc}") from None

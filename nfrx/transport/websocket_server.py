@@ -1,0 +1,39 @@
+"""The server's side of the WebSocket: quart-trio's ``websocket`` object on hypercorn.
+
+Facts that shape this adapter: after the peer has gone, ``send`` returns at once *without a
+checkpoint*, so a send loop could starve the event loop -- every send is followed by one; an empty
+binary message arrives as ``None``; when the agent disconnects, quart-trio cancels the route, so
+``get_message`` never needs to report a disconnect itself.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+if TYPE_CHECKING:
+    from nfrx.transport.messages import Message
+
+
+class ServerWebSocket:
+    """:class:`~nfrx.transport.messages.MessageTransport` over quart's websocket object."""
+
+    def __init__(self, ws: Any) -> None:
+        self._ws = ws
+        self._closed = False
+
+    async def send_message(self, message: Message) -> None:
+        await self._ws.send(message)
+        await trio.lowlevel.checkpoint()
+
+    async def get_message(self) -> Message:
+        message: Message | None = await self._ws.receive()
+        return b"" if message is None else message
+
+    async def aclose(self, code: int = 1000, reason: str = "") -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with trio.move_on_after(2, shield=True):
+            await self._ws.close(code, reason)
