@@ -1,1 +1,6 @@
-"""nfrx."""
+"""The one list of plugins: each holds its server side and its agent side."""
+
+from __future__ import annotations
+
+SERVER_PLUGINS: tuple[str, ...] = ("llm",)
+"""Plugin ids mounted by ``nfrx serve`` (module ``nfrx.plugins.<id>.server``)."""

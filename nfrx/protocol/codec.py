@@ -34,6 +34,7 @@ from nfrx.protocol.frames import (
     Credit,
     Data,
     Frame,
+    Headers,
 )
 
 DATA_KIND: Final = 0x01
@@ -57,9 +58,30 @@ def _strict(kind: type[Any]) -> Any:
 
 
 def _structure_float(value: Any, _: type[Any]) -> float:
-    if type(value) in (int, float) and math.isfinite(value):
-        return float(value)
+    if type(value) in (int, float):
+        try:
+            number = float(value)
+        except OverflowError:
+            raise TypeError("number out of range") from None
+        if math.isfinite(number):
+            return number
     raise TypeError(f"expected a finite number, got {type(value).__name__}")
+
+
+def _structure_strings(value: Any, _: type[Any]) -> tuple[str, ...]:
+    # Without this, cattrs would turn the string "abc" into ("a", "b", "c").
+    if type(value) is list and all(type(item) is str for item in value):
+        return tuple(value)
+    raise TypeError("expected an array of strings")
+
+
+def _structure_headers(value: Any, _: type[Any]) -> Headers:
+    if type(value) is list and all(
+        type(pair) is list and len(pair) == 2 and all(type(x) is str for x in pair)
+        for pair in value
+    ):
+        return tuple((pair[0], pair[1]) for pair in value)
+    raise TypeError("expected an array of [name, value] string pairs")
 
 
 def _make_converter() -> cattrs.Converter:
@@ -68,6 +90,10 @@ def _make_converter() -> cattrs.Converter:
     converter.register_structure_hook(int, _strict(int))
     converter.register_structure_hook(bool, _strict(bool))
     converter.register_structure_hook(float, _structure_float)
+    strings: Any = tuple[str, ...]
+    headers: Any = Headers
+    converter.register_structure_hook_func(lambda t: t == strings, _structure_strings)
+    converter.register_structure_hook_func(lambda t: t == headers, _structure_headers)
     return converter
 
 
@@ -129,11 +155,12 @@ def _decode_text(message: str) -> Frame:
         frame: Frame = converter.structure(obj, cls)
     except (cattrs.BaseValidationError, TypeError, ValueError, KeyError, AttributeError) as exc:
         raise RemoteProtocolError(f"invalid {name} frame: {exc}") from None
-    _check_ranges(frame)
+    check_ranges(frame)
     return frame
 
 
-def _check_ranges(frame: Frame) -> None:
+def check_ranges(frame: Frame) -> None:
+    """Raise RemoteProtocolError if a field of ``frame`` is outside its valid range."""
     stream_id = getattr(frame, "stream_id", None)
     if stream_id is not None and not 0 < stream_id <= MAX_STREAM_ID:
         raise RemoteProtocolError(f"stream id {stream_id} out of range")

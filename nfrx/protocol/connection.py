@@ -87,6 +87,10 @@ class TunnelConnection:
 
         Raises :class:`LocalProtocolError` if the protocol forbids sending it now.
         """
+        try:
+            codec.check_ranges(frame)
+        except RemoteProtocolError as exc:
+            raise LocalProtocolError(str(exc)) from None
         self._process(self.role, frame)
         return codec.encode(frame)
 
@@ -160,7 +164,11 @@ class TunnelConnection:
         return True
 
     def _open(self, sender: Role, frame: Open) -> None:
-        if self._closing:
+        # The server knows about both sides' goodbyes; the agent may still receive an Open that
+        # crossed its own Goodbye on the wire (it resets it as draining), but not one sent after
+        # the server's own Goodbye or Drain.
+        closing = self._closing if sender is self.role else self._closing & {sender}
+        if closing:
             raise LocalProtocolError(f"stream {frame.stream_id} opened after goodbye/drain")
         if frame.stream_id <= self._highest_stream_id:
             raise LocalProtocolError(
@@ -192,6 +200,7 @@ class TunnelConnection:
             if sender is self.role:
                 raise LocalProtocolError(f"data for stream {stream_id}, which has ended")
             return False
+        after = self._next_half(sender, stream, stream_id, "data_end" if end else "data")
         if sender is self.role:
             if size > stream.credit:
                 raise LocalProtocolError(
@@ -204,7 +213,7 @@ class TunnelConnection:
                     f"{size} bytes on stream {stream_id} exceed the window of {stream.allowance}"
                 )
             stream.allowance -= size
-        self._transition(sender, stream, stream_id, "data_end" if end else "data")
+        self._set(sender, stream, stream_id, after)
         return True
 
     def _stream_frame(self, sender: Role, frame: Response | Credit | Reset) -> bool:
@@ -217,20 +226,20 @@ class TunnelConnection:
             del self._streams[frame.stream_id]
         elif isinstance(frame, Credit):
             if sender is self.role:
-                stream.allowance += frame.increment
-                if stream.allowance > MAX_WINDOW:
+                if stream.allowance + frame.increment > MAX_WINDOW:
                     raise LocalProtocolError(f"window of stream {frame.stream_id} overflows")
+                stream.allowance += frame.increment
             else:
-                stream.credit += frame.increment
-                if stream.credit > MAX_WINDOW:
+                if stream.credit + frame.increment > MAX_WINDOW:
                     raise LocalProtocolError(f"credit of stream {frame.stream_id} overflows")
+                stream.credit += frame.increment
         else:
             self._transition(
                 sender, stream, frame.stream_id, "response_end" if frame.end else "response"
             )
         return True
 
-    def _transition(self, sender: Role, stream: _Stream, stream_id: int, event: str) -> None:
+    def _next_half(self, sender: Role, stream: _Stream, stream_id: int, event: str) -> Half:
         before = stream.half(sender)
         after = STREAM_TRANSITIONS.get((sender, before, event))
         if after is None:
@@ -238,6 +247,12 @@ class TunnelConnection:
                 f"{sender.value} may not send {event!r} on stream {stream_id} "
                 f"while its half is {before.value}"
             )
-        stream.set_half(sender, after)
+        return after
+
+    def _set(self, sender: Role, stream: _Stream, stream_id: int, half: Half) -> None:
+        stream.set_half(sender, half)
         if stream.finished:
             del self._streams[stream_id]
+
+    def _transition(self, sender: Role, stream: _Stream, stream_id: int, event: str) -> None:
+        self._set(sender, stream, stream_id, self._next_half(sender, stream, stream_id, event))

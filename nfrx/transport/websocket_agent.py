@@ -45,7 +45,7 @@ class AgentWebSocket:
             raise TransportClosed(_reason(exc), _code(exc)) from None
 
     async def aclose(self, code: int = 1000, reason: str = "") -> None:
-        with trio.move_on_after(2, shield=True):
+        with trio.move_on_after(1, shield=True):
             await self._ws.aclose(code, reason or None)
 
 

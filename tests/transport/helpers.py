@@ -27,9 +27,10 @@ class Tunnel:
 async def open_tunnel(
     handler: StreamHandler,
     *,
-    settings: TunnelSettings = TunnelSettings(),
+    settings: TunnelSettings | None = None,
     models: tuple[str, ...] = ("m",),
 ) -> AsyncIterator[Tunnel]:
+    settings = settings or TunnelSettings()
     server_end, agent_end = memory_transport_pair()
     hello = Hello(
         version=PROTOCOL_VERSION,

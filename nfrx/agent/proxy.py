@@ -1,0 +1,98 @@
+"""One tunnel stream <-> one HTTP request to the local backend, streaming both ways.
+
+Runs inside the stream's cancel scope (owned by the tunnel session): a Reset from the server, the
+request's deadline or the tunnel's end cancels it, and leaving ``client.stream(...)`` under
+cancellation closes the backend connection (HTTP/1.1), which is how llama.cpp, Ollama and vLLM learn
+to stop generating.
+
+Backend failures are reported as stream resets with a reason the server maps to the client's
+answer: ``upstream_unreachable`` when nothing reached the backend (the request may go elsewhere),
+``upstream_error`` when it failed after that.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import httpx
+
+from nfrx.protocol import ResetCode
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from nfrx.transport.streams import IncomingStream
+
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+_REQUEST_DROP = HOP_BY_HOP | {"host", "authorization", "cookie", "x-api-key", "accept-encoding"}
+
+
+def backend_client(max_concurrency: int, *, connect_timeout: float = 10.0) -> httpx.AsyncClient:
+    """A pooled keep-alive client for the backend.
+
+    HTTP/1.1 only (httpx's HTTP/2 never tells the server a request was cancelled); no read timeout
+    (generations are long; deadlines are Trio scopes); proxies from the environment ignored (the
+    backend is local).
+    """
+    return httpx.AsyncClient(
+        http2=False,
+        trust_env=False,
+        timeout=httpx.Timeout(None, connect=connect_timeout),
+        limits=httpx.Limits(
+            max_connections=max_concurrency * 2 + 2,
+            max_keepalive_connections=max_concurrency * 2 + 2,
+            keepalive_expiry=30.0,
+        ),
+    )
+
+
+async def _request_body(stream: IncomingStream) -> AsyncIterator[bytes]:
+    while chunk := await stream.receive_some():
+        yield chunk
+
+
+async def forward(
+    client: httpx.AsyncClient,
+    base_url: str,
+    stream: IncomingStream,
+    *,
+    api_key: str = "",
+) -> None:
+    """Relay ``stream``'s request to ``base_url`` + its path and stream the response back."""
+    request = stream.request
+    headers = [(k, v) for k, v in request.headers if k.lower() not in _REQUEST_DROP]
+    headers.append(("accept-encoding", "identity"))
+    if api_key:
+        headers.append(("authorization", f"Bearer {api_key}"))
+    url = base_url.rstrip("/") + request.path
+    content = None if request.end else _request_body(stream)
+    try:
+        async with client.stream(request.method, url, headers=headers, content=content) as resp:
+            out_headers = tuple(
+                (k, v) for k, v in resp.headers.multi_items() if k not in HOP_BY_HOP
+            )
+            await stream.send_response(resp.status_code, out_headers)
+            async for chunk in resp.aiter_raw():
+                await stream.send_data(chunk)
+            await stream.end()
+    except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+        stream.reset(
+            ResetCode.UPSTREAM_UNREACHABLE, f"cannot reach the backend at {base_url}: {exc}"
+        )
+    except httpx.HTTPError as exc:
+        stream.reset(
+            ResetCode.UPSTREAM_ERROR,
+            f"the backend at {base_url} failed: {type(exc).__name__}: {exc}",
+        )

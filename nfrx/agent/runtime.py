@@ -1,0 +1,264 @@
+"""The agent process: dial the server, handshake, serve streams, reconnect, drain on signals.
+
+Task tree (one owner each)::
+
+    AgentRuntime.run
+    +-- signal watcher: 1st SIGTERM/SIGINT -> drain, 2nd -> stop now
+    +-- connect loop: one tunnel at a time, with the reconnect schedule between them
+        +-- TunnelSession.run (reader, writer, heartbeat, one handler task per request)
+        +-- backend poller: re-reads the backend's models and pushes Status frames on change
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import signal
+from typing import TYPE_CHECKING, Protocol
+
+import attrs
+import trio
+
+from nfrx._version import __version__
+from nfrx.agent import backoff
+from nfrx.config.model import default_client_id, default_client_name
+from nfrx.protocol import PROTOCOL_VERSION, Drain, Frame, Goodbye, Hello, Status
+from nfrx.transport import websocket_agent
+from nfrx.transport.errors import HandshakeFailed, HandshakeRefused
+from nfrx.transport.handshake import agent_handshake
+from nfrx.transport.session import TunnelSession, TunnelSettings
+
+if TYPE_CHECKING:
+    from nfrx.config.model import AgentConfig
+    from nfrx.transport.streams import IncomingStream
+
+log = logging.getLogger("nfrx.agent")
+
+FATAL_REFUSALS = frozenset({"unsupported_version", "wrong_kind", "missing_id", "http_401"})
+"""Refusals that retrying cannot fix: the agent exits even with --reconnect."""
+
+
+class BackendUnavailable(Exception):
+    """The local service did not answer its probe; the message says how."""
+
+
+@attrs.frozen
+class BackendState:
+    models: tuple[str, ...] = ()
+    embedding_batch_size: int = 0
+
+
+class Backend(Protocol):
+    """What a plugin's agent side provides to the runtime."""
+
+    kind: str
+    poll_interval: float
+
+    async def probe(self) -> BackendState:
+        """Ask the local service what it serves; raises :class:`BackendUnavailable`."""
+        ...
+
+    async def handle(self, stream: IncomingStream) -> None:
+        """Serve one request (runs inside the stream's cancel scope)."""
+        ...
+
+
+class AgentExit(Exception):
+    """The agent stops for a reason the operator must see (one line) and a non-zero status."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class AgentRuntime:
+    def __init__(self, config: AgentConfig, backend: Backend) -> None:
+        self.config = config
+        self.backend = backend
+        self.agent_id = config.client_id or default_client_id()
+        self.name = config.client_name or default_client_name()
+        self.session: TunnelSession | None = None
+        self.state = BackendState()
+        self.backend_ready = False
+        self.draining = False
+        self._stopping = False
+        self._inflight = 0
+        self._idle = trio.Event()
+        self._idle.set()
+
+    # -- lifetime ------------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run until stopped by a signal (returns) or a fatal condition (raises AgentExit)."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._watch_signals, nursery)
+            task_status.started()
+            await self._connect_loop()
+            nursery.cancel_scope.cancel()
+
+    async def _connect_loop(self) -> None:
+        attempt = 0
+        while not self._stopping:
+            established = False
+            try:
+                established, reason = await self._session_once()
+            except HandshakeRefused as exc:
+                reason = f"the server refused this agent: {exc}"
+                if exc.code in FATAL_REFUSALS:
+                    raise AgentExit(reason, 2) from None
+            except HandshakeFailed as exc:
+                reason = str(exc)
+            if self._stopping or self.draining:
+                return
+            if established:
+                attempt = 0
+            if not self.config.reconnect:
+                raise AgentExit(f"{reason} (use --reconnect to keep retrying)")
+            wait = backoff.delay(attempt)
+            attempt += 1
+            log.warning("%s; reconnecting in %g s", reason, wait)
+            await trio.sleep(wait)
+
+    async def _session_once(self) -> tuple[bool, str]:
+        await self._probe_backend()
+        status = self._status()
+        hello = Hello(
+            version=PROTOCOL_VERSION,
+            kind=self.backend.kind,
+            agent_id=self.agent_id,
+            name=self.name,
+            agent_version=__version__,
+            window=TunnelSettings().window,
+            models=status.models,
+            max_concurrency=status.max_concurrency,
+            status=status.status,
+            embedding_batch_size=status.embedding_batch_size,
+        )
+        headers = []
+        if self.config.client_key:
+            headers.append((b"authorization", f"Bearer {self.config.client_key}".encode()))
+        async with websocket_agent.connect(self.config.server_url, headers=headers) as ws:
+            conn, welcome = await agent_handshake(ws, hello, timeout=10)
+            log.info(
+                "connected to %s as %s (%s): %s, %d model(s)",
+                self.config.server_url,
+                self.name,
+                self.agent_id,
+                hello.status,
+                len(hello.models),
+            )
+            settings = TunnelSettings(
+                heartbeat_interval=welcome.heartbeat_interval, dead_after=welcome.dead_after
+            )
+            session = TunnelSession(
+                ws, conn, settings, handler=self._handle, on_frame=self._on_frame, name="tunnel"
+            )
+            session.accepting = not self.draining
+            self.session = session
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._poll_backend, session)
+                    await session.run()
+                    nursery.cancel_scope.cancel()
+            finally:
+                self.session = None
+        return True, f"tunnel to {self.config.server_url} closed: {session.closed_reason}"
+
+    # -- requests ------------------------------------------------------------------------------
+
+    async def _handle(self, stream: IncomingStream) -> None:
+        self._inflight += 1
+        self._idle = trio.Event() if self._idle.is_set() else self._idle
+        try:
+            await self.backend.handle(stream)
+        finally:
+            self._inflight -= 1
+            if self._inflight == 0:
+                self._idle.set()
+
+    def _on_frame(self, frame: Frame) -> None:
+        if isinstance(frame, Drain):
+            log.info("the server is draining (%s); its tunnel will close soon", frame.reason)
+        elif isinstance(frame, Goodbye):
+            log.info("the server said goodbye: %s", frame.reason)
+
+    # -- backend state -------------------------------------------------------------------------
+
+    def _status(self) -> Status:
+        """What the server should know about this agent now."""
+        if self.draining:
+            status = "draining"
+        elif self.backend_ready:
+            status = "ready"
+        else:
+            status = "not_ready"
+        return Status(
+            models=self.state.models if self.backend_ready else (),
+            max_concurrency=self.config.max_concurrency if status == "ready" else 0,
+            status=status,
+            embedding_batch_size=self.state.embedding_batch_size,
+        )
+
+    async def _probe_backend(self) -> bool:
+        """Refresh the backend's state; True if anything the server sees changed."""
+        before = (self.backend_ready, self.state)
+        try:
+            self.state = await self.backend.probe()
+            if not self.backend_ready:
+                log.info("backend ready: %d model(s)", len(self.state.models))
+            self.backend_ready = True
+        except BackendUnavailable as exc:
+            if self.backend_ready or before == (False, BackendState()):
+                log.warning("backend not ready: %s", exc)
+            self.backend_ready = False
+        return (self.backend_ready, self.state) != before
+
+    def _send_status(self, session: TunnelSession) -> None:
+        session.send_control(self._status())
+
+    async def _poll_backend(self, session: TunnelSession) -> None:
+        while True:
+            await trio.sleep(self.backend.poll_interval)
+            if await self._probe_backend():
+                self._send_status(session)
+
+    # -- signals and drain ---------------------------------------------------------------------
+
+    async def _watch_signals(self, nursery: trio.Nursery) -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                name = signal.Signals(signum).name
+                if self.draining:
+                    log.warning("%s again: exiting now", name)
+                    self._stopping = True
+                    nursery.cancel_scope.cancel()
+                    return
+                self.draining = True
+                nursery.start_soon(self._drain, name, nursery.cancel_scope)
+
+    async def _drain(self, reason: str, cancel_scope: trio.CancelScope) -> None:
+        """Stop taking requests, let in-flight ones finish (up to DRAIN_TIMEOUT), then stop."""
+        timeout = self.config.drain_timeout
+        log.info(
+            "%s: draining; %d request(s) in flight, waiting up to %s",
+            reason,
+            self._inflight,
+            "forever" if timeout < 0 else f"{timeout:g} s",
+        )
+        session = self.session
+        if session is not None:
+            session.accepting = False
+            self._send_status(session)
+        with trio.move_on_after(math.inf if timeout < 0 else timeout) as scope:
+            await self._idle.wait()
+        if scope.cancelled_caught:
+            log.warning("drain timeout: abandoning %d request(s)", self._inflight)
+        self._stopping = True
+        session = self.session
+        if session is not None:
+            # Closing the session lets the connect loop return by itself; cancelling the whole
+            # tree now would also stop trio-websocket's reader and make the close handshake wait
+            # for its timeout.
+            await session.flush_and_close("agent drained")
+        else:
+            cancel_scope.cancel()

@@ -1,0 +1,69 @@
+"""``nfrx llm``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from nfrx.cli.options import doc, fail
+from nfrx.config.load import ConfigError, load
+from nfrx.config.model import LlmAgentConfig
+
+HELP = (
+    "Run an LLM agent next to an OpenAI-compatible backend (Ollama, llama.cpp, vLLM, ...). It "
+    "dials the server's /api/llm/connect, announces the backend's models and relays requests to "
+    "COMPLETION_BASE_URL. SIGTERM/SIGINT drains gracefully; a second one stops at once."
+)
+
+C = LlmAgentConfig
+
+
+def command(
+    server_url: Annotated[str | None, typer.Option(help=doc(C, "server_url"))] = None,
+    client_key: Annotated[str | None, typer.Option(help=doc(C, "client_key"))] = None,
+    client_id: Annotated[str | None, typer.Option(help=doc(C, "client_id"))] = None,
+    client_name: Annotated[str | None, typer.Option(help=doc(C, "client_name"))] = None,
+    completion_base_url: Annotated[
+        str | None, typer.Option(help=doc(C, "completion_base_url"))
+    ] = None,
+    completion_api_key: Annotated[
+        str | None, typer.Option(help=doc(C, "completion_api_key"))
+    ] = None,
+    max_concurrency: Annotated[int | None, typer.Option(help=doc(C, "max_concurrency"))] = None,
+    model_poll_interval: Annotated[
+        float | None, typer.Option(help=doc(C, "model_poll_interval"))
+    ] = None,
+    reconnect: Annotated[
+        bool | None, typer.Option("--reconnect", "-r", help=doc(C, "reconnect"))
+    ] = None,
+    request_timeout: Annotated[float | None, typer.Option(help=doc(C, "request_timeout"))] = None,
+    drain_timeout: Annotated[float | None, typer.Option(help=doc(C, "drain_timeout"))] = None,
+    log_level: Annotated[str | None, typer.Option(help=doc(C, "log_level"))] = None,
+) -> None:
+    try:
+        config = load(LlmAgentConfig, locals())
+    except ConfigError as exc:
+        raise fail(exc) from None
+    run(config)
+
+
+def run(config: LlmAgentConfig) -> None:
+    import trio
+
+    from nfrx import logs
+    from nfrx.agent.proxy import backend_client
+    from nfrx.agent.runtime import AgentExit, AgentRuntime
+    from nfrx.plugins.llm.agent import LlmBackend
+
+    logs.configure(config.log_level)
+
+    async def main() -> None:
+        async with backend_client(config.max_concurrency) as client:
+            await AgentRuntime(config, LlmBackend(config, client)).run()
+
+    try:
+        trio.run(main)
+    except AgentExit as exc:
+        typer.echo(f"nfrx llm: {exc}", err=True)
+        raise typer.Exit(exc.code) from None

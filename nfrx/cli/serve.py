@@ -1,0 +1,60 @@
+"""``nfrx serve``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from nfrx.cli.options import doc, fail
+from nfrx.config.load import ConfigError, load
+from nfrx.config.model import ServerConfig
+
+HELP = (
+    "Run the public server: the OpenAI-compatible API for clients under /api/llm/v1 and the "
+    "WebSocket endpoint agents dial (/api/llm/connect). Settings come from the environment, "
+    "overridden by these options. SIGTERM/SIGINT drains gracefully; a second one stops at once."
+)
+
+
+def command(
+    host: Annotated[str | None, typer.Option(help=doc(ServerConfig, "host"))] = None,
+    port: Annotated[int | None, typer.Option(help=doc(ServerConfig, "port"))] = None,
+    api_key: Annotated[str | None, typer.Option(help=doc(ServerConfig, "api_key"))] = None,
+    client_key: Annotated[str | None, typer.Option(help=doc(ServerConfig, "client_key"))] = None,
+    request_timeout: Annotated[
+        float | None, typer.Option(help=doc(ServerConfig, "request_timeout"))
+    ] = None,
+    max_request_bytes: Annotated[
+        int | None, typer.Option(help=doc(ServerConfig, "max_request_bytes"))
+    ] = None,
+    heartbeat_interval: Annotated[
+        float | None, typer.Option(help=doc(ServerConfig, "heartbeat_interval"))
+    ] = None,
+    agent_dead_after: Annotated[
+        float | None, typer.Option(help=doc(ServerConfig, "agent_dead_after"))
+    ] = None,
+    drain_timeout: Annotated[
+        float | None, typer.Option(help=doc(ServerConfig, "drain_timeout"))
+    ] = None,
+    log_level: Annotated[str | None, typer.Option(help=doc(ServerConfig, "log_level"))] = None,
+) -> None:
+    try:
+        config = load(ServerConfig, locals())
+    except ConfigError as exc:
+        raise fail(exc) from None
+    run(config)
+
+
+def run(config: ServerConfig) -> None:
+    import trio
+
+    from nfrx import logs
+    from nfrx.server.runner import run_server
+
+    logs.configure(config.log_level)
+    try:
+        trio.run(run_server, config)
+    except OSError as exc:
+        typer.echo(f"nfrx serve: cannot listen on {config.host}:{config.port}: {exc}", err=True)
+        raise typer.Exit(1) from None

@@ -1,0 +1,145 @@
+"""Settings of every nfrx process: values, defaults and units in one place.
+
+Each field carries its environment variable name and help text as metadata; the CLI, the loader
+and the generated documentation all read them from here. Durations are float seconds, sizes are
+bytes.
+"""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from typing import Any
+
+import attrs
+
+MiB = 1024 * 1024
+
+
+def setting(default: Any, *, env: str, doc: str, secret: bool = False) -> Any:
+    """An attrs field documented with its environment variable."""
+    return attrs.field(default=default, metadata={"env": env, "help": doc, "secret": secret})
+
+
+@attrs.frozen(kw_only=True)
+class ServerConfig:
+    """``nfrx serve``."""
+
+    host: str = setting(
+        "127.0.0.1",
+        env="HOST",
+        doc="Address to listen on. The default only accepts local connections (put a TLS "
+        "reverse proxy in front, or set 0.0.0.0 to listen on every interface).",
+    )
+    port: int = setting(8080, env="PORT", doc="TCP port for the API and the agent tunnels.")
+    api_key: str = setting(
+        "",
+        env="API_KEY",
+        doc="Bearer key clients must send to /api routes. Empty: the API is open.",
+        secret=True,
+    )
+    client_key: str = setting(
+        "",
+        env="CLIENT_KEY",
+        doc="Bearer key agents must send to open a tunnel. Empty: any agent may connect.",
+        secret=True,
+    )
+    request_timeout: float = setting(
+        600.0,
+        env="REQUEST_TIMEOUT",
+        doc="Seconds a proxied request may take in total, queueing included.",
+    )
+    max_request_bytes: int = setting(
+        32 * MiB, env="MAX_REQUEST_BYTES", doc="Largest accepted request body, in bytes."
+    )
+    heartbeat_interval: float = setting(
+        5.0, env="HEARTBEAT_INTERVAL", doc="Seconds between tunnel pings (both directions)."
+    )
+    agent_dead_after: float = setting(
+        15.0,
+        env="AGENT_DEAD_AFTER",
+        doc="Seconds of silence after which an agent's tunnel is closed and its models removed.",
+    )
+    drain_timeout: float = setting(
+        300.0,
+        env="DRAIN_TIMEOUT",
+        doc="On SIGTERM/SIGINT, seconds to let in-flight requests finish before exiting.",
+    )
+    log_level: str = setting("info", env="LOG_LEVEL", doc="debug, info, warning or error.")
+
+
+def default_client_name() -> str:
+    return socket.gethostname() or f"agent-{uuid.uuid4().hex[:8]}"
+
+
+def default_client_id() -> str:
+    # Unique per agent instance: two agents started in the same second never share an id.
+    return f"{socket.gethostname() or 'agent'}-{uuid.uuid4().hex[:12]}"
+
+
+@attrs.frozen(kw_only=True)
+class AgentConfig:
+    """What every agent (``nfrx llm``, later ``mcp``, ``docling``, ``asr``) shares."""
+
+    server_url: str = setting(
+        "ws://127.0.0.1:8080/api/llm/connect",
+        env="SERVER_URL",
+        doc="WebSocket URL of the server's tunnel endpoint (ws:// or wss://).",
+    )
+    client_key: str = setting(
+        "", env="CLIENT_KEY", doc="Key sent to the server to open the tunnel.", secret=True
+    )
+    client_id: str = setting(
+        "",
+        env="CLIENT_ID",
+        doc="Stable id of this agent (default: hostname plus a random suffix, new each start).",
+    )
+    client_name: str = setting(
+        "", env="CLIENT_NAME", doc="Display name of this agent (default: the hostname)."
+    )
+    max_concurrency: int = setting(
+        1, env="MAX_CONCURRENCY", doc="Requests this agent runs at once."
+    )
+    reconnect: bool = setting(
+        False,
+        env="RECONNECT",
+        doc="Keep retrying when the server is unreachable or the tunnel drops "
+        "(1 s x3, 5 s x3, 15 s x3, then every 30 s).",
+    )
+    request_timeout: float = setting(
+        600.0,
+        env="REQUEST_TIMEOUT",
+        doc="Longest a single backend request may run, in seconds.",
+    )
+    drain_timeout: float = setting(
+        60.0,
+        env="DRAIN_TIMEOUT",
+        doc="On SIGTERM/SIGINT, seconds to let in-flight requests finish (0: exit at once, "
+        "-1: wait as long as they take).",
+    )
+    log_level: str = setting("info", env="LOG_LEVEL", doc="debug, info, warning or error.")
+
+
+@attrs.frozen(kw_only=True)
+class LlmAgentConfig(AgentConfig):
+    """``nfrx llm``."""
+
+    completion_base_url: str = setting(
+        "http://127.0.0.1:11434/v1",
+        env="COMPLETION_BASE_URL",
+        doc="Base URL of the OpenAI-compatible backend (Ollama, llama.cpp, vLLM, ...).",
+    )
+    completion_api_key: str = setting(
+        "",
+        env="COMPLETION_API_KEY",
+        doc="Bearer key sent to the backend (never the client's key).",
+        secret=True,
+    )
+    model_poll_interval: float = setting(
+        60.0, env="MODEL_POLL_INTERVAL", doc="Seconds between re-reads of the backend's models."
+    )
+
+
+def env_name(cls: type[Any], field: str) -> str:
+    env: str = attrs.fields_dict(cls)[field].metadata["env"]
+    return env

@@ -1,0 +1,153 @@
+"""The agents' WebSocket endpoint: authenticate the upgrade, handshake, register, run the tunnel.
+
+The client key is checked on the HTTP upgrade request, before ``accept()``: a wrong key is an HTTP
+401 and never reaches the frame layer. The tunnel then lives exactly as long as this route's task
+(quart-trio cancels it when the socket drops); the agent is in the registry only while its tunnel
+runs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import TYPE_CHECKING, Any, cast
+
+from quart import Response, websocket
+
+from nfrx._version import __version__
+from nfrx.protocol import PROTOCOL_VERSION, Frame, Refuse, Status, Welcome
+from nfrx.server import auth
+from nfrx.server.registry import AgentRecord, DuplicateAgent
+from nfrx.transport.errors import HandshakeFailed
+from nfrx.transport.handshake import receive_hello
+from nfrx.transport.session import CLOSE_POLICY, TunnelSession, TunnelSettings
+from nfrx.transport.websocket_server import ServerWebSocket
+
+if TYPE_CHECKING:
+    from nfrx.server.gateway import Gateway
+
+log = logging.getLogger("nfrx.agents")
+
+
+def _json_response(status: int, code: str, message: str) -> Response:
+    error = {"message": message, "type": "authentication_error", "code": code}
+    return Response(
+        json.dumps({"error": error}),
+        status=status,
+        content_type="application/json",
+    )
+
+
+async def serve_agent(gateway: Gateway, kind: str) -> Response | None:
+    """The body of a ``/api/<kind>/connect`` WebSocket route."""
+    token = auth.bearer_token(websocket.headers.get("Authorization"))
+    if not auth.key_matches(token, gateway.config.client_key):
+        log.warning("refused a %s agent from %s: bad client key", kind, websocket.remote_addr)
+        return _json_response(401, "invalid_client_key", "missing or invalid client key")
+    if gateway.draining:
+        return _json_response(503, "draining", "the server is draining")
+    await websocket.accept()
+    transport = ServerWebSocket(cast("Any", websocket)._get_current_object())
+    config = gateway.config
+    settings = TunnelSettings(
+        heartbeat_interval=config.heartbeat_interval, dead_after=config.agent_dead_after
+    )
+    try:
+        conn, hello = await receive_hello(transport, timeout=settings.handshake_timeout)
+    except HandshakeFailed as exc:
+        log.warning("%s agent from %s: %s", kind, websocket.remote_addr, exc)
+        await transport.aclose(CLOSE_POLICY, str(exc)[:120])
+        return None
+
+    async def refuse(code: str, message: str) -> None:
+        log.warning("refused %s agent %r: %s", kind, hello.agent_id, message)
+        await transport.send_message(conn.send(Refuse(code=code, message=message)))
+        await transport.aclose(CLOSE_POLICY, code)
+
+    if hello.version != PROTOCOL_VERSION:
+        await refuse(
+            "unsupported_version",
+            f"protocol version {hello.version} is not supported (this server speaks "
+            f"{PROTOCOL_VERSION}); upgrade the agent or the server",
+        )
+        return None
+    if hello.kind != kind:
+        await refuse("wrong_kind", f"this endpoint is for {kind} agents, not {hello.kind}")
+        return None
+    if not hello.agent_id:
+        await refuse("missing_id", "the agent sent an empty id")
+        return None
+
+    record: AgentRecord | None = None
+
+    def on_frame(frame: Frame) -> None:
+        if isinstance(frame, Status) and record is not None:
+            gateway.registry.update(
+                record,
+                models=frame.models,
+                max_concurrency=frame.max_concurrency,
+                status=frame.status,
+                embedding_batch_size=frame.embedding_batch_size,
+            )
+            log.info(
+                "%s agent %s: %s, %d models, capacity %d",
+                kind,
+                record.name,
+                frame.status,
+                len(frame.models),
+                frame.max_concurrency,
+            )
+
+    session = TunnelSession(
+        transport, conn, settings, on_frame=on_frame, name=f"{kind}:{hello.name}"
+    )
+    record = AgentRecord(
+        kind=kind,
+        id=hello.agent_id,
+        name=hello.name or hello.agent_id[:8],
+        version=hello.agent_version,
+        session=session,
+        models=hello.models,
+        max_concurrency=hello.max_concurrency,
+        status=hello.status,
+        embedding_batch_size=hello.embedding_batch_size,
+    )
+    try:
+        gateway.registry.add(record)
+    except DuplicateAgent:
+        await refuse(
+            "id_in_use",
+            f"another {kind} agent with id {hello.agent_id!r} is connected; "
+            "give each agent its own CLIENT_ID",
+        )
+        return None
+    try:
+        await transport.send_message(
+            conn.send(
+                Welcome(
+                    version=PROTOCOL_VERSION,
+                    server_version=__version__,
+                    agent_id=hello.agent_id,
+                    heartbeat_interval=settings.heartbeat_interval,
+                    dead_after=settings.dead_after,
+                    window=settings.window,
+                )
+            )
+        )
+        log.info(
+            "%s agent %s (%s) connected from %s: %s, %d models, capacity %d",
+            kind,
+            record.name,
+            record.id,
+            websocket.remote_addr,
+            hello.status,
+            len(hello.models),
+            hello.max_concurrency,
+        )
+        await session.run()
+    finally:
+        gateway.registry.remove(record)
+        log.info(
+            "%s agent %s (%s) disconnected: %s", kind, record.name, record.id, session.closed_reason
+        )
+    return None

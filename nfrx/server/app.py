@@ -1,0 +1,94 @@
+"""The ASGI application: quart-trio with every plugin's routes, JSON errors and per-request cleanup.
+
+:func:`create_app` returns a plain ASGI callable wrapping the Quart app. The wrapper gives each
+HTTP request a list of cleanup callbacks (``scope["nfrx.cleanups"]``) and runs them when the
+request's ASGI call ends -- normally, by exception, or because quart-trio cancelled it when the
+client disconnected. It covers the gap where the client leaves after a route returned a streaming
+response but before Quart started iterating its body (a generator that never started never runs its
+``finally``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from typing import TYPE_CHECKING, Any
+
+from quart import Response, jsonify
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
+
+from nfrx.plugins import SERVER_PLUGINS
+from nfrx.server.http_errors import HttpError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from nfrx.server.gateway import Gateway
+
+log = logging.getLogger("nfrx.server")
+
+def error_response(error: HttpError) -> Response:
+    response = Response(error.json_bytes(), status=error.status, content_type="application/json")
+    for name, value in error.headers.items():
+        response.headers[name] = value
+    return response
+
+
+def create_quart_app(gateway: Gateway) -> QuartTrio:
+    app = QuartTrio("nfrx")
+    # Streams (SSE generations, uploads) may legitimately last long: nfrx enforces its own
+    # deadlines (REQUEST_TIMEOUT) with cancel scopes, so Quart's blanket 60 s limits are off.
+    app.config["RESPONSE_TIMEOUT"] = None
+    app.config["BODY_TIMEOUT"] = None
+    app.config["MAX_CONTENT_LENGTH"] = None
+    app.config["PROVIDE_AUTOMATIC_OPTIONS"] = True
+
+    @app.errorhandler(HttpError)
+    async def handle_http_error(error: HttpError) -> Response:
+        return error_response(error)
+
+    @app.errorhandler(HTTPException)
+    async def handle_werkzeug(error: HTTPException) -> Response:
+        status = error.code or 500
+        code = {404: "not_found", 405: "method_not_allowed"}.get(status, "http_error")
+        message = {
+            404: "no such route",
+            405: "method not allowed on this route",
+        }.get(status, error.description or "error")
+        return error_response(HttpError(status, code, message))
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        registry = gateway.registry
+        body = {
+            "status": "draining" if gateway.draining else "ok",
+            "agents": {kind: registry.count(kind) for kind in SERVER_PLUGINS},
+        }
+        response = jsonify(body)
+        response.status_code = 503 if gateway.draining else 200
+        return response
+
+    for name in SERVER_PLUGINS:
+        module = importlib.import_module(f"nfrx.plugins.{name}.server")
+        app.register_blueprint(module.blueprint(gateway))
+    return app
+
+
+def create_app(gateway: Gateway) -> Any:
+    """The ASGI callable that hypercorn serves (see the module docstring)."""
+    app = create_quart_app(gateway)
+
+    async def asgi(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        cleanups: list[Callable[[], None]] = []
+        scope["nfrx.cleanups"] = cleanups
+        try:
+            await app(scope, receive, send)
+        finally:
+            for cleanup in cleanups:
+                cleanup()
+
+    return asgi

@@ -1,0 +1,169 @@
+"""The agent registry: who is connected, what they serve, how busy they are.
+
+It is the single source of truth for routing and for state. Changes (an agent connecting or
+leaving, a status update, a slot freeing) wake every task waiting in :meth:`wait_changed`, so
+nothing polls.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from typing import TYPE_CHECKING
+
+import attrs
+import trio
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from nfrx.transport.session import TunnelSession
+
+
+class AgentStatus:
+    READY = "ready"
+    NOT_READY = "not_ready"
+    DRAINING = "draining"
+
+
+class DuplicateAgent(Exception):
+    """An agent with this id is connected and alive."""
+
+
+@attrs.define(eq=False, kw_only=True)
+class AgentRecord:
+    """One connected agent. Mutable; changed only through :class:`AgentRegistry` methods."""
+
+    kind: str
+    id: str
+    name: str
+    version: str
+    session: TunnelSession
+    models: tuple[str, ...] = ()
+    max_concurrency: int = 1
+    status: str = AgentStatus.READY
+    embedding_batch_size: int = 0
+    inflight: int = 0
+    processed_total: int = 0
+    failures_total: int = 0
+    connected_at: float = attrs.field(factory=time.time)
+    dispatch_seq: int = 0
+    """When this agent last got a request (a registry-wide counter): ties go to the oldest."""
+
+    @property
+    def has_capacity(self) -> bool:
+        return (
+            self.status == AgentStatus.READY
+            and self.inflight < self.max_concurrency
+            and not self.session.closed
+        )
+
+
+class AgentRegistry:
+    """Connected agents, by kind (``llm``, ...) and id."""
+
+    def __init__(self) -> None:
+        self._agents: dict[str, dict[str, AgentRecord]] = {}
+        self._changed = trio.Event()
+        self._dispatch_counter = itertools.count(1)
+        self._model_created: dict[tuple[str, str], int] = {}
+
+    # -- membership ----------------------------------------------------------------------------
+
+    def add(self, record: AgentRecord) -> None:
+        """Register ``record``. Raises :class:`DuplicateAgent` if its id belongs to a live agent."""
+        agents = self._agents.setdefault(record.kind, {})
+        existing = agents.get(record.id)
+        if existing is not None and not existing.session.closed:
+            raise DuplicateAgent(record.id)
+        agents[record.id] = record
+        self._note_models(record)
+        self._notify()
+
+    def remove(self, record: AgentRecord) -> None:
+        """Forget ``record`` (only if it is still the registered one for its id)."""
+        agents = self._agents.get(record.kind, {})
+        if agents.get(record.id) is record:
+            del agents[record.id]
+            self._notify()
+
+    def update(
+        self,
+        record: AgentRecord,
+        *,
+        models: tuple[str, ...],
+        max_concurrency: int,
+        status: str,
+        embedding_batch_size: int,
+    ) -> None:
+        record.models = models
+        record.max_concurrency = max_concurrency
+        record.status = status
+        record.embedding_batch_size = embedding_batch_size
+        self._note_models(record)
+        self._notify()
+
+    def get(self, kind: str, agent_id: str) -> AgentRecord | None:
+        return self._agents.get(kind, {}).get(agent_id)
+
+    def agents(self, kind: str) -> list[AgentRecord]:
+        """Live agents of ``kind``, oldest connection first."""
+        return sorted(
+            (a for a in self._agents.get(kind, {}).values() if not a.session.closed),
+            key=lambda a: a.connected_at,
+        )
+
+    def count(self, kind: str) -> int:
+        return len(self.agents(kind))
+
+    # -- models --------------------------------------------------------------------------------
+
+    def _note_models(self, record: AgentRecord) -> None:
+        now = int(time.time())
+        for model in record.models:
+            self._model_created.setdefault((record.kind, model), now)
+
+    def model_created(self, kind: str, model: str) -> int:
+        """Unix time this server first saw ``model`` (stable for the process lifetime)."""
+        return self._model_created.get((kind, model), 0)
+
+    def models(self, kind: str) -> dict[str, list[AgentRecord]]:
+        """Model id -> agents serving it (agents not ready are left out)."""
+        table: dict[str, list[AgentRecord]] = {}
+        for agent in self.agents(kind):
+            if agent.status == AgentStatus.NOT_READY:
+                continue
+            for model in agent.models:
+                table.setdefault(model, []).append(agent)
+        return table
+
+    def serving(self, kind: str, model: str) -> Iterator[AgentRecord]:
+        for agent in self.agents(kind):
+            if model in agent.models:
+                yield agent
+
+    # -- dispatch ------------------------------------------------------------------------------
+
+    def acquire(self, record: AgentRecord) -> None:
+        """Take one of ``record``'s slots (the caller chose it with the scheduler)."""
+        record.inflight += 1
+        record.dispatch_seq = next(self._dispatch_counter)
+
+    def release(self, record: AgentRecord, *, failed: bool = False) -> None:
+        """Give the slot back; wakes waiters at once."""
+        record.inflight -= 1
+        if failed:
+            record.failures_total += 1
+        else:
+            record.processed_total += 1
+        self._notify()
+
+    # -- change notification -------------------------------------------------------------------
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def wait_changed(self) -> None:
+        """Return after the next change of any agent (membership, status, capacity)."""
+        await self._changed.wait()

@@ -1,0 +1,127 @@
+"""``nfrx serve``'s process: the root nursery, hypercorn, and the signal-driven drain.
+
+Task tree (every task has this one owner)::
+
+    run_server
+    +-- hypercorn serve (HTTP API + agent WebSockets; one task per connection inside it)
+    +-- signal watcher: 1st SIGTERM/SIGINT -> drain, 2nd -> cancel everything
+    +-- drainer (after the first signal): waits for in-flight requests up to DRAIN_TIMEOUT,
+        closes the agent tunnels, then triggers hypercorn's shutdown
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import signal
+import socket
+from typing import TYPE_CHECKING, Any
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve
+
+from nfrx.plugins import SERVER_PLUGINS
+from nfrx.protocol import Drain
+from nfrx.server.app import create_app
+from nfrx.server.gateway import Gateway
+from nfrx.transport.session import CLOSE_GOING_AWAY
+
+if TYPE_CHECKING:
+    from nfrx.config.model import ServerConfig
+
+log = logging.getLogger("nfrx.server")
+
+TCP_USER_TIMEOUT_MS = 30_000
+"""A peer that stops acknowledging data for this long is dropped (hypercorn's sends cannot be
+cancelled from the app, so the kernel must bound them)."""
+
+
+class _TunedConfig(HypercornConfig):
+    def create_sockets(self) -> Any:
+        sockets = super().create_sockets()
+        for sock in sockets.insecure_sockets + sockets.secure_sockets:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            if hasattr(socket, "TCP_USER_TIMEOUT"):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, TCP_USER_TIMEOUT_MS)
+        return sockets
+
+
+def hypercorn_config(config: ServerConfig) -> HypercornConfig:
+    hc = _TunedConfig()
+    host = f"[{config.host}]" if ":" in config.host else config.host
+    hc.bind = [f"{host}:{config.port}"]
+    hc.accesslog = None
+    hc.errorlog = logging.getLogger("hypercorn.error")  # our handlers, not a second stream
+    hc.graceful_timeout = 2.0
+    hc.websocket_max_message_size = 16 * 1024 * 1024
+    hc.include_server_header = False
+    return hc
+
+
+async def run_server(
+    config: ServerConfig, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Serve until a signal ends it; ``task_status.started`` gets the bound URLs."""
+    gateway = Gateway(config)
+    app = create_app(gateway)
+    shutdown = trio.Event()
+    if not config.api_key:
+        log.warning("API_KEY is not set: the API is OPEN to anyone who can reach this server")
+    if not config.client_key:
+        log.warning("CLIENT_KEY is not set: ANY agent can connect and serve requests")
+    if config.api_key and config.api_key == config.client_key:
+        log.warning("API_KEY and CLIENT_KEY are equal: clients could register as agents")
+    async with trio.open_nursery() as nursery:
+
+        async def run_hypercorn(*, task_status: trio.TaskStatus[list[str]]) -> None:
+            await serve(
+                app,
+                hypercorn_config(config),
+                shutdown_trigger=shutdown.wait,
+                mode="asgi",
+                task_status=task_status,
+            )
+            nursery.cancel_scope.cancel()
+
+        binds: list[str] = await nursery.start(run_hypercorn)
+        log.info(
+            "nfrx serve listening on %s (plugins: %s)", ", ".join(binds), ", ".join(SERVER_PLUGINS)
+        )
+        nursery.start_soon(
+            _watch_signals, gateway, shutdown, nursery, config.drain_timeout
+        )
+        task_status.started(binds)
+
+
+async def _watch_signals(
+    gateway: Gateway, shutdown: trio.Event, nursery: trio.Nursery, drain_timeout: float
+) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            name = signal.Signals(signum).name
+            if gateway.draining:
+                log.warning("%s again: stopping now", name)
+                nursery.cancel_scope.cancel()
+                return
+            log.info("%s: draining (up to %g s for in-flight requests)", name, drain_timeout)
+            gateway.draining = True
+            nursery.start_soon(functools.partial(_drain, gateway, shutdown, drain_timeout))
+
+
+async def _drain(gateway: Gateway, shutdown: trio.Event, drain_timeout: float) -> None:
+    registry = gateway.registry
+    agents = [a for kind in SERVER_PLUGINS for a in registry.agents(kind)]
+    for agent in agents:
+        agent.session.send_control(Drain(reason="server shutting down", deadline=drain_timeout))
+    timeout = math.inf if drain_timeout < 0 else drain_timeout
+    with trio.move_on_after(timeout) as scope:
+        while (busy := sum(a.inflight for a in agents)) > 0:
+            log.info("waiting for %d in-flight request(s)", busy)
+            await registry.wait_changed()
+    if scope.cancelled_caught:
+        log.warning("drain timeout: cancelling the requests still in flight")
+    for agent in agents:
+        agent.session.close("server shutting down", CLOSE_GOING_AWAY)
+    shutdown.set()
