@@ -20,6 +20,7 @@ from werkzeug.exceptions import HTTPException
 
 from nfrx.plugins import SERVER_PLUGINS
 from nfrx.server.http_errors import HttpError
+from nfrx.server.proxy import RelayBroken
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -87,6 +88,10 @@ def create_app(gateway: Gateway) -> Any:
         scope["nfrx.cleanups"] = cleanups
         try:
             await app(scope, receive, send)
+        except* RelayBroken as group:
+            # The response had started, so the only honest signal left is an incomplete body:
+            # ending the ASGI call without the final chunk makes hypercorn cut the connection.
+            log.warning("response cut short: %s", "; ".join(map(str, group.exceptions)))
         finally:
             for cleanup in cleanups:
                 cleanup()
