@@ -14,7 +14,8 @@ import importlib
 import logging
 from typing import TYPE_CHECKING, Any
 
-from quart import Response, jsonify
+import trio
+from quart import Response, jsonify, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
@@ -36,6 +37,32 @@ def error_response(error: HttpError) -> Response:
     return response
 
 
+DISCARD_LIMIT = 1024 * 1024
+DISCARD_SECONDS = 1.0
+
+
+async def _discard_body() -> bool:
+    """Read and drop what is left of a refused request's body, so the keep-alive connection stays
+    usable. False if it is too large or too slow to be worth it."""
+    with trio.move_on_after(DISCARD_SECONDS):
+        size = 0
+        async for chunk in request.body:
+            size += len(chunk)
+            if size > DISCARD_LIMIT:
+                return False
+        return True
+    return False
+
+
+async def _answer(error: HttpError) -> Response:
+    response = error_response(error)
+    if error.status == 413 or not await _discard_body():
+        # An unread body would make the connection unusable for the client's next request
+        # (hypercorn drops it at a moment the client cannot predict): say so explicitly.
+        response.headers["Connection"] = "close"
+    return response
+
+
 def create_quart_app(gateway: Gateway) -> QuartTrio:
     app = QuartTrio("nfrx")
     # Streams (SSE generations, uploads) may legitimately last long: nfrx enforces its own
@@ -47,7 +74,7 @@ def create_quart_app(gateway: Gateway) -> QuartTrio:
 
     @app.errorhandler(HttpError)
     async def handle_http_error(error: HttpError) -> Response:
-        return error_response(error)
+        return await _answer(error)
 
     @app.errorhandler(HTTPException)
     async def handle_werkzeug(error: HTTPException) -> Response:
@@ -57,7 +84,7 @@ def create_quart_app(gateway: Gateway) -> QuartTrio:
             404: "no such route",
             405: "method not allowed on this route",
         }.get(status, error.description or "error")
-        return error_response(HttpError(status, code, message))
+        return await _answer(HttpError(status, code, message))
 
     @app.get("/healthz")
     async def healthz() -> Response:

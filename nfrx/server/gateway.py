@@ -48,6 +48,17 @@ class Gateway:
 
     # -- per request ---------------------------------------------------------------------------
 
+    def admit(self) -> None:
+        """Refuse the request while draining (503), or without the API key (401)."""
+        if self.draining:
+            raise HttpError(
+                503,
+                "draining",
+                "the server is shutting down and accepts no new requests",
+                headers={"Retry-After": "5"},
+            )
+        self.check_api_key()
+
     def check_api_key(self) -> None:
         """Raise 401 unless the request carries the API key (or none is configured)."""
         token = auth.bearer_token(request.headers.get("Authorization"))

@@ -60,8 +60,8 @@ def blueprint(gateway: Gateway) -> Blueprint:
     bp = Blueprint(KIND, __name__, url_prefix=f"/api/{KIND}")
 
     @bp.before_request
-    async def authenticate() -> None:
-        gateway.check_api_key()
+    async def admit() -> None:
+        gateway.admit()
 
     @bp.websocket("/connect")
     async def connect() -> Response | None:
