@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 
+from nfrx.headers import HOP_BY_HOP
 from nfrx.protocol import ResetCode
 
 if TYPE_CHECKING:
@@ -23,19 +24,6 @@ if TYPE_CHECKING:
 
     from nfrx.transport.streams import IncomingStream
 
-HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-    }
-)
 _REQUEST_DROP = HOP_BY_HOP | {"host", "authorization", "cookie", "x-api-key", "accept-encoding"}
 
 

@@ -18,6 +18,7 @@ import trio
 from quart import Response
 from werkzeug.datastructures import Headers
 
+from nfrx.headers import HOP_BY_HOP
 from nfrx.protocol import ResetCode
 from nfrx.server.http_errors import from_tunnel_error, request_timeout
 from nfrx.transport.errors import StreamReset, TunnelClosed
@@ -30,19 +31,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("nfrx.proxy")
 
-HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-    }
-)
 _RESPONSE_DROP = HOP_BY_HOP | {"set-cookie", "server", "date"}
 
 
