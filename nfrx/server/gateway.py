@@ -104,15 +104,22 @@ class Gateway:
 
     # -- dispatch ------------------------------------------------------------------------------
 
-    async def acquire_agent(self, kind: str, model: str) -> AgentRecord:
-        """Wait for an agent of ``kind`` serving ``model`` to have a free slot, and take it.
+    async def acquire_agent(
+        self, kind: str, model: str, *, agent_id: str | None = None
+    ) -> AgentRecord:
+        """Wait for an agent of ``kind`` serving ``model`` (only agent ``agent_id``, if given) to
+        have a free slot, and take it.
 
         Raises 404 at once (and again if, while waiting, the last agent serving the model
         leaves). Event-driven: wakes on every registry change, never polls.
         """
         registry = self.registry
         while True:
-            serving = list(registry.serving(kind, model))
+            serving = [
+                a
+                for a in registry.serving(kind, model)
+                if agent_id is None or a.id == agent_id
+            ]
             if not serving:
                 raise model_not_found(model)
             agent = choose(serving)

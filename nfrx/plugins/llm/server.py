@@ -14,11 +14,12 @@ import trio
 from quart import Blueprint, Response
 
 from nfrx.server.agent_socket import serve_agent
-from nfrx.server.http_errors import HttpError, request_timeout
+from nfrx.server.http_errors import HttpError, model_not_found, request_timeout
 from nfrx.server.proxy import relay
 
 if TYPE_CHECKING:
     from nfrx.server.gateway import Gateway
+    from nfrx.server.registry import AgentRecord
 
 KIND = "llm"
 
@@ -47,6 +48,10 @@ def parse_model(body: bytes) -> str:
     return model
 
 
+RELAYED_PATHS = ("/chat/completions", "/completions", "/responses", "/embeddings")
+"""OpenAI routes relayed as they are; each also exists under ``/api/llm/id/{agent}/v1``."""
+
+
 def model_object(gateway: Gateway, model: str, owners: list[str]) -> dict[str, Any]:
     return {
         "id": model,
@@ -56,8 +61,26 @@ def model_object(gateway: Gateway, model: str, owners: list[str]) -> dict[str, A
     }
 
 
+def agent_not_found(agent_id: str) -> HttpError:
+    return HttpError(
+        404,
+        "agent_not_found",
+        f"no {KIND} agent with id {agent_id!r} is connected",
+        type="invalid_request_error",
+    )
+
+
 def blueprint(gateway: Gateway) -> Blueprint:
     bp = Blueprint(KIND, __name__, url_prefix=f"/api/{KIND}")
+    registry = gateway.registry
+
+    def model_table(agent_id: str | None) -> dict[str, list[AgentRecord]]:
+        if agent_id is None:
+            return registry.models(KIND)
+        agent = registry.get(KIND, agent_id)
+        if agent is None or agent.session.closed:
+            raise agent_not_found(agent_id)
+        return {model: [agent] for model in agent.models}
 
     @bp.before_request
     async def admit() -> None:
@@ -68,39 +91,38 @@ def blueprint(gateway: Gateway) -> Blueprint:
         return await serve_agent(gateway, KIND)
 
     @bp.get("/v1/models")
-    async def list_models() -> dict[str, Any]:
-        table = gateway.registry.models(KIND)
+    @bp.get("/id/<agent_id>/v1/models")
+    async def list_models(agent_id: str | None = None) -> dict[str, Any]:
         data = [
             model_object(gateway, model, [a.name for a in agents])
-            for model, agents in sorted(table.items())
+            for model, agents in sorted(model_table(agent_id).items())
         ]
         return {"object": "list", "data": data}
 
     @bp.get("/v1/models/<path:model_id>")
-    async def retrieve_model(model_id: str) -> dict[str, Any]:
-        agents = gateway.registry.models(KIND).get(model_id)
+    @bp.get("/id/<agent_id>/v1/models/<path:model_id>")
+    async def retrieve_model(model_id: str, agent_id: str | None = None) -> dict[str, Any]:
+        agents = model_table(agent_id).get(model_id)
         if not agents:
-            raise HttpError(
-                404,
-                "model_not_found",
-                f"the model {model_id!r} does not exist: no connected agent serves it",
-                type="invalid_request_error",
-            )
+            raise model_not_found(model_id)
         return model_object(gateway, model_id, [a.name for a in agents])
 
-    async def relay_openai(path: str) -> Response:
+    async def relay_openai(path: str, agent_id: str | None) -> Response:
         request_id = gateway.request_id()
+        if agent_id is not None:
+            model_table(agent_id)  # 404 at once for an unknown agent
         body = await gateway.read_body()
         model = parse_model(body)
         deadline = gateway.deadline()
         timeout = gateway.config.request_timeout
         agent = None
         with trio.CancelScope(deadline=deadline) as scope:
-            agent = await gateway.acquire_agent(KIND, model)
+            agent = await gateway.acquire_agent(KIND, model, agent_id=agent_id)
         if agent is None or scope.cancelled_caught:
             raise request_timeout(timeout)
+        prefix = f"/api/{KIND}" + (f"/id/{agent_id}" if agent_id else "")
         return await relay(
-            gateway.registry,
+            registry,
             agent,
             method="POST",
             path=path,
@@ -109,12 +131,17 @@ def blueprint(gateway: Gateway) -> Blueprint:
             deadline=deadline,
             timeout=timeout,
             request_id=request_id,
-            label=f"POST /api/llm/v1{path} model={model}",
+            label=f"POST {prefix}/v1{path} model={model}",
             cleanups=gateway.cleanups(),
         )
 
-    @bp.post("/v1/chat/completions")
-    async def chat_completions() -> Response:
-        return await relay_openai("/chat/completions")
+    for path in RELAYED_PATHS:
+
+        async def route(agent_id: str | None = None, path: str = path) -> Response:
+            return await relay_openai(path, agent_id)
+
+        endpoint = path.strip("/").replace("/", "_")
+        bp.add_url_rule(f"/v1{path}", endpoint, route, methods=["POST"])
+        bp.add_url_rule(f"/id/<agent_id>/v1{path}", f"id_{endpoint}", route, methods=["POST"])
 
     return bp

@@ -1,0 +1,78 @@
+"""The other OpenAI routes and the agent-targeted routes (``/api/llm/id/{agent}/v1/...``)."""
+
+from __future__ import annotations
+
+import httpx
+import openai
+
+from tests.e2e.harness import NfrxProcess, Server, run_agent
+from tests.fixtures.backend import FixtureBackend, run_backend
+
+MESSAGES = [{"role": "user", "content": "hi"}]
+
+
+async def test_completions_embeddings_and_responses(
+    server: Server, backend: FixtureBackend, agent: NfrxProcess
+) -> None:
+    async with openai.AsyncOpenAI(base_url=server.api_base, api_key="ak", max_retries=0) as c:
+        completion = await c.completions.create(model="fixture-model", prompt="hi")
+        assert completion.object == "text_completion"
+        embeddings = await c.embeddings.create(model="fixture-model", input=["a", "bbb"])
+        assert [e.index for e in embeddings.data] == [0, 1]
+        assert [e.embedding[0] for e in embeddings.data] == [1.0, 3.0]
+        response = await c.responses.create(model="fixture-model", input="hi")
+        assert response.output_text == "hello from fixture"
+        stream = await c.responses.create(model="fixture-model", input="hi", stream=True)
+        kinds = [event.type async for event in stream]
+    assert kinds[-1] == "response.completed"
+    assert "response.output_text.delta" in kinds
+    paths = [r.path for r in backend.requests if r.method == "POST"]
+    assert paths[-4:] == ["/v1/completions", "/v1/embeddings", "/v1/responses", "/v1/responses"]
+
+
+async def test_targeted_routes_reach_only_that_agent(server: Server) -> None:
+    async with (
+        run_backend(models=("shared",)) as first,
+        run_backend(models=("shared", "only-b")) as second,
+        run_agent(server, first.base_url, name="alpha", env={"CLIENT_ID": "a1"}),
+        run_agent(server, second.base_url, name="beta", env={"CLIENT_ID": "b1"}),
+    ):
+        base_b = f"{server.url}/api/llm/id/b1/v1"
+        async with openai.AsyncOpenAI(base_url=base_b, api_key="ak", max_retries=0) as c:
+            for _ in range(3):
+                await c.chat.completions.create(model="shared", messages=MESSAGES)  # type: ignore[arg-type]
+            listed = await c.models.list()
+            assert [(m.id, m.owned_by) for m in listed.data] == [
+                ("only-b", "beta"),
+                ("shared", "beta"),
+            ]
+            assert (await c.models.retrieve("only-b")).owned_by == "beta"
+        chats = lambda b: [r for r in b.requests if r.path == "/v1/chat/completions"]  # noqa: E731
+        assert len(chats(second)) == 3
+        assert chats(first) == []
+        async with httpx.AsyncClient() as http:
+            headers = server.headers()
+            r = await http.get(f"{server.url}/api/llm/id/a1/v1/models/only-b", headers=headers)
+            assert r.status_code == 404
+            assert r.json()["error"]["code"] == "model_not_found"
+            r = await http.post(
+                f"{server.url}/api/llm/id/a1/v1/chat/completions",
+                json={"model": "only-b", "messages": MESSAGES},
+                headers=headers,
+            )
+            assert r.status_code == 404
+            assert r.json()["error"]["code"] == "model_not_found"
+            for url in (
+                f"{server.url}/api/llm/id/nobody/v1/models",
+                f"{server.url}/api/llm/id/nobody/v1/models/shared",
+            ):
+                r = await http.get(url, headers=headers)
+                assert r.status_code == 404
+                assert r.json()["error"]["code"] == "agent_not_found"
+            r = await http.post(
+                f"{server.url}/api/llm/id/nobody/v1/chat/completions",
+                json={"model": "shared", "messages": MESSAGES},
+                headers=headers,
+            )
+            assert r.status_code == 404
+            assert r.json()["error"]["code"] == "agent_not_found"
