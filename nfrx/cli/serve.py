@@ -37,6 +37,9 @@ def command(
     drain_timeout: Annotated[
         float | None, typer.Option(help=doc(ServerConfig, "drain_timeout"))
     ] = None,
+    llm_min_score: Annotated[
+        float | None, typer.Option(help=doc(ServerConfig, "llm_min_score"))
+    ] = None,
     log_level: Annotated[str | None, typer.Option(help=doc(ServerConfig, "log_level"))] = None,
 ) -> None:
     try:
@@ -55,6 +58,13 @@ def run(config: ServerConfig) -> None:
     logs.configure(config.log_level)
     try:
         trio.run(run_server, config)
-    except OSError as exc:
-        typer.echo(f"nfrx serve: cannot listen on {config.host}:{config.port}: {exc}", err=True)
+    except* OSError as group:
+        reasons = "; ".join(str(exc) for exc in _leaves(group))
+        typer.echo(f"nfrx serve: cannot listen on {config.host}:{config.port}: {reasons}", err=True)
         raise typer.Exit(1) from None
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]

@@ -6,6 +6,7 @@ Values from the environment are text and are converted to the field's type here;
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -29,9 +30,13 @@ def parse_duration(text: str) -> float:
     """Seconds from ``"30"``, ``"1.5"``, ``"90s"``, ``"5m"``, ``"1h30m"`` or ``"250ms"``."""
     text = text.strip()
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         pass
+    else:
+        if not math.isfinite(value):
+            raise ValueError(f"{text!r} is not a finite number of seconds")
+        return value
     if text.startswith("-"):
         return -parse_duration(text[1:])
     pos = 0

@@ -65,6 +65,13 @@ class ServerConfig:
         env="DRAIN_TIMEOUT",
         doc="On SIGTERM/SIGINT, seconds to let in-flight requests finish before exiting.",
     )
+    llm_min_score: float = setting(
+        0.01,
+        env="LLM_MIN_SCORE",
+        doc="Lowest match score a model may have to be routed: 1 is exact, 0.5 another "
+        "quantization of the same model and size (llama3:8b-q4_0 for llama3:8b). Set above 0.5 "
+        "to turn alias matching off.",
+    )
     log_level: str = setting("info", env="LOG_LEVEL", doc="debug, info, warning or error.")
 
 

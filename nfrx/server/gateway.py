@@ -16,7 +16,7 @@ from quart import request
 from nfrx.server import auth
 from nfrx.server.http_errors import HttpError, model_not_found, unauthorized
 from nfrx.server.registry import AgentRecord, AgentRegistry
-from nfrx.server.scheduler import choose
+from nfrx.server.scheduler import choose_match, matches
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -105,27 +105,25 @@ class Gateway:
     # -- dispatch ------------------------------------------------------------------------------
 
     async def acquire_agent(
-        self, kind: str, model: str, *, agent_id: str | None = None
-    ) -> AgentRecord:
-        """Wait for an agent of ``kind`` serving ``model`` (only agent ``agent_id``, if given) to
-        have a free slot, and take it.
+        self, kind: str, model: str, *, agent_id: str | None = None, aliases: bool = False
+    ) -> tuple[AgentRecord, str]:
+        """Wait for an agent of ``kind`` that serves ``model`` (only agent ``agent_id``, if given)
+        to have a free slot, and take it. Returns the agent and its own id for the model (which
+        differs from ``model`` after an alias match).
 
         Raises 404 at once (and again if, while waiting, the last agent serving the model
         leaves). Event-driven: wakes on every registry change, never polls.
         """
         registry = self.registry
         while True:
-            serving = [
-                a
-                for a in registry.serving(kind, model)
-                if agent_id is None or a.id == agent_id
-            ]
-            if not serving:
+            agents = [a for a in registry.agents(kind) if agent_id is None or a.id == agent_id]
+            found = matches(agents, model, aliases=aliases)
+            if not found:
                 raise model_not_found(model)
-            agent = choose(serving)
-            if agent is not None:
-                registry.acquire(agent)
-                return agent
+            chosen = choose_match(found)
+            if chosen is not None:
+                registry.acquire(chosen[0])
+                return chosen
             await registry.wait_changed()
 
     def deadline(self) -> float:

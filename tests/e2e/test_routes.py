@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import httpx
 import openai
+import pytest
 
 from tests.e2e.harness import NfrxProcess, Server, run_agent
 from tests.fixtures.backend import FixtureBackend, run_backend
@@ -76,3 +77,34 @@ async def test_targeted_routes_reach_only_that_agent(server: Server) -> None:
             )
             assert r.status_code == 404
             assert r.json()["error"]["code"] == "agent_not_found"
+
+
+async def test_alias_fallback_rewrites_the_model(server: Server) -> None:
+    async with (
+        run_backend(models=("llama3:8b-q4_0",)) as backend,
+        run_agent(server, backend.base_url),
+        openai.AsyncOpenAI(base_url=server.api_base, api_key="ak", max_retries=0) as c,
+    ):
+        reply = await c.chat.completions.create(model="llama3:8b", messages=MESSAGES)  # type: ignore[arg-type]
+        assert reply.model == "llama3:8b-q4_0"
+        assert backend.requests[-1].json()["model"] == "llama3:8b-q4_0"
+        with pytest.raises(openai.NotFoundError):
+            await c.chat.completions.create(model="llama3:70b", messages=MESSAGES)  # type: ignore[arg-type]
+
+
+async def test_aliasing_can_be_turned_off(backend: FixtureBackend) -> None:
+    from tests.e2e.harness import run_server
+
+    async with (
+        run_server(env={"LLM_MIN_SCORE": "1"}) as server,
+        run_backend(models=("llama3:8b-q4_0",)) as quantized,
+        run_agent(server, quantized.base_url),
+        httpx.AsyncClient() as http,
+    ):
+        r = await http.post(
+            server.api_base + "/chat/completions",
+            json={"model": "llama3:8b", "messages": MESSAGES},
+            headers=server.headers(),
+        )
+        assert r.status_code == 404
+        assert r.json()["error"]["code"] == "model_not_found"

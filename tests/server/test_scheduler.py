@@ -9,7 +9,7 @@ import trio
 import trio.testing
 
 from nfrx.server.registry import AgentRecord, AgentRegistry, DuplicateAgent
-from nfrx.server.scheduler import choose
+from nfrx.server.scheduler import alias_key, choose, choose_match, matches
 
 
 class FakeSession:
@@ -115,3 +115,28 @@ def test_models_table_leaves_out_not_ready_agents() -> None:
     table = registry.models("llm")
     assert sorted(table) == ["m1", "m2"]
     assert [x.id for x in table["m2"]] == ["a", "c"]
+
+
+@pytest.mark.parametrize(
+    ("model", "key"),
+    [
+        ("llama3:8b-q4_0", "llama3:8b"),
+        ("llama3:8b", "llama3:8b"),
+        ("llama3:8b-instruct-q8_0", "llama3:8b"),
+        ("llama3", None),
+        ("org/llama3:70b-fp16", "org/llama3:70b"),
+    ],
+)
+def test_alias_key(model: str, key: str | None) -> None:
+    assert alias_key(model) == key
+
+
+def test_exact_match_wins_over_alias_and_alias_names_the_concrete_model() -> None:
+    exact = agent("exact", models=("llama3:8b",))
+    alias = agent("alias", models=("llama3:8b-q4_0",))
+    found = matches([alias, exact], "llama3:8b", aliases=True)
+    assert choose_match(found) == (exact, "llama3:8b")
+    exact.inflight = 1  # busy: the alias agent takes it, under its own model name
+    assert choose_match(found) == (alias, "llama3:8b-q4_0")
+    assert matches([alias], "llama3:8b", aliases=False) == []
+    assert matches([alias], "llama3:70b", aliases=True) == []

@@ -48,6 +48,16 @@ def parse_model(body: bytes) -> str:
     return model
 
 
+ALIAS_SCORE = 0.5
+"""The original's score for an alias match: ``LLM_MIN_SCORE`` above it turns aliasing off."""
+
+
+def rewrite_model(body: bytes, model: str) -> bytes:
+    payload = json.loads(body)
+    payload["model"] = model
+    return json.dumps(payload, ensure_ascii=False).encode()
+
+
 RELAYED_PATHS = ("/chat/completions", "/completions", "/responses", "/embeddings")
 """OpenAI routes relayed as they are; each also exists under ``/api/llm/id/{agent}/v1``."""
 
@@ -115,11 +125,17 @@ def blueprint(gateway: Gateway) -> Blueprint:
         model = parse_model(body)
         deadline = gateway.deadline()
         timeout = gateway.config.request_timeout
-        agent = None
+        chosen = None
         with trio.CancelScope(deadline=deadline) as scope:
-            agent = await gateway.acquire_agent(KIND, model, agent_id=agent_id)
-        if agent is None or scope.cancelled_caught:
+            chosen = await gateway.acquire_agent(
+                KIND, model, agent_id=agent_id, aliases=gateway.config.llm_min_score <= ALIAS_SCORE
+            )
+        if chosen is None or scope.cancelled_caught:
             raise request_timeout(timeout)
+        agent, concrete = chosen
+        if concrete != model:
+            # An alias match: the backend only knows its own name for the model.
+            body = rewrite_model(body, concrete)
         prefix = f"/api/{KIND}" + (f"/id/{agent_id}" if agent_id else "")
         return await relay(
             registry,
@@ -131,7 +147,7 @@ def blueprint(gateway: Gateway) -> Blueprint:
             deadline=deadline,
             timeout=timeout,
             request_id=request_id,
-            label=f"POST {prefix}/v1{path} model={model}",
+            label=f"POST {prefix}/v1{path} model={concrete}",
             cleanups=gateway.cleanups(),
         )
 
