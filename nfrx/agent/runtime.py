@@ -90,11 +90,19 @@ class AgentRuntime:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run until stopped by a signal (returns) or a fatal condition (raises AgentExit)."""
+        failure: AgentExit | None = None
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._watch_signals, nursery)
             task_status.started()
-            await self._connect_loop()
+            try:
+                await self._connect_loop()
+            except AgentExit as exc:
+                # Raised past the nursery it would arrive wrapped in an exception group; the
+                # CLI wants the one reason to print.
+                failure = exc
             nursery.cancel_scope.cancel()
+        if failure is not None:
+            raise failure
 
     async def _connect_loop(self) -> None:
         attempt = 0
