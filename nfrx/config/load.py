@@ -71,9 +71,7 @@ def _convert(text: str, kind: Any) -> Any:
     raise TypeError(f"unsupported setting type {kind!r}")
 
 
-def load(
-    cls: type[T], flags: Mapping[str, Any], environ: Mapping[str, str] | None = None
-) -> T:
+def load(cls: type[T], flags: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> T:
     """Merge defaults < ``environ`` (default: ``os.environ``) < ``flags`` (None = not given)."""
     environ = os.environ if environ is None else environ
     values: dict[str, Any] = {}

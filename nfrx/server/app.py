@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("nfrx.server")
 
+
 def error_response(error: HttpError) -> Response:
     response = Response(error.json_bytes(), status=error.status, content_type="application/json")
     for name, value in error.headers.items():

@@ -89,9 +89,7 @@ async def run_server(
         log.info(
             "nfrx serve listening on %s (plugins: %s)", ", ".join(binds), ", ".join(SERVER_PLUGINS)
         )
-        nursery.start_soon(
-            _watch_signals, gateway, shutdown, nursery, config.drain_timeout
-        )
+        nursery.start_soon(_watch_signals, gateway, shutdown, nursery, config.drain_timeout)
         task_status.started(binds)
 
 

@@ -92,9 +92,7 @@ def clean_env(extra: Mapping[str, str]) -> dict[str, str]:
 
 
 @asynccontextmanager
-async def nfrx(
-    name: str, args: list[str], env: Mapping[str, str]
-) -> AsyncIterator[NfrxProcess]:
+async def nfrx(name: str, args: list[str], env: Mapping[str, str]) -> AsyncIterator[NfrxProcess]:
     """Run ``python -m nfrx <args>``; on exit SIGTERM it (then SIGKILL after 5 s)."""
     process = await trio.lowlevel.open_process(
         [sys.executable, "-m", "nfrx", *args],

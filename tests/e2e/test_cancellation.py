@@ -78,9 +78,11 @@ async def test_disconnect_before_first_byte_closes_backend_connection(
 async def test_server_deadline_cancels_backend_request(backend: FixtureBackend) -> None:
     from tests.e2e.harness import run_server
 
-    async with run_server(env={"REQUEST_TIMEOUT": "1"}) as server, run_agent(
-        server, backend.base_url
-    ), httpx.AsyncClient() as http:
+    async with (
+        run_server(env={"REQUEST_TIMEOUT": "1"}) as server,
+        run_agent(server, backend.base_url),
+        httpx.AsyncClient() as http,
+    ):
         body = {"model": "fixture-model", "messages": MESSAGES, "fixture": {"hang": True}}
         r = await http.post(
             server.api_base + "/chat/completions", json=body, headers=server.headers()
@@ -96,9 +98,11 @@ async def test_server_deadline_cancels_backend_request(backend: FixtureBackend) 
 async def test_server_deadline_mid_stream_ends_with_error_event(backend: FixtureBackend) -> None:
     from tests.e2e.harness import run_server
 
-    async with run_server(env={"REQUEST_TIMEOUT": "1"}) as server, run_agent(
-        server, backend.base_url
-    ), httpx.AsyncClient() as http:
+    async with (
+        run_server(env={"REQUEST_TIMEOUT": "1"}) as server,
+        run_agent(server, backend.base_url),
+        httpx.AsyncClient() as http,
+    ):
         body = {
             "model": "fixture-model",
             "stream": True,

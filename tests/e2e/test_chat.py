@@ -103,9 +103,11 @@ async def test_models_empty_is_an_empty_list(server: Server) -> None:
 
 
 async def test_models_union_over_agents(server: Server, backend: FixtureBackend) -> None:
-    async with run_agent(server, backend.base_url, name="beta"), run_agent(
-        server, backend.base_url, name="alpha"
-    ), httpx.AsyncClient() as http:
+    async with (
+        run_agent(server, backend.base_url, name="beta"),
+        run_agent(server, backend.base_url, name="alpha"),
+        httpx.AsyncClient() as http,
+    ):
         r = await http.get(server.api_base + "/models", headers=server.headers())
     data = r.json()["data"]
     assert [m["id"] for m in data] == ["fixture-model", "org/llama3:8b"]
@@ -209,9 +211,12 @@ async def test_events_are_flushed_as_they_arrive(
         "fixture": {"events": 6, "interval": 0.05},
     }
     arrivals: list[bytes] = []
-    async with httpx.AsyncClient() as http, http.stream(
-        "POST", server.api_base + "/chat/completions", json=body, headers=server.headers()
-    ) as r:
+    async with (
+        httpx.AsyncClient() as http,
+        http.stream(
+            "POST", server.api_base + "/chat/completions", json=body, headers=server.headers()
+        ) as r,
+    ):
         async for chunk in r.aiter_bytes():
             if not arrivals:
                 # The first event reached the client while the backend was still generating:

@@ -68,8 +68,9 @@ async def test_bad_bodies_are_400(server: Server, content: bytes, code: str) -> 
 
 
 async def test_body_over_the_limit_is_413(backend: FixtureBackend) -> None:
-    async with run_server(env={"MAX_REQUEST_BYTES": "1000"}) as server, run_agent(
-        server, backend.base_url
+    async with (
+        run_server(env={"MAX_REQUEST_BYTES": "1000"}) as server,
+        run_agent(server, backend.base_url),
     ):
         big = {"model": "fixture-model", "messages": [{"role": "user", "content": "x" * 2000}]}
         assert_error(await post(server, json=big), 413, "request_too_large")

@@ -211,9 +211,7 @@ async def test_protocol_error_closes_tunnel(autojump_clock: trio.testing.MockClo
 
 async def test_status_frames_reach_server(autojump_clock: trio.testing.MockClock) -> None:
     async with open_tunnel(echo) as tunnel:
-        tunnel.agent.send_control(
-            Status(models=("a", "b"), max_concurrency=3, status="ready")
-        )
+        tunnel.agent.send_control(Status(models=("a", "b"), max_concurrency=3, status="ready"))
         await trio.testing.wait_all_tasks_blocked()
         assert tunnel.server_frames == [
             Status(models=("a", "b"), max_concurrency=3, status="ready")

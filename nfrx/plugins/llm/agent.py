@@ -46,6 +46,4 @@ class LlmBackend:
         return BackendState(models=models)
 
     async def handle(self, stream: IncomingStream) -> None:
-        await forward(
-            self.client, self.base_url, stream, api_key=self.config.completion_api_key
-        )
+        await forward(self.client, self.base_url, stream, api_key=self.config.completion_api_key)

@@ -34,7 +34,9 @@ def parse_model(body: bytes) -> str:
         ) from None
     if not isinstance(payload, dict):
         raise HttpError(
-            400, "invalid_body", "the request body must be a JSON object",
+            400,
+            "invalid_body",
+            "the request body must be a JSON object",
             type="invalid_request_error",
         )
     model = payload.get("model")
