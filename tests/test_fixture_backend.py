@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anthropic
 import httpx
 import openai
 import pytest
@@ -522,6 +524,59 @@ async def test_small_delay_completes(backend: FixtureBackend, http: httpx.AsyncC
     assert rec.finished_at - rec.started_at >= 0.2
 
 
+async def test_hold_stream_waits_for_release_before_its_tail(
+    backend: FixtureBackend, http: httpx.AsyncClient
+) -> None:
+    body = chat_body(stream=True, events=2, hold="tail")
+    async with http.stream("POST", "/chat/completions", json=body) as resp:
+        lines = aiter(resp.aiter_lines())
+        data = [line async for line in _take_data(lines, 2)]
+        assert ['"tok0"' in data[0], '"tok1"' in data[1]] == [True, True]
+        rec = backend.requests[0]
+        await trio.testing.wait_all_tasks_blocked()
+        assert not rec.done.is_set()  # held before its closing events
+        backend.release("tail")
+        rest = [line async for line in lines if line]
+    assert rest[-1] == "data: [DONE]"
+    await wait_done(rec)
+    assert not rec.disconnected
+
+
+async def _take_data(lines: AsyncIterator[str], n: int) -> AsyncIterator[str]:
+    while n:
+        line = await anext(lines)
+        if line.startswith("data: "):
+            n -= 1
+            yield line
+
+
+async def test_hold_non_streaming_and_released_names(
+    backend: FixtureBackend, http: httpx.AsyncClient
+) -> None:
+    backend.release("early")  # released before the request: it does not wait
+    resp = await http.post("/chat/completions", json=chat_body(hold="early"))
+    assert resp.status_code == 200
+
+    answers: list[int] = []
+
+    async def held(name: str, **options: Any) -> None:
+        answers.append(
+            (await http.post("/messages", json=messages_body(hold=name, **options))).status_code
+        )
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(held, "late")
+        nursery.start_soon(functools.partial(held, "late", status=503, stream=False))
+        await backend.wait_for_request(3)
+        await trio.testing.wait_all_tasks_blocked()
+        assert answers == []
+        backend.release("late")
+    assert sorted(answers) == [200, 503]
+
+    resp = await http.post("/chat/completions", json=chat_body(hold=""))
+    assert resp.status_code == 400
+
+
 # -- bookkeeping / lifecycle ------------------------------------------------------------
 
 
@@ -572,3 +627,280 @@ async def test_shutdown_does_not_hang_with_open_requests() -> None:
             assert rec.done.is_set()
             assert rec.disconnected
     assert len(outcome) == 1
+
+
+# -- Anthropic's Messages API -----------------------------------------------------------
+
+
+def messages_body(*, stream: bool = False, **fixture: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "model": "claude-fixture",
+        "max_tokens": 64,
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+    if stream:
+        body["stream"] = True
+    if fixture:
+        body["fixture"] = fixture
+    return body
+
+
+@pytest.fixture
+async def claude(backend: FixtureBackend) -> AsyncIterator[anthropic.AsyncAnthropic]:
+    async with anthropic.AsyncAnthropic(base_url=backend.root_url, api_key="x", max_retries=0) as c:
+        yield c
+
+
+async def test_messages_non_streaming_sdk(
+    backend: FixtureBackend, claude: anthropic.AsyncAnthropic
+) -> None:
+    message = await claude.messages.create(
+        model="claude-fixture", max_tokens=64, messages=[{"role": "user", "content": "hi"}]
+    )
+    assert message.type == "message"
+    assert message.role == "assistant"
+    assert message.model == "claude-fixture"
+    assert message.id == "msg_fixture_1"
+    assert [block.type for block in message.content] == ["text"]
+    assert message.content[0].text == "hello from fixture"  # type: ignore[union-attr]
+    assert message.stop_reason == "end_turn"
+    assert message.stop_sequence is None
+    assert (message.usage.input_tokens, message.usage.output_tokens) == (3, 4)
+
+    rec = backend.requests[0]
+    assert rec.path == "/v1/messages"
+    # The key travels as x-api-key or (newer SDKs) as a bearer token.
+    assert "x" in (rec.headers.get("x-api-key"), rec.headers.get("authorization", "")[7:])
+    assert "anthropic-version" in rec.headers
+    assert rec.json()["max_tokens"] == 64
+    await wait_done(rec)
+    assert not rec.disconnected
+
+
+async def test_messages_streaming_sdk(
+    backend: FixtureBackend, claude: anthropic.AsyncAnthropic
+) -> None:
+    stream = await claude.messages.create(
+        model="claude-fixture",
+        max_tokens=64,
+        messages=[{"role": "user", "content": "hi"}],
+        stream=True,
+        extra_body={"fixture": {"events": 4}},
+    )
+    types: list[str] = []
+    deltas: list[str] = []
+    async for event in stream:
+        types.append(event.type)
+        if event.type == "content_block_delta" and event.delta.type == "text_delta":
+            deltas.append(event.delta.text)
+        if event.type == "message_delta":
+            assert event.delta.stop_reason == "end_turn"
+            assert event.usage.output_tokens == 4
+    assert types == [
+        "message_start",
+        "content_block_start",
+        *["content_block_delta"] * 4,
+        "content_block_stop",
+        "message_delta",
+        "message_stop",
+    ]
+    assert deltas == ["tok0", "tok1", "tok2", "tok3"]
+    rec = backend.requests[0]
+    await wait_done(rec)
+    assert not rec.disconnected
+
+
+async def test_messages_stream_helper_accumulates(claude: anthropic.AsyncAnthropic) -> None:
+    async with claude.messages.stream(
+        model="claude-fixture",
+        max_tokens=64,
+        messages=[{"role": "user", "content": "hi"}],
+        extra_body={"fixture": {"events": 3, "interval": 0.01}},
+    ) as stream:
+        texts = [text async for text in stream.text_stream]
+        final = await stream.get_final_message()
+    assert texts == ["tok0", "tok1", "tok2"]
+    assert final.content[0].text == "tok0tok1tok2"  # type: ignore[union-attr]
+    assert final.stop_reason == "end_turn"
+    assert final.usage.output_tokens == 3
+
+
+async def test_messages_stream_wire_format(http: httpx.AsyncClient) -> None:
+    async with http.stream("POST", "/messages", json=messages_body(stream=True, events=2)) as r:
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/event-stream")
+        assert r.headers["x-fixture"] == "ok"
+        text = (await r.aread()).decode()
+    blocks = [block for block in text.split("\n\n") if block]
+    names = [block.splitlines()[0].removeprefix("event: ") for block in blocks]
+    assert names == [
+        "message_start",
+        "content_block_start",
+        "content_block_delta",
+        "content_block_delta",
+        "content_block_stop",
+        "message_delta",
+        "message_stop",
+    ]
+    payloads = [json.loads(p) for p in sse_data(text)]
+    assert [p["type"] for p in payloads] == names
+    start = payloads[0]["message"]
+    assert start["content"] == []
+    assert start["stop_reason"] is None
+    assert payloads[2]["delta"] == {"type": "text_delta", "text": "tok0"}
+
+
+async def test_messages_options_and_errors(
+    backend: FixtureBackend, http: httpx.AsyncClient, claude: anthropic.AsyncAnthropic
+) -> None:
+    resp = await http.post("/messages", json=messages_body(echo_headers=True, big=10))
+    assert resp.json()["fixture_headers"]["content-type"] == "application/json"
+    assert resp.json()["padding"] == "x" * 10
+
+    resp = await http.post("/messages", json=messages_body(status=529))
+    assert resp.status_code == 529
+    assert resp.headers["x-fixture"] == "error"
+    assert resp.json() == {
+        "type": "error",
+        "error": {"type": "overloaded_error", "message": "fixture error status 529"},
+    }
+    resp = await http.post("/messages", json=messages_body(status=429, error_body={"x": 1}))
+    assert (resp.status_code, resp.json()) == (429, {"x": 1})
+
+    with pytest.raises(anthropic.InternalServerError) as excinfo:
+        await claude.messages.create(
+            model="claude-fixture",
+            max_tokens=8,
+            messages=[{"role": "user", "content": "hi"}],
+            extra_body={"fixture": {"status": 500}},
+        )
+    assert excinfo.value.status_code == 500
+    assert excinfo.value.body == {
+        "type": "error",
+        "error": {"type": "api_error", "message": "fixture error status 500"},
+    }
+
+    for bad in [
+        {"model": "claude-fixture", "messages": []},
+        {"model": "claude-fixture", "max_tokens": 0, "messages": []},
+        {"model": "claude-fixture", "max_tokens": 8},
+        {"max_tokens": 8, "messages": []},
+        messages_body(typo=True),
+    ]:
+        resp = await http.post("/messages", json=bad)
+        assert resp.status_code == 400, bad
+        assert resp.headers["x-fixture"] == "bad-request"
+        body = resp.json()
+        assert body["type"] == "error"
+        assert body["error"]["type"] == "invalid_request_error"
+        assert body["error"]["message"]
+
+    backend.down = True
+    resp = await http.post("/messages", json=messages_body())
+    assert resp.status_code == 503
+    assert resp.headers["x-fixture"] == "down"
+    assert resp.json() == {
+        "type": "error",
+        "error": {"type": "api_error", "message": "backend down"},
+    }
+
+
+async def test_messages_hang_then_client_leaves(
+    backend: FixtureBackend, http: httpx.AsyncClient
+) -> None:
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(post, http, "/messages", messages_body(stream=True, hang=True))
+        rec = await backend.wait_for_request()
+        nursery.cancel_scope.cancel()
+    await wait_done(rec)
+    assert rec.disconnected
+
+
+async def test_messages_client_disconnect_mid_stream(
+    backend: FixtureBackend, http: httpx.AsyncClient
+) -> None:
+    body = messages_body(stream=True, events=100_000, interval=0.01, delay=0.01)
+    async with http.stream("POST", "/messages", json=body) as resp:
+        async for line in resp.aiter_lines():
+            if line == "event: content_block_delta":
+                break
+    rec = backend.requests[0]
+    await wait_done(rec)
+    assert rec.disconnected
+
+
+# -- reachability (run_backend(gate=True)) ----------------------------------------------
+
+
+async def assert_refused(url: str) -> None:
+    """A fresh connection to ``url``'s port is refused by the kernel (nothing listens)."""
+    port = int(url.removeprefix("http://127.0.0.1:").split("/", 1)[0])
+    with trio.socket.socket() as sock, pytest.raises(ConnectionRefusedError):
+        await sock.connect(("127.0.0.1", port))
+    async with httpx.AsyncClient() as fresh:
+        with pytest.raises(httpx.ConnectError):
+            await fresh.get(url)
+
+
+async def test_gate_refuses_then_accepts_on_the_same_port() -> None:
+    async with run_backend(gate=True) as backend, httpx.AsyncClient() as http:
+        url = backend.base_url + "/models"
+        assert backend.reachable
+        assert (await http.get(url)).status_code == 200
+
+        await backend.refuse_connections()
+        assert not backend.reachable
+        await assert_refused(url)
+        # The kept-alive connection of ``http`` was dropped too: a crashed backend.
+        with pytest.raises(httpx.ConnectError):
+            await http.get(url)
+        await backend.refuse_connections()  # idempotent
+
+        backend.accept_connections()
+        assert backend.reachable
+        assert (await http.get(url)).status_code == 200
+        backend.accept_connections()  # idempotent
+        assert (await http.get(url)).json()["data"][0]["id"] == "fixture-model"
+    assert [r.path for r in backend.requests] == ["/v1/models"] * 3
+
+
+async def test_gate_drop_cuts_requests_in_flight() -> None:
+    async with run_backend(gate=True) as backend, httpx.AsyncClient(timeout=30) as http:
+        outcome: list[str] = []
+
+        async def hang() -> None:
+            try:
+                await http.post(backend.base_url + "/chat/completions", json=chat_body(hang=True))
+            except httpx.TransportError as exc:
+                outcome.append(type(exc).__name__)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(hang)
+            rec = await backend.wait_for_request()
+            await backend.refuse_connections()
+        await wait_done(rec)
+        assert rec.disconnected
+        assert outcome == ["RemoteProtocolError"]
+
+
+async def test_gate_without_drop_lets_open_connections_finish() -> None:
+    async with run_backend(gate=True) as backend, httpx.AsyncClient(timeout=30) as http:
+        body = chat_body(stream=True, events=5, interval=0.05)
+        async with http.stream("POST", backend.base_url + "/chat/completions", json=body) as r:
+            lines = r.aiter_lines()
+            assert (await anext(lines)).startswith("data: ")
+            await backend.refuse_connections(drop=False)
+            await assert_refused(backend.base_url + "/models")
+            rest = [line async for line in lines if line]
+        assert rest[-1] == "data: [DONE]"
+        assert not backend.requests[0].disconnected
+        backend.accept_connections()
+        assert (await http.get(backend.base_url + "/models")).status_code == 200
+
+
+async def test_reachability_needs_a_gate(backend: FixtureBackend) -> None:
+    assert backend.reachable
+    with pytest.raises(RuntimeError, match="gate=True"):
+        await backend.refuse_connections()
+    with pytest.raises(RuntimeError, match="gate=True"):
+        backend.accept_connections()

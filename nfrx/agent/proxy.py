@@ -7,11 +7,13 @@ to stop generating.
 
 Backend failures are reported as stream resets with a reason the server maps to the client's
 answer: ``upstream_unreachable`` when nothing reached the backend (the request may go elsewhere),
-``upstream_error`` when it failed after that.
+``upstream_error`` when it failed after that. :func:`forward` also returns an :class:`Outcome`, so
+that the agent can re-probe a backend that looks unwell at once instead of at its next poll.
 """
 
 from __future__ import annotations
 
+import enum
 from typing import TYPE_CHECKING
 
 import httpx
@@ -25,6 +27,24 @@ if TYPE_CHECKING:
     from nfrx.transport.streams import IncomingStream
 
 _REQUEST_DROP = HOP_BY_HOP | {"host", "authorization", "cookie", "x-api-key", "accept-encoding"}
+
+
+class Outcome(enum.Enum):
+    """How one exchange went, as far as the backend's health is concerned."""
+
+    ANSWERED = "answered"
+    """The backend answered with a status below 500 (errors like 400 or 404 included)."""
+    SERVER_ERROR = "server_error"
+    """The backend answered 5xx (relayed to the client unchanged)."""
+    UNREACHABLE = "unreachable"
+    """No connection to the backend could be made."""
+    BROKEN = "broken"
+    """The exchange failed after connecting (the backend closed or garbled the connection)."""
+
+    @property
+    def suspect(self) -> bool:
+        """True when the backend may be down or unwell: worth probing now."""
+        return self is not Outcome.ANSWERED
 
 
 def backend_client(max_concurrency: int, *, connect_timeout: float = 10.0) -> httpx.AsyncClient:
@@ -57,8 +77,12 @@ async def forward(
     stream: IncomingStream,
     *,
     api_key: str = "",
-) -> None:
-    """Relay ``stream``'s request to ``base_url`` + its path and stream the response back."""
+) -> Outcome:
+    """Relay ``stream``'s request to ``base_url`` + its path and stream the response back.
+
+    Failures reset the stream and are returned, never raised; cancellation (the stream's scope)
+    propagates.
+    """
     request = stream.request
     headers = [(k, v) for k, v in request.headers if k.lower() not in _REQUEST_DROP]
     headers.append(("accept-encoding", "identity"))
@@ -75,12 +99,15 @@ async def forward(
             async for chunk in resp.aiter_raw():
                 await stream.send_data(chunk)
             await stream.end()
+            return Outcome.SERVER_ERROR if resp.status_code >= 500 else Outcome.ANSWERED
     except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
         stream.reset(
             ResetCode.UPSTREAM_UNREACHABLE, f"cannot reach the backend at {base_url}: {exc}"
         )
+        return Outcome.UNREACHABLE
     except httpx.HTTPError as exc:
         stream.reset(
             ResetCode.UPSTREAM_ERROR,
             f"the backend at {base_url} failed: {type(exc).__name__}: {exc}",
         )
+        return Outcome.BROKEN

@@ -7,6 +7,13 @@ Task tree (one owner each)::
     +-- connect loop: one tunnel at a time, with the reconnect schedule between them
         +-- TunnelSession.run (reader, writer, heartbeat, one handler task per request)
         +-- backend poller: re-reads the backend's models and pushes Status frames on change
+
+Backend health: the agent stays connected whatever its backend does. A backend that does not answer
+its probe makes the agent ``not_ready`` with zero capacity; it keeps announcing its last known
+models, so the server queues requests for them instead of answering 404. The poller probes every
+``poll_interval`` while the backend is ready, every :data:`NOT_READY_POLL_INTERVAL` at most while it
+is not, and at once when a request suggests the backend is unwell (unreachable, a 5xx answer, a
+connection that broke).
 """
 
 from __future__ import annotations
@@ -29,6 +36,9 @@ from nfrx.transport.handshake import agent_handshake
 from nfrx.transport.session import TunnelSession, TunnelSettings
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from nfrx.agent.proxy import Outcome
     from nfrx.config.model import AgentConfig
     from nfrx.transport.streams import IncomingStream
 
@@ -37,6 +47,9 @@ log = logging.getLogger("nfrx.agent")
 FATAL_REFUSALS = frozenset({"unsupported_version", "wrong_kind", "missing_id", "http_401"})
 """Refusals that retrying cannot fix: the agent exits even with --reconnect."""
 
+NOT_READY_POLL_INTERVAL = 2.0
+"""Longest wait between probes of a backend that is not ready, so its recovery shows quickly."""
+
 
 class BackendUnavailable(Exception):
     """The local service did not answer its probe; the message says how."""
@@ -44,8 +57,11 @@ class BackendUnavailable(Exception):
 
 @attrs.frozen
 class BackendState:
+    """What the last successful probe found (kept while the backend is not ready)."""
+
     models: tuple[str, ...] = ()
     embedding_batch_size: int = 0
+    """Most embedding inputs the agent wants per backend call (0: no limit)."""
 
 
 class Backend(Protocol):
@@ -53,13 +69,18 @@ class Backend(Protocol):
 
     kind: str
     poll_interval: float
+    """Seconds between probes while the backend is ready."""
 
     async def probe(self) -> BackendState:
         """Ask the local service what it serves; raises :class:`BackendUnavailable`."""
         ...
 
-    async def handle(self, stream: IncomingStream) -> None:
-        """Serve one request (runs inside the stream's cancel scope)."""
+    async def handle(self, stream: IncomingStream) -> Outcome:
+        """Serve one request (runs inside the stream's cancel scope).
+
+        A suspect outcome (:attr:`~nfrx.agent.proxy.Outcome.suspect`) makes the runtime probe
+        the backend at once.
+        """
         ...
 
 
@@ -85,6 +106,8 @@ class AgentRuntime:
         self._inflight = 0
         self._idle = trio.Event()
         self._idle.set()
+        self._probed = False
+        self._probe_wanted = trio.Event()
 
     # -- lifetime ------------------------------------------------------------------------------
 
@@ -128,6 +151,7 @@ class AgentRuntime:
             await trio.sleep(wait)
 
     async def _session_once(self) -> tuple[bool, str]:
+        self._probe_wanted = trio.Event()
         await self._probe_backend()
         status = self._status()
         hello = Hello(
@@ -165,7 +189,7 @@ class AgentRuntime:
             self.session = session
             try:
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._poll_backend, session)
+                    nursery.start_soon(self._poll_backend, session.send_control)
                     await session.run()
                     nursery.cancel_scope.cancel()
             finally:
@@ -178,11 +202,15 @@ class AgentRuntime:
         self._inflight += 1
         self._idle = trio.Event() if self._idle.is_set() else self._idle
         try:
-            await self.backend.handle(stream)
+            outcome = await self.backend.handle(stream)
         finally:
             self._inflight -= 1
             if self._inflight == 0:
                 self._idle.set()
+        if outcome.suspect:
+            request = stream.request
+            log.debug("%s %s: %s; probing the backend now", request.method, request.path, outcome)
+            self.probe_soon()
 
     def _on_frame(self, frame: Frame) -> None:
         if isinstance(frame, Drain):
@@ -193,7 +221,11 @@ class AgentRuntime:
     # -- backend state -------------------------------------------------------------------------
 
     def _status(self) -> Status:
-        """What the server should know about this agent now."""
+        """What the server should know about this agent now.
+
+        Not ready or draining means zero capacity; the models are the last known ones either
+        way, so the server can hold requests for them until the backend is back.
+        """
         if self.draining:
             status = "draining"
         elif self.backend_ready:
@@ -201,34 +233,60 @@ class AgentRuntime:
         else:
             status = "not_ready"
         return Status(
-            models=self.state.models if self.backend_ready else (),
+            models=self.state.models,
             max_concurrency=self.config.max_concurrency if status == "ready" else 0,
             status=status,
             embedding_batch_size=self.state.embedding_batch_size,
         )
 
     async def _probe_backend(self) -> bool:
-        """Refresh the backend's state; True if anything the server sees changed."""
+        """Refresh the backend's state; True if anything the server sees changed.
+
+        A failed probe keeps the last known state and only marks the backend not ready.
+        """
         before = (self.backend_ready, self.state)
         try:
-            self.state = await self.backend.probe()
-            if not self.backend_ready:
-                log.info("backend ready: %d model(s)", len(self.state.models))
-            self.backend_ready = True
+            state = await self.backend.probe()
         except BackendUnavailable as exc:
-            if self.backend_ready or before == (False, BackendState()):
-                log.warning("backend not ready: %s", exc)
+            if self.backend_ready or not self._probed:
+                log.warning(
+                    "backend not ready: %s (probing it every %g s)", exc, self._poll_interval(False)
+                )
+            else:
+                log.debug("backend still not ready: %s", exc)
             self.backend_ready = False
+        else:
+            if not self.backend_ready:
+                log.info("backend ready: %d model(s)", len(state.models))
+            elif state.models != self.state.models:
+                log.info("backend models changed: %d model(s)", len(state.models))
+            self.state = state
+            self.backend_ready = True
+        self._probed = True
         return (self.backend_ready, self.state) != before
+
+    def probe_soon(self) -> None:
+        """Have the backend poller probe now (or right after the probe it is running)."""
+        self._probe_wanted.set()
+
+    def _poll_interval(self, ready: bool) -> float:
+        interval = self.backend.poll_interval
+        return interval if ready else min(interval, NOT_READY_POLL_INTERVAL)
 
     def _send_status(self, session: TunnelSession) -> None:
         session.send_control(self._status())
 
-    async def _poll_backend(self, session: TunnelSession) -> None:
+    async def _poll_backend(self, publish: Callable[[Status], None]) -> None:
+        """Probe the backend when its interval passes or :meth:`probe_soon` asks, and publish a
+        Status when what the server sees changed. Runs for the life of one tunnel."""
         while True:
-            await trio.sleep(self.backend.poll_interval)
+            with trio.move_on_after(self._poll_interval(self.backend_ready)):
+                await self._probe_wanted.wait()
+            # A new event before probing: a request made during the probe gets a probe of its
+            # own (the failure it reports may postdate this probe's answer).
+            self._probe_wanted = trio.Event()
             if await self._probe_backend():
-                self._send_status(session)
+                publish(self._status())
 
     # -- signals and drain ---------------------------------------------------------------------
 

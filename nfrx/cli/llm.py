@@ -34,6 +34,9 @@ def command(
     model_poll_interval: Annotated[
         float | None, typer.Option(help=doc(C, "model_poll_interval"))
     ] = None,
+    embedding_batch_size: Annotated[
+        int | None, typer.Option(help=doc(C, "embedding_batch_size"))
+    ] = None,
     reconnect: Annotated[
         bool | None, typer.Option("--reconnect", "-r", help=doc(C, "reconnect"))
     ] = None,

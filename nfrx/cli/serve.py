@@ -40,6 +40,31 @@ def command(
     llm_min_score: Annotated[
         float | None, typer.Option(help=doc(ServerConfig, "llm_min_score"))
     ] = None,
+    llm_queue_size: Annotated[
+        int | None, typer.Option(help=doc(ServerConfig, "llm_queue_size"))
+    ] = None,
+    llm_queue_timeout: Annotated[
+        float | None, typer.Option(help=doc(ServerConfig, "llm_queue_timeout"))
+    ] = None,
+    llm_queue_events: Annotated[
+        bool | None,
+        typer.Option(
+            "--llm-queue-events/--no-llm-queue-events",
+            help=doc(ServerConfig, "llm_queue_events"),
+        ),
+    ] = None,
+    llm_queue_update_seconds: Annotated[
+        float | None, typer.Option(help=doc(ServerConfig, "llm_queue_update_seconds"))
+    ] = None,
+    llm_idle_timeout: Annotated[
+        float | None, typer.Option(help=doc(ServerConfig, "llm_idle_timeout"))
+    ] = None,
+    llm_max_retries: Annotated[
+        int | None, typer.Option(help=doc(ServerConfig, "llm_max_retries"))
+    ] = None,
+    llm_max_parallel_embeddings: Annotated[
+        int | None, typer.Option(help=doc(ServerConfig, "llm_max_parallel_embeddings"))
+    ] = None,
     log_level: Annotated[str | None, typer.Option(help=doc(ServerConfig, "log_level"))] = None,
 ) -> None:
     try:

@@ -96,6 +96,11 @@ def validate(config: Any) -> None:
     for field in attrs.fields(type(config)):
         value = getattr(config, field.name)
         env = field.metadata.get("env", field.name)
+        minimum = field.metadata.get("minimum")
+        if minimum is not None and value < minimum:
+            raise ConfigError(f"{env}: must be at least {minimum:g}, got {value}")
+        if field.metadata.get("positive") and value <= 0:
+            raise ConfigError(f"{env}: must be a positive number, got {value}")
         if field.name == "port" and not 0 <= value <= 65535:
             raise ConfigError(f"{env}: {value} is not a TCP port (0-65535)")
         if field.name == "max_concurrency" and value < 1:

@@ -16,9 +16,30 @@ import attrs
 MiB = 1024 * 1024
 
 
-def setting(default: Any, *, env: str, doc: str, secret: bool = False) -> Any:
-    """An attrs field documented with its environment variable."""
-    return attrs.field(default=default, metadata={"env": env, "help": doc, "secret": secret})
+def setting(
+    default: Any,
+    *,
+    env: str,
+    doc: str,
+    secret: bool = False,
+    minimum: float | None = None,
+    positive: bool = False,
+) -> Any:
+    """An attrs field documented with its environment variable.
+
+    ``minimum`` (inclusive) and ``positive`` (strictly above zero) are checked when a config is
+    loaded, with an error naming the variable.
+    """
+    return attrs.field(
+        default=default,
+        metadata={
+            "env": env,
+            "help": doc,
+            "secret": secret,
+            "minimum": minimum,
+            "positive": positive,
+        },
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -71,6 +92,51 @@ class ServerConfig:
         doc="Lowest match score a model may have to be routed: 1 is exact, 0.5 another "
         "quantization of the same model and size (llama3:8b-q4_0 for llama3:8b). Set above 0.5 "
         "to turn alias matching off.",
+    )
+    llm_queue_size: int = setting(
+        100,
+        env="LLM_QUEUE_SIZE",
+        doc="Requests that may wait for a busy model (0: no queue, busy answers 503 at once).",
+        minimum=0,
+    )
+    llm_queue_timeout: float = setting(
+        60.0,
+        env="LLM_QUEUE_TIMEOUT",
+        doc="Seconds a request may wait in the queue before it is answered 503 queue_timeout.",
+        minimum=0,
+    )
+    llm_queue_events: bool = setting(
+        True,
+        env="LLM_QUEUE_EVENTS",
+        doc="Streaming requests that wait get 'event: nfrx.queue' SSE events with their "
+        "position at once (false: the response head waits until an agent takes the request).",
+    )
+    llm_queue_update_seconds: float = setting(
+        10.0,
+        env="LLM_QUEUE_UPDATE_SECONDS",
+        doc="Seconds between nfrx.queue events while a streaming request waits (0: only the "
+        "first one).",
+        minimum=0,
+    )
+    llm_idle_timeout: float = setting(
+        120.0,
+        env="LLM_IDLE_TIMEOUT",
+        doc="Seconds without a byte from the backend after which a request is abandoned "
+        "(504, or a final SSE error event) and the backend request cancelled.",
+        positive=True,
+    )
+    llm_max_retries: int = setting(
+        2,
+        env="LLM_MAX_RETRIES",
+        doc="Times a request is retried on another agent when its agent fails before any "
+        "byte of the answer was sent.",
+        minimum=0,
+    )
+    llm_max_parallel_embeddings: int = setting(
+        8,
+        env="LLM_MAX_PARALLEL_EMBEDDINGS",
+        doc="Most agents one embeddings request is split across.",
+        minimum=1,
     )
     log_level: str = setting("info", env="LOG_LEVEL", doc="debug, info, warning or error.")
 
@@ -143,7 +209,18 @@ class LlmAgentConfig(AgentConfig):
         secret=True,
     )
     model_poll_interval: float = setting(
-        60.0, env="MODEL_POLL_INTERVAL", doc="Seconds between re-reads of the backend's models."
+        60.0,
+        env="MODEL_POLL_INTERVAL",
+        doc="Seconds between re-reads of the backend's models; changes (an empty list "
+        "included) reach the server at once. While the backend does not answer, it is "
+        "probed every 2 s at most.",
+        positive=True,
+    )
+    embedding_batch_size: int = setting(
+        0,
+        env="EMBEDDING_BATCH_SIZE",
+        doc="Most embedding inputs this agent wants in one backend call (0: no limit).",
+        minimum=0,
     )
 
 

@@ -115,12 +115,29 @@ async def serve_agent(gateway: Gateway, kind: str) -> Response | None:
     try:
         gateway.registry.add(record)
     except DuplicateAgent:
-        await refuse(
-            "id_in_use",
-            f"another {kind} agent with id {hello.agent_id!r} is connected; "
-            "give each agent its own CLIENT_ID",
-        )
-        return None
+        # Either two agents share an id, or this one restarted and its old tunnel has not been
+        # found dead yet: ask the old one.
+        existing = gateway.registry.get(kind, hello.agent_id)
+        if existing is not None and await existing.session.responsive(settings.heartbeat_interval):
+            await refuse(
+                "id_in_use",
+                f"another {kind} agent with id {hello.agent_id!r} is connected; "
+                "give each agent its own CLIENT_ID",
+            )
+            return None
+        if existing is not None:
+            log.warning(
+                "%s agent %s (%s): its old tunnel does not answer; the new connection replaces it",
+                kind,
+                existing.name,
+                existing.id,
+            )
+            existing.session.close("replaced by a new connection with the same id")
+        try:
+            gateway.registry.add(record)
+        except DuplicateAgent:  # yet another agent with this id got in meanwhile
+            await refuse("id_in_use", f"another {kind} agent with id {hello.agent_id!r} connected")
+            return None
     try:
         await transport.send_message(
             conn.send(

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import importlib
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import trio
 from quart import Response, jsonify, request
@@ -27,12 +27,16 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from nfrx.server.gateway import Gateway
+    from nfrx.server.http_errors import ErrorStyle
 
 log = logging.getLogger("nfrx.server")
 
 
 def error_response(error: HttpError) -> Response:
-    response = Response(error.json_bytes(), status=error.status, content_type="application/json")
+    style: ErrorStyle = cast("dict[str, Any]", request.scope).get("nfrx.error_style", "openai")
+    response = Response(
+        error.json_bytes(style), status=error.status, content_type="application/json"
+    )
     for name, value in error.headers.items():
         response.headers[name] = value
     return response

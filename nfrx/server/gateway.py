@@ -10,18 +10,19 @@ import re
 import uuid
 from typing import TYPE_CHECKING, Any, cast
 
-import trio
 from quart import request
 
 from nfrx.server import auth
-from nfrx.server.http_errors import HttpError, model_not_found, unauthorized
-from nfrx.server.registry import AgentRecord, AgentRegistry
-from nfrx.server.scheduler import choose_match, matches
+from nfrx.server.http_errors import HttpError, unauthorized
+from nfrx.server.queue import DispatchQueue
+from nfrx.server.registry import AgentRegistry
+from nfrx.server.usage import Usage
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from nfrx.config.model import ServerConfig
+    from nfrx.server.registry import AgentRecord
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")
 
@@ -44,7 +45,10 @@ class Gateway:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.registry = AgentRegistry()
+        self.queue = DispatchQueue(self.registry, config.llm_queue_size)
         self.draining = False
+        self.usage_by_model: dict[tuple[str, str], Usage] = {}
+        """Tokens relayed per (agent kind, model), for state and metrics."""
 
     # -- per request ---------------------------------------------------------------------------
 
@@ -61,7 +65,10 @@ class Gateway:
 
     def check_api_key(self) -> None:
         """Raise 401 unless the request carries the API key (or none is configured)."""
+        # Anthropic clients send the key as X-Api-Key; either header may carry it.
         token = auth.bearer_token(request.headers.get("Authorization"))
+        if token is None:
+            token = request.headers.get("X-Api-Key")
         if not auth.key_matches(token, self.config.api_key):
             raise unauthorized()
 
@@ -102,32 +109,12 @@ class Gateway:
         headers.append(("x-request-id", request_id))
         return tuple(headers)
 
-    # -- dispatch ------------------------------------------------------------------------------
+    # -- accounting ----------------------------------------------------------------------------
 
-    async def acquire_agent(
-        self, kind: str, model: str, *, agent_id: str | None = None, aliases: bool = False
-    ) -> tuple[AgentRecord, str]:
-        """Wait for an agent of ``kind`` that serves ``model`` (only agent ``agent_id``, if given)
-        to have a free slot, and take it. Returns the agent and its own id for the model (which
-        differs from ``model`` after an alias match).
-
-        Raises 404 at once (and again if, while waiting, the last agent serving the model
-        leaves). Event-driven: wakes on every registry change, never polls.
-        """
-        registry = self.registry
-        while True:
-            agents = [a for a in registry.agents(kind) if agent_id is None or a.id == agent_id]
-            found = matches(agents, model, aliases=aliases)
-            if not found:
-                raise model_not_found(model)
-            chosen = choose_match(found)
-            if chosen is not None:
-                registry.acquire(chosen[0])
-                return chosen
-            await registry.wait_changed()
-
-    def deadline(self) -> float:
-        return trio.current_time() + self.config.request_timeout
+    def record_usage(self, agent: AgentRecord, model: str, usage: Usage) -> None:
+        agent.usage = agent.usage + usage
+        key = (agent.kind, model)
+        self.usage_by_model[key] = self.usage_by_model.get(key, Usage()) + usage
 
 
 def _too_large(limit: int) -> HttpError:

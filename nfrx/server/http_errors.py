@@ -1,7 +1,9 @@
 """The one place where nfrx failures become HTTP answers.
 
-Routes raise :class:`HttpError`; the app's error handler turns it into an OpenAI-style JSON body
-``{"error": {"message", "type", "code"}}``. Failures of the tunnel (:class:`StreamReset`,
+Routes raise :class:`HttpError`; the app's error handler turns it into a JSON body in the style of
+the API the client speaks: OpenAI's ``{"error": {"message", "type", "code"}}`` by default,
+Anthropic's ``{"type": "error", "error": {"type", "message"}}`` on ``/v1/messages`` (the route
+sets ``scope["nfrx.error_style"]``). Failures of the tunnel (:class:`StreamReset`,
 :class:`TunnelClosed`) are translated by :func:`from_tunnel_error`, both for the JSON answer
 (nothing sent yet) and for the final SSE event (a stream already under way).
 """
@@ -9,10 +11,23 @@ Routes raise :class:`HttpError`; the app's error handler turns it into an OpenAI
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Literal
 
 from nfrx.protocol import ResetCode
 from nfrx.transport.errors import StreamReset, TunnelClosed
+
+ErrorStyle = Literal["openai", "anthropic"]
+
+_ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    503: "overloaded_error",
+    529: "overloaded_error",
+}
 
 
 class HttpError(Exception):
@@ -34,15 +49,31 @@ class HttpError(Exception):
         self.type = type or _default_type(status)
         self.headers = headers or {}
 
-    def body(self) -> dict[str, Any]:
-        return {"error": {"message": self.message, "type": self.type, "code": self.code}}
+    def body(
+        self, style: ErrorStyle = "openai", extra: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        extra = extra or {}
+        if style == "anthropic":
+            error_type = _ANTHROPIC_TYPES.get(self.status, "api_error")
+            return {
+                "type": "error",
+                "error": {"type": error_type, "message": self.message, **extra},
+            }
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "code": self.code,
+                **extra,
+            }
+        }
 
-    def json_bytes(self) -> bytes:
-        return json.dumps(self.body()).encode()
+    def json_bytes(self, style: ErrorStyle = "openai") -> bytes:
+        return json.dumps(self.body(style)).encode()
 
-    def sse_event(self) -> bytes:
+    def sse_event(self, style: ErrorStyle = "openai", extra: dict[str, Any] | None = None) -> bytes:
         """The error as a final server-sent event (for a stream that already started)."""
-        return b"event: error\ndata: " + self.json_bytes() + b"\n\n"
+        return b"event: error\ndata: " + json.dumps(self.body(style, extra)).encode() + b"\n\n"
 
 
 def _default_type(status: int) -> str:
@@ -81,6 +112,33 @@ def model_not_found(model: str) -> HttpError:
 
 def request_timeout(seconds: float) -> HttpError:
     return HttpError(504, "timeout", f"the request did not complete within {seconds:g} s")
+
+
+def worker_busy(capacity: int) -> HttpError:
+    why = "queueing is off" if capacity == 0 else f"the queue is full ({capacity} waiting)"
+    return HttpError(
+        503,
+        "worker_busy",
+        f"every agent serving this model is busy and {why}; retry later",
+        headers={"Retry-After": "1"},
+    )
+
+
+def queue_timeout(seconds: float) -> HttpError:
+    return HttpError(
+        503,
+        "queue_timeout",
+        f"no agent became free for this request within {seconds:g} s of queueing",
+        headers={"Retry-After": "5"},
+    )
+
+
+def idle_timeout(seconds: float) -> HttpError:
+    return HttpError(
+        504,
+        "idle_timeout",
+        f"the backend sent nothing for {seconds:g} s; the request was cancelled",
+    )
 
 
 def from_tunnel_error(exc: StreamReset | TunnelClosed) -> HttpError:

@@ -1,37 +1,62 @@
 """Relay one HTTP exchange through an agent's tunnel and stream the answer back to the client.
 
+A :class:`Job` is one client request on its way to an agent: it takes a slot (at once, or by
+waiting in the :class:`~nfrx.server.queue.DispatchQueue`), opens a tunnel stream, sends the body
+and waits for the response head. If the agent fails before the head arrived -- it died, drained
+away, or reset the stream because its backend is unreachable -- nothing has reached the client
+yet, so the job tries another eligible agent (at most ``LLM_MAX_RETRIES`` times, never the same
+agent twice). Once the head is back there is no retry: a failure is a final SSE ``error`` event
+for event streams and a cut connection otherwise, never a mixed or duplicated answer.
+
 Ownership and cancellation: the request's ASGI call owns the exchange. Whatever ends it -- the
 body fully relayed, the client disconnecting (quart-trio cancels the handler or closes the body
-iterator), the deadline, the agent failing -- :meth:`Exchange.finish` runs exactly once, resets the
-stream if it is still live (the agent then cancels its backend request) and gives the agent's slot
-back. ``finish`` never blocks, so it is safe in every ``finally`` and in the app's per-request
-cleanup, which also covers a client that leaves before the body iterator was ever started.
+iterator), the deadline, the idle timeout, the agent failing -- :meth:`Exchange.finish` runs
+exactly once, resets the stream if it is still live (the agent then cancels its backend request)
+and gives the agent's slot back. ``finish`` never blocks, so it is safe in every ``finally`` and
+in the app's per-request cleanup, which also covers a client that leaves before the body iterator
+was ever started.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 from typing import TYPE_CHECKING
 
 import attrs
 import trio
-from quart import Response
-from werkzeug.datastructures import Headers
 
 from nfrx.headers import HOP_BY_HOP
 from nfrx.protocol import ResetCode
-from nfrx.server.http_errors import from_tunnel_error, request_timeout
+from nfrx.server.http_errors import (
+    ErrorStyle,
+    HttpError,
+    from_tunnel_error,
+    idle_timeout,
+    queue_timeout,
+    request_timeout,
+    worker_busy,
+)
+from nfrx.server.queue import QueueFull, Ticket
+from nfrx.server.usage import UsageMeter
 from nfrx.transport.errors import StreamReset, TunnelClosed
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
 
-    from nfrx.server.registry import AgentRecord, AgentRegistry
+    from nfrx.protocol import Response as ResponseHead
+    from nfrx.server.gateway import Gateway
+    from nfrx.server.registry import AgentRecord
+    from nfrx.server.usage import Usage
     from nfrx.transport.streams import OutgoingStream
 
 log = logging.getLogger("nfrx.proxy")
 
 _RESPONSE_DROP = HOP_BY_HOP | {"set-cookie", "server", "date"}
+
+ERROR_BODY_LIMIT = 64 * 1024
+"""How much of an upstream error body is quoted in a final SSE error event."""
 
 
 class RelayBroken(Exception):
@@ -44,20 +69,28 @@ def response_headers(headers: tuple[tuple[str, str], ...]) -> list[tuple[str, st
     return [(k, v) for k, v in headers if k.lower() not in _RESPONSE_DROP]
 
 
+def is_event_stream(headers: list[tuple[str, str]]) -> bool:
+    content_type = next((v for k, v in headers if k.lower() == "content-type"), "")
+    return content_type.split(";")[0].strip().lower() == "text/event-stream"
+
+
 @attrs.define(eq=False)
 class Exchange:
-    """One relayed request: the chosen agent, its stream, and the bookkeeping to undo."""
+    """One relayed request on one agent: its stream, and the bookkeeping to undo."""
 
-    registry: AgentRegistry
+    gateway: Gateway
     agent: AgentRecord
+    model: str
     stream: OutgoingStream
-    deadline: float
-    timeout: float
     request_id: str
     label: str
+    deadline: float
     started: float = attrs.field(factory=trio.current_time)
     status: int | None = None
     failed: bool = False
+    usage: Usage | None = None
+    owns_slot: bool = True
+    """False when the caller holds the agent's slot across several exchanges (embeddings)."""
     _finished: bool = False
 
     def finish(self, *, code: str = ResetCode.CANCELLED, failed: bool | None = None) -> None:
@@ -71,102 +104,418 @@ class Exchange:
                 failed = True
         if failed is not None:
             self.failed = failed
-        self.registry.release(self.agent, failed=self.failed)
+        if self.owns_slot:
+            self.gateway.registry.release(self.agent, failed=self.failed)
+        if self.usage is not None:
+            self.gateway.record_usage(self.agent, self.model, self.usage)
         log.info(
-            "%s agent=%s status=%s duration=%.3fs request_id=%s%s",
+            "%s agent=%s status=%s duration=%.3fs%s request_id=%s%s",
             self.label,
             self.agent.name,
             self.status if self.status is not None else "-",
             trio.current_time() - self.started,
+            ""
+            if self.usage is None
+            else f" tokens_in={self.usage.input_tokens} tokens_out={self.usage.output_tokens}",
             self.request_id,
             " (abandoned)" if self.failed and self.status is not None else "",
         )
 
 
-async def relay(
-    registry: AgentRegistry,
+class _Retry(Exception):
+    """The attempt failed before any byte reached the client; another agent may take it."""
+
+    def __init__(self, error: HttpError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+@attrs.define(eq=False, kw_only=True)
+class Job:
+    """One client request: dispatch (with queueing and retries), then the relayed answer."""
+
+    gateway: Gateway
+    ticket: Ticket
+    method: str
+    path: str
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+    request_id: str
+    label: str
+    style: ErrorStyle = "openai"
+    rewrite: Callable[[bytes, str], bytes] | None = None
+    """Rewrites the body for an agent that knows the model under another name (alias match)."""
+    deadline: float = attrs.field(init=False)
+    retries_left: int = attrs.field(init=False)
+    _wait_started: float | None = attrs.field(default=None, init=False)
+
+    def __attrs_post_init__(self) -> None:
+        config = self.gateway.config
+        self.deadline = trio.current_time() + config.request_timeout
+        self.retries_left = config.llm_max_retries
+
+    # -- dispatch ------------------------------------------------------------------------------
+
+    def grant_now(self) -> tuple[AgentRecord, str] | None:
+        """A slot at once, or None after joining the queue. Raises the ticket's ``missing`` error
+        (404) when no agent could ever serve it, or 503 ``worker_busy`` when it cannot wait."""
+        queue = self.gateway.queue
+        grant = queue.try_now(self.ticket)
+        if grant is not None:
+            return grant
+        capacity = self.gateway.config.llm_queue_size
+        try:
+            if capacity == 0:
+                raise QueueFull
+            queue.enqueue(self.ticket)
+        except QueueFull:
+            raise worker_busy(capacity) from None
+        self._wait_started = trio.current_time()
+        return None
+
+    def queue_deadline(self) -> float:
+        started = self._wait_started if self._wait_started is not None else trio.current_time()
+        return min(self.deadline, started + self.gateway.config.llm_queue_timeout)
+
+    async def wait(self, until: float = math.inf) -> tuple[AgentRecord, str] | None:
+        """Wait in the queue until granted (returned), ``until`` (None), or a limit (raised)."""
+        ticket = self.ticket
+        queue = self.gateway.queue
+        limit = self.queue_deadline()
+        try:
+            with trio.move_on_at(min(until, limit)):
+                await ticket.done.wait()
+        except BaseException:
+            queue.abandon(ticket)
+            raise
+        if ticket.done.is_set():
+            grant, error = ticket.granted, ticket.error
+            ticket.granted, ticket.error, ticket.done = None, None, trio.Event()
+            if error is not None:
+                raise error
+            return grant
+        config = self.gateway.config
+        if trio.current_time() >= self.deadline:
+            queue.abandon(ticket)
+            raise request_timeout(config.request_timeout)
+        if trio.current_time() >= limit:
+            queue.abandon(ticket)
+            raise queue_timeout(config.llm_queue_timeout)
+        return None
+
+    def position(self) -> int:
+        return self.gateway.queue.position(self.ticket)
+
+    # -- one attempt ---------------------------------------------------------------------------
+
+    async def attempt(
+        self, grant: tuple[AgentRecord, str], cleanups: list[Callable[[], None]]
+    ) -> tuple[Exchange, ResponseHead]:
+        """Send the request to the granted agent and wait for its response head.
+
+        Raises :class:`_Retry` when another agent should take it, :class:`HttpError` when the
+        client must be told.
+        """
+        agent, concrete = grant
+        body = self.body
+        if concrete != self.ticket.model and self.rewrite is not None:
+            body = self.rewrite(body, concrete)
+        try:
+            return await self.open(agent, concrete, body, cleanups)
+        except AttemptFailed as failure:
+            if not failure.retryable:
+                raise failure.error from None
+            raise self._retry_or_fail(agent, failure.error) from None
+
+    async def open(
+        self,
+        agent: AgentRecord,
+        concrete: str,
+        body: bytes,
+        cleanups: list[Callable[[], None]],
+        *,
+        note: str = "",
+        owns_slot: bool = True,
+    ) -> tuple[Exchange, ResponseHead]:
+        """:func:`open_exchange` for this job's request with ``body``."""
+        return await open_exchange(
+            self.gateway,
+            agent,
+            concrete,
+            method=self.method,
+            path=self.path,
+            headers=self.headers,
+            body=body,
+            deadline=self.deadline,
+            request_id=self.request_id,
+            label=self.label + note,
+            cleanups=cleanups,
+            owns_slot=owns_slot,
+        )
+
+    def _retry_or_fail(self, agent: AgentRecord, error: HttpError) -> Exception:
+        if self.retries_left <= 0:
+            return error
+        self.retries_left -= 1
+        log.warning(
+            "%s: agent %s failed before answering (%s); retrying elsewhere",
+            self.label,
+            agent.name,
+            error.message,
+        )
+        self.ticket.exclude = self.ticket.exclude | {agent.id}
+        self.ticket.missing = lambda: error
+        return _Retry(error)
+
+    def retry_grant(self) -> tuple[AgentRecord, str] | None:
+        """After a :class:`_Retry`: a slot on another agent now, or None after queueing first
+        in line (a retried request has waited its turn already)."""
+        grant = self.gateway.queue.try_now(self.ticket)
+        if grant is None:
+            self.gateway.queue.enqueue(self.ticket, front=True)
+            self._wait_started = trio.current_time()
+        return grant
+
+    async def start(
+        self,
+        cleanups: list[Callable[[], None]],
+        grant: tuple[AgentRecord, str] | None = None,
+    ) -> tuple[Exchange, ResponseHead]:
+        """Dispatch (unless ``grant`` is a slot already taken), queue and retry until a response
+        head arrived. Raises :class:`HttpError` for the client."""
+        if grant is None:
+            grant = self.grant_now()
+        while True:
+            while grant is None:
+                grant = await self.wait()
+            try:
+                return await self.attempt(grant, cleanups)
+            except _Retry:
+                grant = self.retry_grant()
+
+    # -- answers -------------------------------------------------------------------------------
+
+    def response_parts(
+        self, exchange: Exchange, head: ResponseHead
+    ) -> tuple[list[tuple[str, str]], bool]:
+        headers = response_headers(head.headers)
+        event_stream = is_event_stream(headers)
+        if event_stream:
+            headers = [(k, v) for k, v in headers if k.lower() != "cache-control"]
+            headers.append(("Cache-Control", "no-store"))
+        headers.append(("X-Request-Id", self.request_id))
+        return headers, event_stream
+
+    def answer(
+        self, exchange: Exchange, head: ResponseHead, event_stream: bool
+    ) -> AsyncIterator[bytes]:
+        """The response body to hand to Quart."""
+        if head.end:
+            exchange.finish(failed=False)
+            return _empty()
+        return relay_body(exchange, event_stream, self.style, self.gateway.config.llm_idle_timeout)
+
+    async def queued_event_stream(self, cleanups: list[Callable[[], None]]) -> AsyncIterator[bytes]:
+        """The body of a streaming request that had to wait: ``nfrx.queue`` events while it waits
+        (at once, then every ``LLM_QUEUE_UPDATE_SECONDS``), then the agent's event stream.
+
+        The status line (200) has been sent, so every later failure -- queue timeout, upstream
+        error status, agent failure -- is a final SSE ``error`` event.
+        """
+        every = self.gateway.config.llm_queue_update_seconds
+        grant: tuple[AgentRecord, str] | None = None
+        try:
+            while True:  # until a response head arrived
+                while grant is None:
+                    yield self.queue_event()
+                    until = trio.current_time() + every if every > 0 else math.inf
+                    grant = await self.wait(until)
+                try:
+                    exchange, head = await self.attempt(grant, cleanups)
+                except _Retry:
+                    grant = self.retry_grant()
+                    continue
+                break
+        except HttpError as error:
+            yield error.sse_event(self.style)
+            return
+        finally:
+            # Still queued when the client left (GeneratorExit at a yield): leave the line.
+            self.gateway.queue.abandon(self.ticket)
+        _, event_stream = self.response_parts(exchange, head)
+        if head.status == 200 and event_stream:
+            async for chunk in self.answer(exchange, head, event_stream):
+                yield chunk
+            return
+        # The backend refused (or did not stream): its status can no longer be sent as the
+        # status line, so it is reported, with its body, in the final event.
+        quoted = await read_bounded(exchange, ERROR_BODY_LIMIT)
+        yield upstream_error_event(head.status, quoted, self.style)
+
+    def queue_event(self) -> bytes:
+        payload = {
+            "type": "nfrx.queue",
+            "request_id": self.request_id,
+            "model": self.ticket.model,
+            "position": self.position(),
+        }
+        return b"event: nfrx.queue\ndata: " + _json(payload) + b"\n\n"
+
+
+class AttemptFailed(Exception):
+    """An exchange failed before its response head arrived (the slot is released by then)."""
+
+    def __init__(self, error: HttpError, *, retryable: bool) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.retryable = retryable
+        """Nothing came back, so another agent may take the request."""
+
+
+async def open_exchange(
+    gateway: Gateway,
     agent: AgentRecord,
+    concrete: str,
     *,
     method: str,
     path: str,
     headers: tuple[tuple[str, str], ...],
     body: bytes,
     deadline: float,
-    timeout: float,
     request_id: str,
     label: str,
     cleanups: list[Callable[[], None]],
-) -> Response:
-    """Send the request to ``agent`` (whose slot the caller acquired) and return the response.
-
-    Raises :class:`HttpError` when the exchange fails before the response head arrived (the slot
-    is freed and the stream reset by then). Once the head is back, failures surface in the body:
-    a final SSE ``error`` event for event streams, a cut connection otherwise.
-    """
+    owns_slot: bool = True,
+) -> tuple[Exchange, ResponseHead]:
+    """Open a stream to ``agent`` (whose slot the caller took), send the request and wait for the
+    response head, within ``deadline`` and the idle timeout. Raises :class:`AttemptFailed`."""
+    config = gateway.config
     try:
         stream = agent.session.open_stream(
-            method, path, headers, timeout=max(deadline - trio.current_time(), 0.001), end=not body
+            method,
+            path,
+            headers,
+            timeout=max(deadline - trio.current_time(), 0.001),
+            end=not body,
         )
     except TunnelClosed as exc:
-        registry.release(agent, failed=True)
-        raise from_tunnel_error(exc) from None
-    exchange = Exchange(registry, agent, stream, deadline, timeout, request_id, label)
+        if owns_slot:
+            gateway.registry.release(agent, failed=True)
+        raise AttemptFailed(from_tunnel_error(exc), retryable=True) from None
+    exchange = Exchange(
+        gateway,
+        agent,
+        concrete,
+        stream,
+        request_id,
+        f"{label} model={concrete}",
+        deadline,
+        owns_slot=owns_slot,
+    )
     cleanups.append(exchange.finish)
+    idle = config.llm_idle_timeout
     try:
-        with trio.CancelScope(deadline=deadline) as scope:
+        with trio.CancelScope(deadline=deadline) as total:
             if body:
                 await stream.send_data(body, end=True)
-            head = await stream.receive_response()
+            with trio.move_on_after(idle) as quiet:
+                head = await stream.receive_response()
     except (StreamReset, TunnelClosed) as exc:
         error = from_tunnel_error(exc)
         exchange.status = error.status
         exchange.finish(failed=True)
-        raise error from None
-    if scope.cancelled_caught:
+        timed_out = isinstance(exc, StreamReset) and exc.code == ResetCode.TIMEOUT
+        raise AttemptFailed(error, retryable=not timed_out) from None
+    if total.cancelled_caught or quiet.cancelled_caught:
         exchange.status = 504
         exchange.finish(code=ResetCode.TIMEOUT, failed=True)
-        raise request_timeout(timeout)
-    exchange.status = head.status
-    headers_out = response_headers(head.headers)
-    content_type = next((v for k, v in headers_out if k.lower() == "content-type"), "")
-    event_stream = content_type.split(";")[0].strip().lower() == "text/event-stream"
-    if event_stream:
-        headers_out = [(k, v) for k, v in headers_out if k.lower() != "cache-control"]
-        headers_out.append(("Cache-Control", "no-store"))
-    headers_out.append(("X-Request-Id", request_id))
-    if head.end:
-        exchange.finish(failed=False)
-        response = Response(b"", status=head.status, headers=Headers(headers_out))
-    else:
-        response = Response(
-            _body(exchange, event_stream), status=head.status, headers=Headers(headers_out)
+        late = (
+            request_timeout(config.request_timeout)
+            if total.cancelled_caught
+            else idle_timeout(idle)
         )
-    response.timeout = None  # Quart's 60 s default would cut long generations
-    return response
+        raise AttemptFailed(late, retryable=False)
+    exchange.status = head.status
+    return exchange, head
 
 
-async def _body(exchange: Exchange, event_stream: bool) -> AsyncIterator[bytes]:
+def _json(value: object) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
+async def _empty() -> AsyncIterator[bytes]:
+    return
+    yield  # pragma: no cover -- makes this an async generator
+
+
+async def read_bounded(exchange: Exchange, limit: int) -> bytes:
+    """Up to ``limit`` bytes of the response body (the rest is abandoned); never raises."""
+    parts: list[bytes] = []
+    size = 0
+    try:
+        with trio.move_on_at(trio.current_time() + 10):
+            while size < limit:
+                chunk = await exchange.stream.receive_some()
+                if not chunk:
+                    break
+                parts.append(chunk)
+                size += len(chunk)
+    except (StreamReset, TunnelClosed):
+        pass
+    exchange.finish(failed=True)
+    return b"".join(parts)[:limit]
+
+
+def upstream_error_event(status: int, body: bytes, style: ErrorStyle) -> bytes:
+    try:
+        quoted: object = json.loads(body)
+    except ValueError:
+        quoted = body.decode("utf-8", "replace")
+    error = HttpError(
+        status if status >= 400 else 502,
+        "upstream_status",
+        f"the backend answered HTTP {status} after the request had waited in the queue",
+    )
+    return error.sse_event(style, extra={"status": status, "body": quoted})
+
+
+async def relay_body(
+    exchange: Exchange, event_stream: bool, style: ErrorStyle, idle: float
+) -> AsyncIterator[bytes]:
+    """The agent's response body, chunk by chunk, with the deadline and idle timeout applied."""
     # The cancel scope wraps each receive only, never a yield (structured concurrency in an async
     # generator); GeneratorExit (client gone while we were parked at yield) runs the finally.
     stream = exchange.stream
+    meter = UsageMeter(event_stream=event_stream)
+    deadline = exchange.deadline
     try:
         while True:
-            with trio.move_on_at(exchange.deadline) as scope:
+            with trio.move_on_at(min(deadline, trio.current_time() + idle)) as scope:
                 chunk = await stream.receive_some()
             if scope.cancelled_caught:
+                exchange.usage = meter.usage
                 exchange.finish(code=ResetCode.TIMEOUT, failed=True)
+                config = exchange.gateway.config
+                error = (
+                    request_timeout(config.request_timeout)
+                    if trio.current_time() >= deadline
+                    else idle_timeout(idle)
+                )
                 if event_stream:
-                    yield request_timeout(exchange.timeout).sse_event()
+                    yield error.sse_event(style)
                     return
-                raise RelayBroken("deadline passed mid-body")
+                raise RelayBroken(error.message)
             if not chunk:
+                exchange.usage = meter.usage
                 exchange.finish(failed=False)
                 return
+            meter.feed(chunk)
             yield chunk
     except (StreamReset, TunnelClosed) as exc:
+        exchange.usage = meter.usage
         exchange.finish(failed=True)
         if not event_stream:
             raise RelayBroken(str(exc)) from None
-        yield from_tunnel_error(exc).sse_event()
+        yield from_tunnel_error(exc).sse_event(style)
     finally:
         exchange.finish()

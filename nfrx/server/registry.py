@@ -14,8 +14,10 @@ from typing import TYPE_CHECKING
 import attrs
 import trio
 
+from nfrx.server.usage import Usage
+
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
     from nfrx.transport.session import TunnelSession
 
@@ -47,6 +49,8 @@ class AgentRecord:
     processed_total: int = 0
     failures_total: int = 0
     connected_at: float = attrs.field(factory=time.time)
+    usage: Usage = attrs.field(factory=Usage)
+    """Tokens relayed through this agent."""
     dispatch_seq: int = 0
     """When this agent last got a request (a registry-wide counter): ties go to the oldest."""
 
@@ -65,6 +69,7 @@ class AgentRegistry:
     def __init__(self) -> None:
         self._agents: dict[str, dict[str, AgentRecord]] = {}
         self._changed = trio.Event()
+        self._listeners: list[Callable[[], None]] = []
         self._dispatch_counter = itertools.count(1)
         self._model_created: dict[tuple[str, str], int] = {}
 
@@ -149,18 +154,25 @@ class AgentRegistry:
         record.inflight += 1
         record.dispatch_seq = next(self._dispatch_counter)
 
-    def release(self, record: AgentRecord, *, failed: bool = False) -> None:
-        """Give the slot back; wakes waiters at once."""
+    def release(self, record: AgentRecord, *, failed: bool = False, counted: bool = True) -> None:
+        """Give the slot back; wakes waiters at once. ``counted=False``: the slot was never used
+        (its request left before starting), so no success or failure is recorded."""
         record.inflight -= 1
-        if failed:
+        if counted and failed:
             record.failures_total += 1
-        else:
+        elif counted:
             record.processed_total += 1
         self._notify()
 
     # -- change notification -------------------------------------------------------------------
 
+    def subscribe(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` synchronously after every change (the dispatch queue uses this)."""
+        self._listeners.append(listener)
+
     def _notify(self) -> None:
+        for listener in self._listeners:
+            listener()
         self._changed.set()
         self._changed = trio.Event()
 

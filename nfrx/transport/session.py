@@ -105,6 +105,8 @@ class TunnelSession:
         self._outbox_ready = trio.lowlevel.ParkingLot()
         self._outbox_empty = trio.lowlevel.ParkingLot()
         self._last_heard = trio.current_time()
+        self._messages_in = 0
+        self._heard = trio.lowlevel.ParkingLot()
         self._close_code = CLOSE_NORMAL
         self._cancel_scope = trio.CancelScope()
         self._nursery: trio.Nursery | None = None
@@ -155,6 +157,17 @@ class TunnelSession:
             while self._outbox and self._nursery is not None:
                 await self._outbox_empty.park()
         self.close(reason)
+
+    async def responsive(self, timeout: float) -> bool:
+        """Ping the peer now: True if anything arrives from it within ``timeout`` seconds."""
+        if self.closed:
+            return False
+        before = self._messages_in
+        self._send_frame(Ping(nonce=next(self._ping_nonces)))
+        with trio.move_on_after(timeout):
+            while self._messages_in == before and not self.closed:
+                await self._heard.park()
+        return self._messages_in != before and not self.closed
 
     @property
     def closed(self) -> bool:
@@ -247,6 +260,8 @@ class TunnelSession:
                     self.closed_reason = f"connection closed by peer ({exc.reason or exc.code})"
                 return
             self._last_heard = trio.current_time()
+            self._messages_in += 1
+            self._heard.unpark_all()
             try:
                 conn.receive(message)
             except RemoteProtocolError as exc:

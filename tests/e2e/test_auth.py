@@ -50,7 +50,9 @@ def bad_credentials(server: Server) -> dict[str, dict[str, str]]:
         "basic scheme": {"Authorization": f"Basic {server.api_key}"},
         "token scheme": {"Authorization": f"Token {server.api_key}"},
         "bare key": {"Authorization": server.api_key},
-        "x-api-key": {"X-Api-Key": server.api_key},
+        "wrong x-api-key": {"X-Api-Key": "not-the-key"},
+        "client key as x-api-key": {"X-Api-Key": server.client_key},
+        "empty x-api-key": {"X-Api-Key": ""},
     }
 
 

@@ -300,6 +300,28 @@ async def test_duplicate_client_id_is_refused(server: Server, backend: FixtureBa
             await chat_ok(server)
 
 
+async def test_a_restarted_agent_replaces_its_own_dead_tunnel(backend: FixtureBackend) -> None:
+    # Long enough that the old tunnel is still registered when the new process dials in.
+    env = {"HEARTBEAT_INTERVAL": "0.5", "AGENT_DEAD_AFTER": "60"}
+    same = {"CLIENT_ID": "phoenix"}
+    async with (
+        run_server(env=env) as server,
+        run_agent(server, backend.base_url, name="old", env=same) as old,
+    ):
+        old.signal(signal.SIGSTOP)  # frozen: its TCP connection stays open, it answers nothing
+        try:
+            start = len(server.proc.lines)
+            async with run_agent(server, backend.base_url, name="new", env=same) as new:
+                assert connected_id(new, "new") == "phoenix"
+                await server.proc.wait_for_line(
+                    r"agent old \(phoenix\): its old tunnel does not answer", start=start
+                )
+                assert await list_models(server) == dict.fromkeys(MODELS, "new")
+                await chat_ok(server)
+        finally:
+            old.signal(signal.SIGCONT)
+
+
 async def test_default_client_ids_differ(server: Server, backend: FixtureBackend) -> None:
     async with (
         run_agent(server, backend.base_url, name="left", wait_connected=False) as left,

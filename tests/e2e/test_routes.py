@@ -108,3 +108,33 @@ async def test_aliasing_can_be_turned_off(backend: FixtureBackend) -> None:
         )
         assert r.status_code == 404
         assert r.json()["error"]["code"] == "model_not_found"
+
+
+async def test_token_usage_is_counted_from_json_and_event_streams(
+    server: Server, backend: FixtureBackend, agent: NfrxProcess
+) -> None:
+    async with openai.AsyncOpenAI(base_url=server.api_base, api_key="ak", max_retries=0) as c:
+        start = len(server.proc.lines)
+        await c.chat.completions.create(
+            model="fixture-model",
+            messages=MESSAGES,  # type: ignore[arg-type]
+            extra_headers={"X-Request-Id": "plain"},
+        )
+        await server.proc.wait_for_line(
+            r"POST /api/llm/v1/chat/completions model=fixture-model .* "
+            r"tokens_in=3 tokens_out=[1-9]\d* request_id=plain",
+            start=start,
+        )
+        stream = await c.chat.completions.create(
+            model="fixture-model",
+            messages=MESSAGES,  # type: ignore[arg-type]
+            stream=True,
+            stream_options={"include_usage": True},
+            extra_body={"fixture": {"events": 5}},
+            extra_headers={"X-Request-Id": "streamed"},
+        )
+        async for _ in stream:
+            pass
+        await server.proc.wait_for_line(
+            r"tokens_in=3 tokens_out=[1-9]\d* request_id=streamed", start=start
+        )

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from nfrx.agent.proxy import forward
+from nfrx.agent.proxy import Outcome, forward
 from nfrx.agent.runtime import BackendState, BackendUnavailable
 
 if TYPE_CHECKING:
@@ -24,13 +24,15 @@ class LlmBackend:
         self.client = client
         self.base_url = config.completion_base_url.rstrip("/")
         self.poll_interval = config.model_poll_interval
+        self.embedding_batch_size = config.embedding_batch_size
 
     def _auth(self) -> dict[str, str]:
         key = self.config.completion_api_key
         return {"authorization": f"Bearer {key}"} if key else {}
 
     async def probe(self) -> BackendState:
-        """GET ``<base>/models``; the ids of ``data[]`` are the models this agent serves."""
+        """GET ``<base>/models``; the ids of ``data[]`` are the models this agent serves (an empty
+        list is a valid answer). Anything but a 200 with an OpenAI model list means not ready."""
         url = f"{self.base_url}/models"
         try:
             response = await self.client.get(url, headers=self._auth(), timeout=PROBE_TIMEOUT)
@@ -43,7 +45,9 @@ class LlmBackend:
             models = tuple(str(item["id"]) for item in payload["data"])
         except (ValueError, KeyError, TypeError):
             raise BackendUnavailable(f"GET {url}: not an OpenAI model list") from None
-        return BackendState(models=models)
+        return BackendState(models=models, embedding_batch_size=self.embedding_batch_size)
 
-    async def handle(self, stream: IncomingStream) -> None:
-        await forward(self.client, self.base_url, stream, api_key=self.config.completion_api_key)
+    async def handle(self, stream: IncomingStream) -> Outcome:
+        return await forward(
+            self.client, self.base_url, stream, api_key=self.config.completion_api_key
+        )

@@ -7,25 +7,35 @@ read ``model`` (for routing) and to reject what no backend could accept.
 
 from __future__ import annotations
 
+import functools
 import json
-from typing import TYPE_CHECKING, Any
+import logging
+from typing import TYPE_CHECKING, Any, cast
 
-import trio
-from quart import Blueprint, Response
+from quart import Blueprint, Response, request
+from werkzeug.datastructures import Headers
 
+from nfrx.plugins.llm.embeddings import run_split, splittable
 from nfrx.server.agent_socket import serve_agent
-from nfrx.server.http_errors import HttpError, model_not_found, request_timeout
-from nfrx.server.proxy import relay
+from nfrx.server.http_errors import HttpError, model_not_found
+from nfrx.server.proxy import Job
+from nfrx.server.queue import Ticket
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Awaitable, Callable
+
     from nfrx.server.gateway import Gateway
+    from nfrx.server.http_errors import ErrorStyle
     from nfrx.server.registry import AgentRecord
+
+log = logging.getLogger("nfrx.llm")
 
 KIND = "llm"
 
 
-def parse_model(body: bytes) -> str:
-    """The ``model`` of an OpenAI request body; 400 with a precise reason otherwise."""
+def parse_body(body: bytes) -> dict[str, Any]:
+    """An OpenAI or Anthropic request body with its ``model``; 400 with a precise reason
+    otherwise."""
     try:
         payload = json.loads(body)
     except (ValueError, RecursionError):
@@ -47,7 +57,7 @@ def parse_model(body: bytes) -> str:
             "the request body needs a 'model' (a non-empty string)",
             type="invalid_request_error",
         )
-    return model
+    return payload
 
 
 ALIAS_SCORE = 0.5
@@ -82,6 +92,12 @@ def agent_not_found(agent_id: str) -> HttpError:
     )
 
 
+def _response(body: AsyncIterator[bytes], status: int, headers: list[tuple[str, str]]) -> Response:
+    response = Response(body, status=status, headers=Headers(headers))
+    response.timeout = None  # Quart's 60 s default would cut long generations
+    return response
+
+
 def blueprint(gateway: Gateway) -> Blueprint:
     bp = Blueprint(KIND, __name__, url_prefix=f"/api/{KIND}")
     registry = gateway.registry
@@ -94,8 +110,16 @@ def blueprint(gateway: Gateway) -> Blueprint:
             raise agent_not_found(agent_id)
         return {model: [agent] for model in agent.models}
 
+    def missing(agent_id: str | None, model: str) -> HttpError:
+        """Why no agent can serve ``model`` (on ``agent_id`` only, if given)."""
+        if agent_id is not None and registry.get(KIND, agent_id) is None:
+            return agent_not_found(agent_id)
+        return model_not_found(model)
+
     @bp.before_request
     async def admit() -> None:
+        if request.path.endswith("/v1/messages"):
+            cast("dict[str, Any]", request.scope)["nfrx.error_style"] = "anthropic"
         gateway.admit()
 
     @bp.websocket("/connect")
@@ -119,47 +143,72 @@ def blueprint(gateway: Gateway) -> Blueprint:
             raise model_not_found(model_id)
         return model_object(gateway, model_id, [a.name for a in agents])
 
-    async def relay_openai(path: str, agent_id: str | None) -> Response:
+    async def relay(path: str, agent_id: str | None, style: ErrorStyle) -> Response:
         request_id = gateway.request_id()
         if agent_id is not None:
             model_table(agent_id)  # 404 at once for an unknown agent
         body = await gateway.read_body()
-        model = parse_model(body)
-        deadline = gateway.deadline()
-        timeout = gateway.config.request_timeout
-        chosen = None
-        with trio.CancelScope(deadline=deadline) as scope:
-            chosen = await gateway.acquire_agent(
-                KIND, model, agent_id=agent_id, aliases=gateway.config.llm_min_score <= ALIAS_SCORE
-            )
-        if chosen is None or scope.cancelled_caught:
-            raise request_timeout(timeout)
-        agent, concrete = chosen
-        if concrete != model:
-            # An alias match: the backend only knows its own name for the model.
-            body = rewrite_model(body, concrete)
+        payload = parse_body(body)
+        model = payload["model"]
         prefix = f"/api/{KIND}" + (f"/id/{agent_id}" if agent_id else "")
-        return await relay(
-            registry,
-            agent,
+        ticket = Ticket(
+            kind=KIND,
+            model=model,
+            request_id=request_id,
+            agent_id=agent_id,
+            aliases=gateway.config.llm_min_score <= ALIAS_SCORE,
+            missing=functools.partial(missing, agent_id, model),
+        )
+        job = Job(
+            gateway=gateway,
+            ticket=ticket,
             method="POST",
             path=path,
             headers=gateway.forwarded_headers(request_id),
             body=body,
-            deadline=deadline,
-            timeout=timeout,
             request_id=request_id,
-            label=f"POST {prefix}/v1{path} model={concrete}",
-            cleanups=gateway.cleanups(),
+            label=f"POST {prefix}/v1{path}",
+            style=style,
+            rewrite=rewrite_model,
         )
+        cleanups = gateway.cleanups()
+        cleanups.append(functools.partial(gateway.queue.abandon, ticket))
+        if path == "/embeddings" and splittable(payload) is not None:
+            return await run_split(job, payload, cleanups)
+        if payload.get("stream") is True and gateway.config.llm_queue_events:
+            grant = job.grant_now()
+            if grant is None:
+                # It has to wait: answer now, and tell the client where it stands meanwhile.
+                return _response(
+                    job.queued_event_stream(cleanups),
+                    200,
+                    [
+                        ("Content-Type", "text/event-stream"),
+                        ("Cache-Control", "no-store"),
+                        ("X-Request-Id", request_id),
+                    ],
+                )
+            exchange, head = await job.start(cleanups, grant)
+        else:
+            exchange, head = await job.start(cleanups, None)
+        headers, event_stream = job.response_parts(exchange, head)
+        return _response(job.answer(exchange, head, event_stream), head.status, headers)
+
+    def openai_route(path: str) -> Callable[..., Awaitable[Response]]:
+        async def route(agent_id: str | None = None) -> Response:
+            return await relay(path, agent_id, "openai")
+
+        return route
+
+    async def messages(agent_id: str | None = None) -> Response:
+        return await relay("/messages", agent_id, "anthropic")
 
     for path in RELAYED_PATHS:
-
-        async def route(agent_id: str | None = None, path: str = path) -> Response:
-            return await relay_openai(path, agent_id)
-
         endpoint = path.strip("/").replace("/", "_")
+        route = openai_route(path)
         bp.add_url_rule(f"/v1{path}", endpoint, route, methods=["POST"])
         bp.add_url_rule(f"/id/<agent_id>/v1{path}", f"id_{endpoint}", route, methods=["POST"])
+    bp.add_url_rule("/v1/messages", "messages", messages, methods=["POST"])
+    bp.add_url_rule("/id/<agent_id>/v1/messages", "id_messages", messages, methods=["POST"])
 
     return bp

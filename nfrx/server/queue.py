@@ -1,0 +1,136 @@
+"""Dispatch: give each request an agent slot now, or queue it until one frees.
+
+One FIFO per server for every agent kind that queues. It is event-driven: the registry calls
+:meth:`DispatchQueue.dispatch` synchronously on every change (a slot freed, an agent connected,
+a status or model list pushed), and the queue hands the freed capacity to the *oldest* waiting
+request that can use it, skipping waiters whose model has no free agent (they do not block the
+others). Because this happens inside the change itself, a newcomer can never take a slot an older
+waiter could have used: a request that finds a free slot on arrival found one nobody queued wants.
+
+A grant is final once made: the slot is taken in the registry at that moment, and a waiter that
+is cancelled after being granted (client gone, deadline) gives it back in
+:meth:`DispatchQueue.abandon`.
+Nothing here sleeps or polls.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import attrs
+import trio
+
+from nfrx.server.scheduler import choose_match, matches
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from nfrx.server.http_errors import HttpError
+    from nfrx.server.registry import AgentRecord, AgentRegistry
+
+
+@attrs.define(eq=False, kw_only=True)
+class Ticket:
+    """One request looking for an agent."""
+
+    kind: str
+    model: str
+    request_id: str = ""
+    agent_id: str | None = None
+    """Only this agent may serve it (the ``/id/{agent}`` routes)."""
+    aliases: bool = False
+    exclude: frozenset[str] = frozenset()
+    """Agents already tried for this request (a retry goes elsewhere)."""
+    missing: Callable[[], HttpError]
+    """The answer when no connected agent can ever serve it (404 on a first try)."""
+    granted: tuple[AgentRecord, str] | None = None
+    error: HttpError | None = None
+    done: trio.Event = attrs.field(factory=trio.Event)
+
+    def candidates(self, registry: AgentRegistry) -> list[tuple[AgentRecord, str, bool]]:
+        agents = [
+            a
+            for a in registry.agents(self.kind)
+            if (self.agent_id is None or a.id == self.agent_id) and a.id not in self.exclude
+        ]
+        return matches(agents, self.model, aliases=self.aliases)
+
+
+log = logging.getLogger("nfrx.queue")
+
+
+class QueueFull(Exception):
+    pass
+
+
+class DispatchQueue:
+    def __init__(self, registry: AgentRegistry, capacity: int) -> None:
+        self.registry = registry
+        self.capacity = capacity
+        self._waiting: list[Ticket] = []
+        registry.subscribe(self.dispatch)
+
+    def __len__(self) -> int:
+        return len(self._waiting)
+
+    def position(self, ticket: Ticket) -> int:
+        """1-based place of ``ticket`` in the queue (0 once it left it)."""
+        try:
+            return self._waiting.index(ticket) + 1
+        except ValueError:
+            return 0
+
+    def try_now(self, ticket: Ticket) -> tuple[AgentRecord, str] | None:
+        """Take a free slot for ``ticket`` if there is one; raise its ``missing`` error if no
+        connected agent can serve it at all; None if it has to wait."""
+        found = ticket.candidates(self.registry)
+        if not found:
+            raise ticket.missing()
+        chosen = choose_match(found)
+        if chosen is not None:
+            self.registry.acquire(chosen[0])
+        return chosen
+
+    def enqueue(self, ticket: Ticket, *, front: bool = False) -> None:
+        """Put ``ticket`` in line (a retry goes first). Raises :class:`QueueFull`."""
+        if not front and len(self._waiting) >= self.capacity:
+            raise QueueFull
+        if front:
+            self._waiting.insert(0, ticket)
+        else:
+            self._waiting.append(ticket)
+        log.info(
+            "request %s for %s queued at position %d",
+            ticket.request_id,
+            ticket.model,
+            self.position(ticket),
+        )
+
+    def abandon(self, ticket: Ticket) -> None:
+        """The waiter is gone: take it out of line, and give back a slot granted to it that it
+        never used. Idempotent; safe in ``finally`` and in per-request cleanups."""
+        if ticket in self._waiting:
+            log.info(
+                "request %s left the queue at position %d", ticket.request_id, self.position(ticket)
+            )
+            self._waiting.remove(ticket)
+        if ticket.granted is not None:
+            agent, _ = ticket.granted
+            ticket.granted = None
+            self.registry.release(agent, counted=False)
+
+    def dispatch(self) -> None:
+        """Hand free capacity to the oldest waiters that can use it (called on every change)."""
+        for ticket in list(self._waiting):
+            found = ticket.candidates(self.registry)
+            if not found:
+                ticket.error = ticket.missing()
+            else:
+                chosen = choose_match(found)
+                if chosen is None:
+                    continue
+                self.registry.acquire(chosen[0])
+                ticket.granted = chosen
+            self._waiting.remove(ticket)
+            ticket.done.set()
