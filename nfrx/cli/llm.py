@@ -42,6 +42,12 @@ def command(
     ] = None,
     request_timeout: Annotated[float | None, typer.Option(help=doc(C, "request_timeout"))] = None,
     drain_timeout: Annotated[float | None, typer.Option(help=doc(C, "drain_timeout"))] = None,
+    config_file: Annotated[str | None, typer.Option("--config", help=doc(C, "config_file"))] = None,
+    status_addr: Annotated[str | None, typer.Option(help=doc(C, "status_addr"))] = None,
+    metrics_port: Annotated[int | None, typer.Option(help=doc(C, "metrics_port"))] = None,
+    ca_file: Annotated[str | None, typer.Option(help=doc(C, "ca_file"))] = None,
+    log_format: Annotated[str | None, typer.Option(help=doc(C, "log_format"))] = None,
+    log_dir: Annotated[str | None, typer.Option(help=doc(C, "log_dir"))] = None,
     log_level: Annotated[str | None, typer.Option(help=doc(C, "log_level"))] = None,
 ) -> None:
     try:

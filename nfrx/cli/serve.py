@@ -65,6 +65,25 @@ def command(
     llm_max_parallel_embeddings: Annotated[
         int | None, typer.Option(help=doc(ServerConfig, "llm_max_parallel_embeddings"))
     ] = None,
+    config_file: Annotated[
+        str | None, typer.Option("--config", help=doc(ServerConfig, "config_file"))
+    ] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option(help=doc(ServerConfig, "metrics_port"))
+    ] = None,
+    plugins: Annotated[str | None, typer.Option(help=doc(ServerConfig, "plugins"))] = None,
+    allowed_origins: Annotated[
+        str | None, typer.Option(help=doc(ServerConfig, "allowed_origins"))
+    ] = None,
+    api_http_roles: Annotated[
+        str | None, typer.Option(help=doc(ServerConfig, "api_http_roles"))
+    ] = None,
+    client_http_roles: Annotated[
+        str | None, typer.Option(help=doc(ServerConfig, "client_http_roles"))
+    ] = None,
+    tls_cert: Annotated[str | None, typer.Option(help=doc(ServerConfig, "tls_cert"))] = None,
+    tls_key: Annotated[str | None, typer.Option(help=doc(ServerConfig, "tls_key"))] = None,
+    log_format: Annotated[str | None, typer.Option(help=doc(ServerConfig, "log_format"))] = None,
     log_level: Annotated[str | None, typer.Option(help=doc(ServerConfig, "log_level"))] = None,
 ) -> None:
     try:

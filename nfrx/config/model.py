@@ -138,6 +138,47 @@ class ServerConfig:
         doc="Most agents one embeddings request is split across.",
         minimum=1,
     )
+    config_file: str = setting(
+        "",
+        env="CONFIG_FILE",
+        doc="YAML file with settings (keys: the snake_case of the environment names). "
+        "Environment variables override it, flags override both.",
+    )
+    metrics_port: int = setting(
+        0,
+        env="METRICS_PORT",
+        doc="Serve /metrics only on this port (same host). 0: on the main port.",
+        minimum=0,
+    )
+    plugins: str = setting(
+        "all",
+        env="PLUGINS",
+        doc="Comma-separated plugins to enable (llm, ...), or 'all'. Routes of the others "
+        "answer 404.",
+    )
+    allowed_origins: str = setting(
+        "",
+        env="ALLOWED_ORIGINS",
+        doc="Comma-separated browser origins allowed by CORS ('*' for any). Empty: no "
+        "cross-origin access.",
+    )
+    api_http_roles: str = setting(
+        "",
+        env="API_HTTP_ROLES",
+        doc="Comma-separated roles in X-User-Roles that grant API access like the API key. "
+        "Only behind a trusted proxy that sets (and strips client-sent) X-User-Roles.",
+    )
+    client_http_roles: str = setting(
+        "",
+        env="CLIENT_HTTP_ROLES",
+        doc="Comma-separated roles in X-User-Roles that let an agent open a tunnel like the "
+        "client key (same trusted-proxy caveat).",
+    )
+    tls_cert: str = setting(
+        "", env="TLS_CERT", doc="PEM certificate (chain): serve https and wss in-process."
+    )
+    tls_key: str = setting("", env="TLS_KEY", doc="PEM private key for TLS_CERT.")
+    log_format: str = setting("text", env="LOG_FORMAT", doc="text (readable) or json.")
     log_level: str = setting("info", env="LOG_LEVEL", doc="debug, info, warning or error.")
 
 
@@ -189,6 +230,30 @@ class AgentConfig:
         env="DRAIN_TIMEOUT",
         doc="On SIGTERM/SIGINT, seconds to let in-flight requests finish (0: exit at once, "
         "-1: wait as long as they take).",
+    )
+    config_file: str = setting(
+        "",
+        env="CONFIG_FILE",
+        doc="YAML file with settings (keys: the snake_case of the environment names). "
+        "Environment variables override it, flags override both.",
+    )
+    status_addr: str = setting(
+        "",
+        env="STATUS_ADDR",
+        doc="host:port for the local status and control API (GET /status, POST /control/...). "
+        "Empty: off.",
+    )
+    metrics_port: int = setting(
+        0, env="METRICS_PORT", doc="Port for this agent's /metrics (127.0.0.1). 0: off.", minimum=0
+    )
+    ca_file: str = setting(
+        "",
+        env="CA_FILE",
+        doc="PEM CA bundle to verify a wss:// server with (default: the system's CAs).",
+    )
+    log_format: str = setting("text", env="LOG_FORMAT", doc="text (readable) or json.")
+    log_dir: str = setting(
+        "", env="LOG_DIR", doc="Also write logs to rotating files in this directory."
     )
     log_level: str = setting("info", env="LOG_LEVEL", doc="debug, info, warning or error.")
 

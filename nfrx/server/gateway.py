@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from nfrx.config.model import ServerConfig
+    from nfrx.server.proxy import Exchange
     from nfrx.server.registry import AgentRecord
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")
@@ -49,6 +50,8 @@ class Gateway:
         self.draining = False
         self.usage_by_model: dict[tuple[str, str], Usage] = {}
         """Tokens relayed per (agent kind, model), for state and metrics."""
+        self.exchange_listeners: list[Callable[[Exchange], None]] = []
+        """Called with every relayed exchange when it ends (metrics subscribe here)."""
 
     # -- per request ---------------------------------------------------------------------------
 
@@ -110,6 +113,11 @@ class Gateway:
         return tuple(headers)
 
     # -- accounting ----------------------------------------------------------------------------
+
+    def exchange_finished(self, exchange: Exchange) -> None:
+        exchange.agent.busy_seconds_total += exchange.duration
+        for listener in self.exchange_listeners:
+            listener(exchange)
 
     def record_usage(self, agent: AgentRecord, model: str, usage: Usage) -> None:
         agent.usage = agent.usage + usage

@@ -89,15 +89,23 @@ class Exchange:
     status: int | None = None
     failed: bool = False
     usage: Usage | None = None
+    ended: float | None = None
     owns_slot: bool = True
     """False when the caller holds the agent's slot across several exchanges (embeddings)."""
     _finished: bool = False
+
+    @property
+    def duration(self) -> float:
+        """Seconds since the exchange started (fixed once it finished)."""
+        end = self.ended if self.ended is not None else trio.current_time()
+        return end - self.started
 
     def finish(self, *, code: str = ResetCode.CANCELLED, failed: bool | None = None) -> None:
         """End the exchange: reset the stream if it is still live, free the slot. Idempotent."""
         if self._finished:
             return
         self._finished = True
+        self.ended = trio.current_time()
         if self.stream.live:
             self.stream.reset(code)
             if failed is None:
@@ -108,12 +116,13 @@ class Exchange:
             self.gateway.registry.release(self.agent, failed=self.failed)
         if self.usage is not None:
             self.gateway.record_usage(self.agent, self.model, self.usage)
+        self.gateway.exchange_finished(self)
         log.info(
             "%s agent=%s status=%s duration=%.3fs%s request_id=%s%s",
             self.label,
             self.agent.name,
             self.status if self.status is not None else "-",
-            trio.current_time() - self.started,
+            self.duration,
             ""
             if self.usage is None
             else f" tokens_in={self.usage.input_tokens} tokens_out={self.usage.output_tokens}",

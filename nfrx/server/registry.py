@@ -49,6 +49,8 @@ class AgentRecord:
     processed_total: int = 0
     failures_total: int = 0
     connected_at: float = attrs.field(factory=time.time)
+    busy_seconds_total: float = 0.0
+    """Sum of the durations of this agent's finished exchanges (for average durations)."""
     usage: Usage = attrs.field(factory=Usage)
     """Tokens relayed through this agent."""
     dispatch_seq: int = 0

@@ -170,6 +170,11 @@ class TunnelSession:
         return self._messages_in != before and not self.closed
 
     @property
+    def last_heard(self) -> float:
+        """``trio.current_time()`` when the last message from the peer arrived."""
+        return self._last_heard
+
+    @property
     def closed(self) -> bool:
         return self.closed_reason is not None
 
