@@ -4,7 +4,8 @@ Task tree (every task has this one owner)::
 
     run_server
     +-- hypercorn serve (HTTP API + agent WebSockets; one task per connection inside it)
-    +-- signal watcher: 1st SIGTERM/SIGINT -> drain, 2nd -> cancel everything
+    +-- signal watcher: 1st SIGTERM/SIGINT -> drain, 2nd -> close the tunnels (in-flight clients
+    |   get a final error), then cancel everything after STOP_GRACE
     +-- drainer (after the first signal): waits for in-flight requests up to DRAIN_TIMEOUT,
         closes the agent tunnels, then triggers hypercorn's shutdown
 """
@@ -100,8 +101,12 @@ async def _watch_signals(
         async for signum in signals:
             name = signal.Signals(signum).name
             if gateway.draining:
+                # In-flight clients get a clean end (a final SSE error event, or a 502 if nothing
+                # was sent yet) from their tunnels closing; then everything stops.
                 log.warning("%s again: stopping now", name)
-                nursery.cancel_scope.cancel()
+                _close_tunnels(gateway, "server stopping now")
+                shutdown.set()
+                nursery.start_soon(_stop_after, nursery.cancel_scope, STOP_GRACE)
                 return
             log.info("%s: draining (up to %g s for in-flight requests)", name, drain_timeout)
             gateway.draining = True
@@ -120,6 +125,20 @@ async def _drain(gateway: Gateway, shutdown: trio.Event, drain_timeout: float) -
             await registry.wait_changed()
     if scope.cancelled_caught:
         log.warning("drain timeout: cancelling the requests still in flight")
-    for agent in agents:
-        agent.session.close("server shutting down", CLOSE_GOING_AWAY)
+    _close_tunnels(gateway, "server shutting down")
     shutdown.set()
+
+
+STOP_GRACE = 1.0
+"""Seconds a forced stop gives in-flight responses to send their final error event."""
+
+
+def _close_tunnels(gateway: Gateway, reason: str) -> None:
+    for kind in SERVER_PLUGINS:
+        for agent in gateway.registry.agents(kind):
+            agent.session.close(reason, CLOSE_GOING_AWAY)
+
+
+async def _stop_after(scope: trio.CancelScope, grace: float) -> None:
+    await trio.sleep(grace)
+    scope.cancel()
