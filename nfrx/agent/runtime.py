@@ -3,10 +3,16 @@
 Task tree (one owner each)::
 
     AgentRuntime.run
-    +-- signal watcher: 1st SIGTERM/SIGINT -> drain, 2nd -> stop now
+    +-- status/control API (STATUS_ADDR) and /metrics (METRICS_PORT), when configured: bound
+    |   before dialling, stopped (1 s grace for responses in progress) after the rest ends
+    +-- signal watcher: 1st SIGTERM/SIGINT -> drain and exit, 2nd -> stop now
+    +-- exit drainer (after a first signal or /control/shutdown)
     +-- connect loop: one tunnel at a time, with the reconnect schedule between them
         +-- TunnelSession.run (reader, writer, heartbeat, one handler task per request)
         +-- backend poller: re-reads the backend's models and pushes Status frames on change
+
+Draining: ``/control/drain`` stops new work without exiting (``/control/undrain`` undoes it); a
+signal or ``/control/shutdown`` drains *and exits*, and cannot be undone.
 
 Backend health: the agent stays connected whatever its backend does. A backend that does not answer
 its probe makes the agent ``not_ready`` with zero capacity; it keeps announcing its last known
@@ -27,7 +33,9 @@ import attrs
 import trio
 
 from nfrx._version import __version__
-from nfrx.agent import backoff
+from nfrx.agent import backoff, status
+from nfrx.agent.metrics import AgentMetrics, create_metrics_app
+from nfrx.agent.proxy import Outcome
 from nfrx.config.model import default_client_id, default_client_name
 from nfrx.protocol import PROTOCOL_VERSION, Drain, Frame, Goodbye, Hello, Status
 from nfrx.transport import websocket_agent
@@ -36,9 +44,8 @@ from nfrx.transport.handshake import agent_handshake
 from nfrx.transport.session import TunnelSession, TunnelSettings
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable
 
-    from nfrx.agent.proxy import Outcome
     from nfrx.config.model import AgentConfig
     from nfrx.transport.streams import IncomingStream
 
@@ -92,16 +99,31 @@ class AgentExit(Exception):
         self.code = code
 
 
+SERVICE_GRACE = 1.0
+"""Seconds the status and metrics servers get to finish responses once the agent is done (the
+answer to /control/shutdown is one of them)."""
+
+
 class AgentRuntime:
-    def __init__(self, config: AgentConfig, backend: Backend) -> None:
+    def __init__(self, config: AgentConfig, backend: Backend, *, backend_url: str = "") -> None:
         self.config = config
         self.backend = backend
+        self.backend_url = backend_url
+        """Shown by /status (the runtime itself never uses it)."""
         self.agent_id = config.client_id or default_client_id()
         self.name = config.client_name or default_client_name()
         self.session: TunnelSession | None = None
         self.state = BackendState()
         self.backend_ready = False
         self.draining = False
+        """No new requests (a control drain, or the drain before exiting)."""
+        self.exiting = False
+        """A signal or /control/shutdown started the drain that ends the process."""
+        self.last_error = ""
+        """The latest reason the tunnel or the backend failed (kept after recovery)."""
+        self.metrics = AgentMetrics(self)
+        self._nursery: trio.Nursery | None = None
+        self._services_stop = trio.Event()
         self._stopping = False
         self._inflight = 0
         self._idle = trio.Event()
@@ -112,20 +134,89 @@ class AgentRuntime:
     # -- lifetime ------------------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Run until stopped by a signal (returns) or a fatal condition (raises AgentExit)."""
+        """Run until stopped by a signal or /control/shutdown (returns) or a fatal condition,
+        an unusable STATUS_ADDR or METRICS_PORT included (raises AgentExit)."""
         failure: AgentExit | None = None
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._watch_signals, nursery)
-            task_status.started()
+        async with trio.open_nursery() as services:
             try:
-                await self._connect_loop()
+                await self._start_services(services)
             except AgentExit as exc:
-                # Raised past the nursery it would arrive wrapped in an exception group; the
-                # CLI wants the one reason to print.
                 failure = exc
-            nursery.cancel_scope.cancel()
+            else:
+                async with trio.open_nursery() as nursery:
+                    self._nursery = nursery
+                    nursery.start_soon(self._watch_signals, nursery)
+                    task_status.started()
+                    try:
+                        await self._connect_loop()
+                    except AgentExit as exc:
+                        # Raised past the nursery it would arrive wrapped in an exception group;
+                        # the CLI wants the one reason to print.
+                        failure = exc
+                    nursery.cancel_scope.cancel()
+                self._nursery = None
+            self._services_stop.set()
+            services.cancel_scope.deadline = trio.current_time() + SERVICE_GRACE
         if failure is not None:
             raise failure
+
+    async def _start_services(self, nursery: trio.Nursery) -> None:
+        """Bind the status/control API and the metrics endpoint when configured.
+
+        Raises AgentExit (one line) for an unusable address, port or token file.
+        """
+        stop = self._services_stop.wait
+        if self.config.status_addr:
+            try:
+                host, port = status.parse_address(self.config.status_addr)
+            except ValueError as exc:
+                raise AgentExit(f"configuration error: {exc}", 2) from None
+            token_file = status.token_path(self.config.config_file)
+            try:
+                token = status.load_or_create_token(token_file)
+            except OSError as exc:
+                raise AgentExit(f"cannot use the control token file {token_file}: {exc}") from None
+            app = status.create_status_app(self, token)
+            binds = await self._bind(nursery, "STATUS_ADDR", app, host, port, stop)
+            log.info("status API on %s (control token in %s)", ", ".join(binds), token_file)
+        if self.config.metrics_port:
+            app = create_metrics_app(self.metrics)
+            binds = await self._bind(
+                nursery, "METRICS_PORT", app, "127.0.0.1", self.config.metrics_port, stop
+            )
+            log.info("metrics on %s/metrics", ", ".join(binds))
+
+    @staticmethod
+    async def _bind(
+        nursery: trio.Nursery,
+        setting: str,
+        app: object,
+        host: str,
+        port: int,
+        stop: Callable[[], Awaitable[None]],
+    ) -> list[str]:
+        try:
+            binds: list[str] = await nursery.start(status.serve_local, app, host, port, stop)
+        except* OSError as group:
+            reasons = "; ".join(str(exc) for exc in _leaves(group))
+            raise AgentExit(f"{setting}: cannot listen on {host}:{port}: {reasons}") from None
+        return binds
+
+    # -- state ---------------------------------------------------------------------------------
+
+    @property
+    def inflight(self) -> int:
+        """Requests being served now."""
+        return self._inflight
+
+    @property
+    def state_name(self) -> str:
+        """``draining``, ``disconnected``, ``not_ready`` or ``connected`` (first that applies)."""
+        if self.draining:
+            return "draining"
+        if self.session is None:
+            return "disconnected"
+        return "connected" if self.backend_ready else "not_ready"
 
     async def _connect_loop(self) -> None:
         attempt = 0
@@ -139,8 +230,9 @@ class AgentRuntime:
                     raise AgentExit(reason, 2) from None
             except HandshakeFailed as exc:
                 reason = str(exc)
-            if self._stopping or self.draining:
+            if self._stopping or self.exiting:
                 return
+            self.last_error = reason
             if established:
                 attempt = 0
             if not self.config.reconnect:
@@ -169,7 +261,9 @@ class AgentRuntime:
         headers = []
         if self.config.client_key:
             headers.append((b"authorization", f"Bearer {self.config.client_key}".encode()))
-        async with websocket_agent.connect(self.config.server_url, headers=headers) as ws:
+        url = self.config.server_url
+        ssl_context = websocket_agent.tls_context(url, self.config.ca_file)
+        async with websocket_agent.connect(url, headers=headers, ssl_context=ssl_context) as ws:
             conn, welcome = await agent_handshake(ws, hello, timeout=10)
             log.info(
                 "connected to %s as %s (%s): %s, %d model(s)",
@@ -201,12 +295,18 @@ class AgentRuntime:
     async def _handle(self, stream: IncomingStream) -> None:
         self._inflight += 1
         self._idle = trio.Event() if self._idle.is_set() else self._idle
+        self.metrics.job_started()
+        started = trio.current_time()
+        outcome: Outcome | None = None  # None: cancelled or crashed
         try:
             outcome = await self.backend.handle(stream)
         finally:
             self._inflight -= 1
             if self._inflight == 0:
                 self._idle.set()
+            self.metrics.job_finished(
+                succeeded=outcome is Outcome.ANSWERED, seconds=trio.current_time() - started
+            )
         if outcome.suspect:
             request = stream.request
             log.debug("%s %s: %s; probing the backend now", request.method, request.path, outcome)
@@ -248,6 +348,7 @@ class AgentRuntime:
         try:
             state = await self.backend.probe()
         except BackendUnavailable as exc:
+            self.last_error = f"backend not ready: {exc}"
             if self.backend_ready or not self._probed:
                 log.warning(
                     "backend not ready: %s (probing it every %g s)", exc, self._poll_interval(False)
@@ -273,8 +374,12 @@ class AgentRuntime:
         interval = self.backend.poll_interval
         return interval if ready else min(interval, NOT_READY_POLL_INTERVAL)
 
-    def _send_status(self, session: TunnelSession) -> None:
-        session.send_control(self._status())
+    def _publish_status(self) -> None:
+        """Tell the server (if connected) whether this agent takes requests, and apply it."""
+        session = self.session
+        if session is not None:
+            session.accepting = not self.draining
+            session.send_control(self._status())
 
     async def _poll_backend(self, publish: Callable[[Status], None]) -> None:
         """Probe the backend when its interval passes or :meth:`probe_soon` asks, and publish a
@@ -290,17 +395,48 @@ class AgentRuntime:
 
     # -- signals and drain ---------------------------------------------------------------------
 
+    def drain(self, reason: str) -> bool:
+        """Take no new requests but keep running (until :meth:`undrain`); False if already
+        draining. In-flight requests continue."""
+        if self.draining:
+            return False
+        self.draining = True
+        log.info(
+            "%s: draining; %d request(s) in flight; no new ones until undrained",
+            reason,
+            self._inflight,
+        )
+        self._publish_status()
+        return True
+
+    def undrain(self, reason: str) -> bool:
+        """Take requests again after :meth:`drain`; False (nothing changes) while exiting."""
+        if self.exiting:
+            return False
+        if self.draining:
+            self.draining = False
+            log.info("%s: taking requests again", reason)
+            self._publish_status()
+        return True
+
+    def shutdown(self, reason: str) -> bool:
+        """Drain and exit, exactly like a first SIGTERM; False if already exiting."""
+        if self.exiting or self._nursery is None:
+            return False
+        self.exiting = self.draining = True
+        self._nursery.start_soon(self._drain, reason, self._nursery.cancel_scope)
+        return True
+
     async def _watch_signals(self, nursery: trio.Nursery) -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async for signum in signals:
                 name = signal.Signals(signum).name
-                if self.draining:
+                if self.exiting:
                     log.warning("%s again: exiting now", name)
                     self._stopping = True
                     nursery.cancel_scope.cancel()
                     return
-                self.draining = True
-                nursery.start_soon(self._drain, name, nursery.cancel_scope)
+                self.shutdown(name)
 
     async def _drain(self, reason: str, cancel_scope: trio.CancelScope) -> None:
         """Stop taking requests, let in-flight ones finish (up to DRAIN_TIMEOUT), then stop."""
@@ -311,10 +447,7 @@ class AgentRuntime:
             self._inflight,
             "forever" if timeout < 0 else f"{timeout:g} s",
         )
-        session = self.session
-        if session is not None:
-            session.accepting = False
-            self._send_status(session)
+        self._publish_status()
         with trio.move_on_after(math.inf if timeout < 0 else timeout) as scope:
             await self._idle.wait()
         if scope.cancelled_caught:
@@ -328,3 +461,9 @@ class AgentRuntime:
             await session.flush_and_close("agent drained")
         else:
             cancel_scope.cancel()
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]

@@ -7,7 +7,8 @@ from typing import Annotated
 import typer
 
 from nfrx.cli.options import doc, fail
-from nfrx.config.load import ConfigError, load
+from nfrx.cli.serve import PRINT_CONFIG_HELP
+from nfrx.config.load import ConfigError, load, render
 from nfrx.config.model import LlmAgentConfig
 
 HELP = (
@@ -49,11 +50,15 @@ def command(
     log_format: Annotated[str | None, typer.Option(help=doc(C, "log_format"))] = None,
     log_dir: Annotated[str | None, typer.Option(help=doc(C, "log_dir"))] = None,
     log_level: Annotated[str | None, typer.Option(help=doc(C, "log_level"))] = None,
+    print_config: Annotated[bool, typer.Option("--print-config", help=PRINT_CONFIG_HELP)] = False,
 ) -> None:
     try:
         config = load(LlmAgentConfig, locals())
     except ConfigError as exc:
         raise fail(exc) from None
+    if print_config:
+        typer.echo(render(config), nl=False)
+        raise typer.Exit(0)
     run(config)
 
 
@@ -65,11 +70,15 @@ def run(config: LlmAgentConfig) -> None:
     from nfrx.agent.runtime import AgentExit, AgentRuntime
     from nfrx.plugins.llm.agent import LlmBackend
 
-    logs.configure(config.log_level)
+    try:
+        logs.setup(config, command="llm")
+    except ConfigError as exc:
+        raise fail(exc) from None
 
     async def main() -> None:
         async with backend_client(config.max_concurrency) as client:
-            await AgentRuntime(config, LlmBackend(config, client)).run()
+            backend = LlmBackend(config, client)
+            await AgentRuntime(config, backend, backend_url=backend.base_url).run()
 
     try:
         trio.run(main)

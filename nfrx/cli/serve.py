@@ -7,13 +7,18 @@ from typing import Annotated
 import typer
 
 from nfrx.cli.options import doc, fail
-from nfrx.config.load import ConfigError, load
+from nfrx.config.load import ConfigError, load, render
 from nfrx.config.model import ServerConfig
 
 HELP = (
     "Run the public server: the OpenAI-compatible API for clients under /api/llm/v1 and the "
     "WebSocket endpoint agents dial (/api/llm/connect). Settings come from the environment, "
     "overridden by these options. SIGTERM/SIGINT drains gracefully; a second one stops at once."
+)
+
+PRINT_CONFIG_HELP = (
+    "Print the effective settings (config file < environment < flags; secrets masked) as "
+    "YAML and exit."
 )
 
 
@@ -85,11 +90,15 @@ def command(
     tls_key: Annotated[str | None, typer.Option(help=doc(ServerConfig, "tls_key"))] = None,
     log_format: Annotated[str | None, typer.Option(help=doc(ServerConfig, "log_format"))] = None,
     log_level: Annotated[str | None, typer.Option(help=doc(ServerConfig, "log_level"))] = None,
+    print_config: Annotated[bool, typer.Option("--print-config", help=PRINT_CONFIG_HELP)] = False,
 ) -> None:
     try:
         config = load(ServerConfig, locals())
     except ConfigError as exc:
         raise fail(exc) from None
+    if print_config:
+        typer.echo(render(config), nl=False)
+        raise typer.Exit(0)
     run(config)
 
 
@@ -99,7 +108,10 @@ def run(config: ServerConfig) -> None:
     from nfrx import logs
     from nfrx.server.runner import run_server
 
-    logs.configure(config.log_level)
+    try:
+        logs.setup(config, command="serve")
+    except ConfigError as exc:
+        raise fail(exc) from None
     try:
         trio.run(run_server, config)
     except* OSError as group:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import socket
 import uuid
-from typing import Any
+from typing import Any, ClassVar
 
 import attrs
 
@@ -24,11 +24,15 @@ def setting(
     secret: bool = False,
     minimum: float | None = None,
     positive: bool = False,
+    flag: str = "",
+    listed: bool = False,
 ) -> Any:
     """An attrs field documented with its environment variable.
 
     ``minimum`` (inclusive) and ``positive`` (strictly above zero) are checked when a config is
-    loaded, with an error naming the variable.
+    loaded, with an error naming the variable. ``flag`` is the command-line spelling when it is
+    not ``--<field-name>`` (the generated reference shows it; a test checks it against the CLI).
+    ``listed`` marks a comma-separated list, which a YAML file may also give as a list.
     """
     return attrs.field(
         default=default,
@@ -38,6 +42,8 @@ def setting(
             "secret": secret,
             "minimum": minimum,
             "positive": positive,
+            "flag": flag,
+            "listed": listed,
         },
     )
 
@@ -45,6 +51,9 @@ def setting(
 @attrs.frozen(kw_only=True)
 class ServerConfig:
     """``nfrx serve``."""
+
+    config_name: ClassVar[str] = "server"
+    """Name of the default config file (``/etc/nfrx/server.yaml`` on Linux)."""
 
     host: str = setting(
         "127.0.0.1",
@@ -56,13 +65,15 @@ class ServerConfig:
     api_key: str = setting(
         "",
         env="API_KEY",
-        doc="Bearer key clients must send to /api routes. Empty: the API is open.",
+        doc="Bearer key clients must send to /api routes. Empty (and no API_HTTP_ROLES): "
+        "the API is open.",
         secret=True,
     )
     client_key: str = setting(
         "",
         env="CLIENT_KEY",
-        doc="Bearer key agents must send to open a tunnel. Empty: any agent may connect.",
+        doc="Bearer key agents must send to open a tunnel. Empty (and no "
+        "CLIENT_HTTP_ROLES): any agent may connect.",
         secret=True,
     )
     request_timeout: float = setting(
@@ -110,6 +121,7 @@ class ServerConfig:
         env="LLM_QUEUE_EVENTS",
         doc="Streaming requests that wait get 'event: nfrx.queue' SSE events with their "
         "position at once (false: the response head waits until an agent takes the request).",
+        flag="--llm-queue-events / --no-llm-queue-events",
     )
     llm_queue_update_seconds: float = setting(
         10.0,
@@ -142,7 +154,9 @@ class ServerConfig:
         "",
         env="CONFIG_FILE",
         doc="YAML file with settings (keys: the snake_case of the environment names). "
-        "Environment variables override it, flags override both.",
+        "Environment variables override it, flags override both. Default: the system file "
+        "(/etc/nfrx/<command>.yaml on Linux) if it exists.",
+        flag="--config",
     )
     metrics_port: int = setting(
         0,
@@ -153,32 +167,40 @@ class ServerConfig:
     plugins: str = setting(
         "all",
         env="PLUGINS",
-        doc="Comma-separated plugins to enable (llm, ...), or 'all'. Routes of the others "
-        "answer 404.",
+        doc="Comma-separated plugins to enable (llm, ...), 'all' or 'none'. Routes of the "
+        "others answer 404.",
+        listed=True,
     )
     allowed_origins: str = setting(
         "",
         env="ALLOWED_ORIGINS",
         doc="Comma-separated browser origins allowed by CORS ('*' for any). Empty: no "
         "cross-origin access.",
+        listed=True,
     )
     api_http_roles: str = setting(
         "",
         env="API_HTTP_ROLES",
         doc="Comma-separated roles in X-User-Roles that grant API access like the API key. "
         "Only behind a trusted proxy that sets (and strips client-sent) X-User-Roles.",
+        listed=True,
     )
     client_http_roles: str = setting(
         "",
         env="CLIENT_HTTP_ROLES",
         doc="Comma-separated roles in X-User-Roles that let an agent open a tunnel like the "
         "client key (same trusted-proxy caveat).",
+        listed=True,
     )
     tls_cert: str = setting(
-        "", env="TLS_CERT", doc="PEM certificate (chain): serve https and wss in-process."
+        "",
+        env="TLS_CERT",
+        doc="PEM certificate (chain) file: serve https and wss in-process (needs TLS_KEY).",
     )
-    tls_key: str = setting("", env="TLS_KEY", doc="PEM private key for TLS_CERT.")
-    log_format: str = setting("text", env="LOG_FORMAT", doc="text (readable) or json.")
+    tls_key: str = setting("", env="TLS_KEY", doc="PEM private key file for TLS_CERT.")
+    log_format: str = setting(
+        "text", env="LOG_FORMAT", doc="text (readable) or json (one JSON object per line)."
+    )
     log_level: str = setting("info", env="LOG_LEVEL", doc="debug, info, warning or error.")
 
 
@@ -219,6 +241,7 @@ class AgentConfig:
         env="RECONNECT",
         doc="Keep retrying when the server is unreachable or the tunnel drops "
         "(1 s x3, 5 s x3, 15 s x3, then every 30 s).",
+        flag="--reconnect, -r",
     )
     request_timeout: float = setting(
         600.0,
@@ -235,7 +258,9 @@ class AgentConfig:
         "",
         env="CONFIG_FILE",
         doc="YAML file with settings (keys: the snake_case of the environment names). "
-        "Environment variables override it, flags override both.",
+        "Environment variables override it, flags override both. Default: the system file "
+        "(/etc/nfrx/<command>.yaml on Linux) if it exists.",
+        flag="--config",
     )
     status_addr: str = setting(
         "",
@@ -251,9 +276,14 @@ class AgentConfig:
         env="CA_FILE",
         doc="PEM CA bundle to verify a wss:// server with (default: the system's CAs).",
     )
-    log_format: str = setting("text", env="LOG_FORMAT", doc="text (readable) or json.")
+    log_format: str = setting(
+        "text", env="LOG_FORMAT", doc="text (readable) or json (one JSON object per line)."
+    )
     log_dir: str = setting(
-        "", env="LOG_DIR", doc="Also write logs to rotating files in this directory."
+        "",
+        env="LOG_DIR",
+        doc="Also write logs to a rotating file in this directory (created if missing; "
+        "nfrx-<command>.log, e.g. nfrx-llm.log; 10 MiB x 5 files).",
     )
     log_level: str = setting("info", env="LOG_LEVEL", doc="debug, info, warning or error.")
 
@@ -261,6 +291,8 @@ class AgentConfig:
 @attrs.frozen(kw_only=True)
 class LlmAgentConfig(AgentConfig):
     """``nfrx llm``."""
+
+    config_name: ClassVar[str] = "llm"
 
     completion_base_url: str = setting(
         "http://127.0.0.1:11434/v1",

@@ -41,14 +41,15 @@ def _json_response(status: int, code: str, message: str) -> Response:
 async def serve_agent(gateway: Gateway, kind: str) -> Response | None:
     """The body of a ``/api/<kind>/connect`` WebSocket route."""
     token = auth.bearer_token(websocket.headers.get("Authorization"))
-    if not auth.key_matches(token, gateway.config.client_key):
+    roles = websocket.headers.get("X-User-Roles")
+    config = gateway.config
+    if not auth.authorized(token, config.client_key, roles, config.client_http_roles):
         log.warning("refused a %s agent from %s: bad client key", kind, websocket.remote_addr)
         return _json_response(401, "invalid_client_key", "missing or invalid client key")
     if gateway.draining:
         return _json_response(503, "draining", "the server is draining")
     await websocket.accept()
     transport = ServerWebSocket(cast("Any", websocket)._get_current_object())
-    config = gateway.config
     settings = TunnelSettings(
         heartbeat_interval=config.heartbeat_interval, dead_after=config.agent_dead_after
     )

@@ -15,11 +15,14 @@ import logging
 from typing import TYPE_CHECKING, Any, cast
 
 import trio
-from quart import Response, jsonify, request
+from quart import Blueprint, Response, jsonify, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
+from nfrx.config.load import enabled_plugins
 from nfrx.plugins import SERVER_PLUGINS
+from nfrx.server import metrics, openapi, state
+from nfrx.server.cors import cors
 from nfrx.server.http_errors import HttpError
 from nfrx.server.proxy import RelayBroken
 
@@ -102,14 +105,41 @@ def create_quart_app(gateway: Gateway) -> QuartTrio:
         response.status_code = 503 if gateway.draining else 200
         return response
 
+    enabled = enabled_plugins(gateway.config.plugins)
     for name in SERVER_PLUGINS:
-        module = importlib.import_module(f"nfrx.plugins.{name}.server")
-        app.register_blueprint(module.blueprint(gateway))
+        if name in enabled:
+            module = importlib.import_module(f"nfrx.plugins.{name}.server")
+            app.register_blueprint(module.blueprint(gateway))
+        else:
+            app.register_blueprint(_disabled_plugin(name))
+    app.register_blueprint(openapi.blueprint())
+    if not gateway.config.metrics_port:  # else only the METRICS_PORT listener serves it
+        metrics.register_route(app, gateway.metrics)
+    app.register_blueprint(state.blueprint(gateway))
     return app
 
 
+def _disabled_plugin(name: str) -> Blueprint:
+    """404 JSON on every route (HTTP and WebSocket) of plugin ``name``, off by ``PLUGINS``."""
+    bp = Blueprint(f"disabled_{name}", __name__, url_prefix=f"/api/{name}")
+    error = HttpError(404, "plugin_disabled", f"the {name} plugin is not enabled on this server")
+
+    async def refuse(rest: str = "") -> Response:
+        raise error
+
+    async def refuse_websocket(rest: str = "") -> Response:
+        # Before accept(): the upgrade is answered with this HTTP response.
+        return Response(error.json_bytes(), status=404, content_type="application/json")
+
+    methods = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+    bp.add_url_rule("/", "refuse_root", refuse, methods=methods)
+    bp.add_url_rule("/<path:rest>", "refuse", refuse, methods=methods)
+    bp.add_websocket("/<path:rest>", "refuse_websocket", refuse_websocket)
+    return bp
+
+
 def create_app(gateway: Gateway) -> Any:
-    """The ASGI callable that hypercorn serves (see the module docstring)."""
+    """The ASGI callable that hypercorn serves (see the module docstring), behind CORS."""
     app = create_quart_app(gateway)
 
     async def asgi(scope: Any, receive: Any, send: Any) -> None:
@@ -128,4 +158,4 @@ def create_app(gateway: Gateway) -> Any:
             for cleanup in cleanups:
                 cleanup()
 
-    return asgi
+    return cors(asgi, gateway.config.allowed_origins)

@@ -1,4 +1,9 @@
-"""Key checks (pure). Comparisons are constant-time; keys never appear in logs or errors."""
+"""Key and role checks (pure). Comparisons are constant-time; keys never appear in logs or errors.
+
+Roles come from the ``X-User-Roles`` header (comma-separated). The server cannot tell who set it:
+``API_HTTP_ROLES`` / ``CLIENT_HTTP_ROLES`` are only safe behind a trusted reverse proxy that sets
+the header itself and strips any value a client sent.
+"""
 
 from __future__ import annotations
 
@@ -23,3 +28,23 @@ def key_matches(presented: str | None, expected: str) -> bool:
     if presented is None:
         return False
     return hmac.compare_digest(presented.encode(), expected.encode())
+
+
+def roles_match(header: str | None, allowed: str) -> bool:
+    """True when the ``X-User-Roles`` value ``header`` names a role listed in ``allowed``."""
+    granted = {role.strip() for role in allowed.split(",") if role.strip()}
+    if not granted or not header:
+        return False
+    return any(role.strip() in granted for role in header.split(","))
+
+
+def authorized(token: str | None, key: str, roles_header: str | None, roles: str) -> bool:
+    """The presented bearer ``token`` equals ``key``, or ``roles_header`` holds one of ``roles``.
+
+    With neither a key nor roles configured, everything is allowed.
+    """
+    if not key and not any(role.strip() for role in roles.split(",")):
+        return True
+    if key and key_matches(token, key):
+        return True
+    return roles_match(roles_header, roles)

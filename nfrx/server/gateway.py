@@ -10,10 +10,12 @@ import re
 import uuid
 from typing import TYPE_CHECKING, Any, cast
 
+import trio
 from quart import request
 
 from nfrx.server import auth
 from nfrx.server.http_errors import HttpError, unauthorized
+from nfrx.server.metrics import ServerMetrics
 from nfrx.server.queue import DispatchQueue
 from nfrx.server.registry import AgentRegistry
 from nfrx.server.usage import Usage
@@ -47,11 +49,26 @@ class Gateway:
         self.config = config
         self.registry = AgentRegistry()
         self.queue = DispatchQueue(self.registry, config.llm_queue_size)
-        self.draining = False
+        self.drain_started = trio.Event()
+        """Set when the drain starts: long-lived responses that would hold it up (state
+        streams) end on it."""
         self.usage_by_model: dict[tuple[str, str], Usage] = {}
         """Tokens relayed per (agent kind, model), for state and metrics."""
         self.exchange_listeners: list[Callable[[Exchange], None]] = []
         """Called with every relayed exchange when it ends (metrics subscribe here)."""
+        self.metrics = ServerMetrics(self)
+        """Prometheus series of this gateway (``GET /metrics``); subscribes to the above."""
+
+    @property
+    def draining(self) -> bool:
+        """True from the first SIGTERM/SIGINT on: new API requests get 503."""
+        return self.drain_started.is_set()
+
+    @draining.setter
+    def draining(self, value: bool) -> None:
+        if not value:
+            raise ValueError("a drain cannot be undone")
+        self.drain_started.set()
 
     # -- per request ---------------------------------------------------------------------------
 
@@ -67,12 +84,14 @@ class Gateway:
         self.check_api_key()
 
     def check_api_key(self) -> None:
-        """Raise 401 unless the request carries the API key (or none is configured)."""
+        """Raise 401 unless the request carries the API key or an API_HTTP_ROLES role in
+        X-User-Roles (or neither is configured)."""
         # Anthropic clients send the key as X-Api-Key; either header may carry it.
         token = auth.bearer_token(request.headers.get("Authorization"))
         if token is None:
             token = request.headers.get("X-Api-Key")
-        if not auth.key_matches(token, self.config.api_key):
+        roles = request.headers.get("X-User-Roles")
+        if not auth.authorized(token, self.config.api_key, roles, self.config.api_http_roles):
             raise unauthorized()
 
     @staticmethod

@@ -16,6 +16,7 @@ Nothing here sleeps or polls.
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING
 
 import attrs
@@ -47,6 +48,9 @@ class Ticket:
     granted: tuple[AgentRecord, str] | None = None
     error: HttpError | None = None
     done: trio.Event = attrs.field(factory=trio.Event)
+    queued_at: float = 0.0
+    """When it last joined the line (``time.monotonic``: the queue itself needs no Trio run),
+    for the queue-wait metric."""
 
     def candidates(self, registry: AgentRegistry) -> list[tuple[AgentRecord, str, bool]]:
         agents = [
@@ -69,6 +73,9 @@ class DispatchQueue:
         self.registry = registry
         self.capacity = capacity
         self._waiting: list[Ticket] = []
+        self.wait_listeners: list[Callable[[float], None]] = []
+        """Called with the seconds a ticket waited whenever one leaves the line (granted,
+        refused or abandoned); metrics subscribe here."""
         registry.subscribe(self.dispatch)
 
     def __len__(self) -> int:
@@ -96,10 +103,12 @@ class DispatchQueue:
         """Put ``ticket`` in line (a retry goes first). Raises :class:`QueueFull`."""
         if not front and len(self._waiting) >= self.capacity:
             raise QueueFull
+        ticket.queued_at = time.monotonic()
         if front:
             self._waiting.insert(0, ticket)
         else:
             self._waiting.append(ticket)
+        self.registry.wake()
         log.info(
             "request %s for %s queued at position %d",
             ticket.request_id,
@@ -114,7 +123,7 @@ class DispatchQueue:
             log.info(
                 "request %s left the queue at position %d", ticket.request_id, self.position(ticket)
             )
-            self._waiting.remove(ticket)
+            self._leave(ticket)
         if ticket.granted is not None:
             agent, _ = ticket.granted
             ticket.granted = None
@@ -132,5 +141,12 @@ class DispatchQueue:
                     continue
                 self.registry.acquire(chosen[0])
                 ticket.granted = chosen
-            self._waiting.remove(ticket)
+            self._leave(ticket)
             ticket.done.set()
+
+    def _leave(self, ticket: Ticket) -> None:
+        self._waiting.remove(ticket)
+        self.registry.wake()
+        waited = time.monotonic() - ticket.queued_at
+        for listener in self.wait_listeners:
+            listener(waited)

@@ -155,6 +155,7 @@ class AgentRegistry:
         """Take one of ``record``'s slots (the caller chose it with the scheduler)."""
         record.inflight += 1
         record.dispatch_seq = next(self._dispatch_counter)
+        self.wake()
 
     def release(self, record: AgentRecord, *, failed: bool = False, counted: bool = True) -> None:
         """Give the slot back; wakes waiters at once. ``counted=False``: the slot was never used
@@ -171,6 +172,12 @@ class AgentRegistry:
     def subscribe(self, listener: Callable[[], None]) -> None:
         """Call ``listener`` synchronously after every change (the dispatch queue uses this)."""
         self._listeners.append(listener)
+
+    def wake(self) -> None:
+        """Wake :meth:`wait_changed` waiters (state streams) for a change that frees nothing:
+        a slot taken, a request queued. Dispatch listeners are not called."""
+        self._changed.set()
+        self._changed = trio.Event()
 
     def _notify(self) -> None:
         for listener in self._listeners:

@@ -4,6 +4,7 @@ Task tree (every task has this one owner)::
 
     run_server
     +-- hypercorn serve (HTTP API + agent WebSockets; one task per connection inside it)
+    +-- hypercorn serve on METRICS_PORT (only /metrics; when set), stopped by the same shutdown
     +-- signal watcher: 1st SIGTERM/SIGINT -> drain, 2nd -> close the tunnels (in-flight clients
     |   get a final error), then cancel everything after STOP_GRACE
     +-- drainer (after the first signal): waits for in-flight requests up to DRAIN_TIMEOUT,
@@ -19,14 +20,17 @@ import signal
 import socket
 from typing import TYPE_CHECKING, Any
 
+import attrs
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
+from nfrx.config.load import enabled_plugins
 from nfrx.plugins import SERVER_PLUGINS
 from nfrx.protocol import Drain
 from nfrx.server.app import create_app
 from nfrx.server.gateway import Gateway
+from nfrx.server.metrics import metrics_asgi
 from nfrx.transport.session import CLOSE_GOING_AWAY
 
 if TYPE_CHECKING:
@@ -58,6 +62,9 @@ def hypercorn_config(config: ServerConfig) -> HypercornConfig:
     hc.graceful_timeout = 2.0
     hc.websocket_max_message_size = 16 * 1024 * 1024
     hc.include_server_header = False
+    if config.tls_cert:  # the loader checked that both files are there and fit together
+        hc.certfile = config.tls_cert
+        hc.keyfile = config.tls_key
     return hc
 
 
@@ -68,9 +75,9 @@ async def run_server(
     gateway = Gateway(config)
     app = create_app(gateway)
     shutdown = trio.Event()
-    if not config.api_key:
+    if not config.api_key and not config.api_http_roles:
         log.warning("API_KEY is not set: the API is OPEN to anyone who can reach this server")
-    if not config.client_key:
+    if not config.client_key and not config.client_http_roles:
         log.warning("CLIENT_KEY is not set: ANY agent can connect and serve requests")
     if config.api_key and config.api_key == config.client_key:
         log.warning("API_KEY and CLIENT_KEY are equal: clients could register as agents")
@@ -87,8 +94,21 @@ async def run_server(
             nursery.cancel_scope.cancel()
 
         binds: list[str] = await nursery.start(run_hypercorn)
+        if config.metrics_port:
+            metrics_binds: list[str] = await nursery.start(
+                functools.partial(
+                    serve,
+                    metrics_asgi(gateway.metrics),
+                    hypercorn_config(attrs.evolve(config, port=config.metrics_port)),
+                    shutdown_trigger=shutdown.wait,
+                    mode="asgi",
+                )
+            )
+            log.info("metrics on %s", ", ".join(f"{bind}/metrics" for bind in metrics_binds))
         log.info(
-            "nfrx serve listening on %s (plugins: %s)", ", ".join(binds), ", ".join(SERVER_PLUGINS)
+            "nfrx serve listening on %s (plugins: %s)",
+            ", ".join(binds),
+            ", ".join(enabled_plugins(config.plugins)) or "none",
         )
         nursery.start_soon(_watch_signals, gateway, shutdown, nursery, config.drain_timeout)
         task_status.started(binds)

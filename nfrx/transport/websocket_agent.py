@@ -8,6 +8,8 @@ also avoids its ping-during-close crash.
 
 from __future__ import annotations
 
+import ssl
+import urllib.parse
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
@@ -17,7 +19,6 @@ import trio_websocket
 from nfrx.transport.errors import HandshakeFailed, HandshakeRefused, TransportClosed
 
 if TYPE_CHECKING:
-    import ssl
     from collections.abc import AsyncIterator
 
     from nfrx.transport.messages import Message
@@ -70,8 +71,12 @@ async def connect(
     """Dial ``url`` (ws:// or wss://) with ``headers`` on the upgrade request.
 
     Raises :class:`HandshakeRefused` if the server rejected the upgrade with an HTTP status (for
-    example 401 for a wrong client key) and :class:`HandshakeFailed` if it could not be reached.
+    example 401 for a wrong client key) and :class:`HandshakeFailed` if it could not be reached
+    or its certificate is not trusted.
     """
+    if url.lower().startswith("wss://"):
+        ssl_context = ssl_context or ssl.create_default_context()
+        await _check_certificate(url, ssl_context, connect_timeout)
     try:
         async with trio_websocket.open_websocket_url(
             url,
@@ -90,3 +95,46 @@ async def connect(
         raise HandshakeFailed(f"timed out connecting to {url}") from None
     except (OSError, trio_websocket.HandshakeError) as exc:
         raise HandshakeFailed(f"cannot connect to {url}: {exc}") from None
+
+
+async def _check_certificate(url: str, context: ssl.SSLContext, timeout: float) -> None:
+    """A TLS handshake on a connection of its own, closed at once.
+
+    trio-websocket swallows TLS errors (its reader task turns them into an abnormal close, and
+    the opening handshake then waits for its timeout), so an untrusted certificate would look
+    like a timeout. This costs one extra TLS connection per tunnel, and says what is wrong.
+    """
+    parsed = urllib.parse.urlsplit(url)
+    host = parsed.hostname or ""
+    try:
+        with trio.fail_after(timeout):
+            stream = await trio.open_ssl_over_tcp_stream(
+                host, parsed.port or 443, ssl_context=context, https_compatible=True
+            )
+            try:
+                await stream.do_handshake()
+            finally:
+                await trio.aclose_forcefully(stream)
+    except trio.TooSlowError:
+        raise HandshakeFailed(f"timed out connecting to {url}") from None
+    except trio.BrokenResourceError as exc:
+        # trio's SSLStream wraps TLS failures (an unknown CA, a wrong host name) in this.
+        cause = exc.__cause__
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            reason = f"certificate verify failed: {cause.verify_message}"
+        else:
+            reason = f"TLS handshake failed: {cause or exc}"
+        raise HandshakeFailed(f"cannot connect to {url}: {reason}") from None
+    except OSError as exc:
+        raise HandshakeFailed(f"cannot connect to {url}: {exc}") from None
+
+
+def tls_context(url: str, ca_file: str = "") -> ssl.SSLContext | None:
+    """The context that verifies a ``wss://`` server: the system's CAs, or only ``ca_file``'s.
+
+    None for ``ws://``. Raises ``OSError`` / ``ssl.SSLError`` for an unusable ``ca_file`` (the
+    config loader has already checked it).
+    """
+    if not url.lower().startswith("wss://"):
+        return None
+    return ssl.create_default_context(cafile=ca_file or None)

@@ -23,6 +23,7 @@ import nfrx.cli.llm
 import nfrx.cli.serve
 from nfrx._version import __version__
 from nfrx.cli import app
+from nfrx.config import reference
 from nfrx.config.model import LlmAgentConfig, ServerConfig
 from tests.e2e.harness import clean_env
 
@@ -123,18 +124,18 @@ def test_version_wins_over_a_command(captured: list[Any]) -> None:
 # -- help ---------------------------------------------------------------------------------------
 
 
-def test_commands_are_exactly_serve_and_llm() -> None:
+def test_commands_are_exactly_the_working_ones() -> None:
     command = typer.main.get_command(app)
-    assert sorted(command.commands) == ["llm", "serve"]  # type: ignore[attr-defined]
+    assert sorted(command.commands) == ["completion", "llm", "serve", "status"]  # type: ignore[attr-defined]
 
 
-def test_help_lists_exactly_serve_and_llm() -> None:
+def test_help_lists_exactly_the_working_commands() -> None:
     result = invoke(["--help"])
     assert result.exit_code == 0
     head, _, commands = result.stdout.partition("Commands:")
     assert commands, result.stdout
     listed = [line.split()[0] for line in commands.splitlines() if line.startswith("  ")]
-    assert listed == ["serve", "llm"]
+    assert listed == ["serve", "llm", "status", "completion"]
     assert "--version" in head
 
 
@@ -162,7 +163,7 @@ def test_command_help_mentions_every_env_var_and_flag(
         env = field.metadata["env"]
         assert f"[env: {env}]" in text, env
         if field.type not in (bool, "bool"):
-            assert f"--{field.name.replace('_', '-')} " in text, field.name
+            assert f"{reference.flag(field)} " in text, field.name
     for flag in extra:
         assert flag in text
 

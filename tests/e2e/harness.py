@@ -23,7 +23,8 @@ _CLEAN_ENV_DROP = re.compile(
     r"^(API_KEY|CLIENT_KEY|SERVER_URL|CLIENT_ID|CLIENT_NAME|COMPLETION_.*|MAX_CONCURRENCY|"
     r"PORT|HOST|REQUEST_TIMEOUT|DRAIN_TIMEOUT|LOG_LEVEL|RECONNECT|CONFIG_FILE|.*_PROXY|"
     r"HEARTBEAT_INTERVAL|AGENT_DEAD_AFTER|MODEL_POLL_INTERVAL|MAX_REQUEST_BYTES|LLM_.*|"
-    r"EMBEDDING_BATCH_SIZE)$",
+    r"EMBEDDING_BATCH_SIZE|PLUGINS|ALLOWED_ORIGINS|API_HTTP_ROLES|CLIENT_HTTP_ROLES|TLS_CERT|"
+    r"TLS_KEY|CA_FILE|LOG_FORMAT|LOG_DIR)$",
     re.IGNORECASE,
 )
 
@@ -126,7 +127,7 @@ async def nfrx(name: str, args: list[str], env: Mapping[str, str]) -> AsyncItera
 @attrs.define(eq=False)
 class Server:
     proc: NfrxProcess
-    url: str  # http://127.0.0.1:PORT
+    url: str  # http://127.0.0.1:PORT (https:// with TLS_CERT)
     api_key: str
     client_key: str
 
@@ -136,7 +137,7 @@ class Server:
 
     @property
     def connect_url(self) -> str:
-        return self.url.replace("http://", "ws://") + "/api/llm/connect"
+        return re.sub(r"^http", "ws", self.url) + "/api/llm/connect"
 
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
@@ -148,7 +149,7 @@ async def run_server(
 ) -> AsyncIterator[Server]:
     environment = {"API_KEY": api_key, "CLIENT_KEY": client_key, **(env or {})}
     async with nfrx("server", ["serve", "--host", "127.0.0.1", "--port", "0"], environment) as p:
-        match = await p.wait_for_line(r"listening on (http://127\.0\.0\.1:\d+)")
+        match = await p.wait_for_line(r"listening on (https?://127\.0\.0\.1:\d+)")
         yield Server(p, match.group(1), api_key, client_key)
 
 

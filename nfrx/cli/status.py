@@ -1,0 +1,297 @@
+"""``nfrx status``: a server's ``/api/state`` or a local agent's ``/status``, for people.
+
+Fetching is plain synchronous httpx (one request per refresh); rendering is pure functions of the
+JSON documents (:func:`render_server`, :func:`render_agent`), tested on their own.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+HELP = (
+    "Show what a server or an agent is doing. --server URL reads the server's /api/state (with "
+    "API_KEY) and prints its agents, models and queue; --agent URL reads a local agent's "
+    "/status (its STATUS_ADDR). --json prints the raw JSON; --watch refreshes it every "
+    "--interval seconds until Ctrl-C."
+)
+
+TIMEOUT = 10.0
+DEFAULT_WATCH = 2.0
+
+
+class StatusError(Exception):
+    """Fetching failed; the message is the one line to print."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# -- fetching ----------------------------------------------------------------------------------
+
+
+def state_url(server: str) -> str:
+    """``/api/state`` of a server given by its base URL (a full ``.../api/state`` is kept)."""
+    base = server.rstrip("/")
+    return base if base.endswith("/api/state") else f"{base}/api/state"
+
+
+def agent_url(agent: str) -> str:
+    """``/status`` of an agent given as ``http://host:port`` or just ``host:port``."""
+    base = agent.rstrip("/")
+    if "://" not in base:
+        base = f"http://{base}"
+    return base if base.endswith("/status") else f"{base}/status"
+
+
+def fetch(url: str, api_key: str = "") -> dict[str, Any]:
+    """GET ``url`` as JSON; raises :class:`StatusError` (code 2 for a refused key)."""
+    import httpx
+
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    try:
+        with httpx.Client(timeout=TIMEOUT, trust_env=False) as client:
+            response = client.get(url, headers=headers)
+    except httpx.HTTPError as exc:
+        raise StatusError(f"cannot reach {url}: {type(exc).__name__}: {exc}") from None
+    if response.status_code in (401, 403):
+        hint = "check --api-key / API_KEY" if api_key else "set --api-key or API_KEY"
+        raise StatusError(f"{url} answered {response.status_code}: {hint}", 2)
+    if response.status_code != 200:
+        raise StatusError(f"{url} answered HTTP {response.status_code}: {_error_text(response)}")
+    try:
+        document: Any = response.json()
+    except ValueError:
+        raise StatusError(f"{url} did not answer JSON") from None
+    if not isinstance(document, dict):
+        raise StatusError(f"{url} did not answer a JSON object")
+    return document
+
+
+def _error_text(response: Any) -> str:
+    try:
+        return str(response.json()["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        return str(response.text[:200]).strip() or response.reason_phrase or "error"
+
+
+# -- rendering ---------------------------------------------------------------------------------
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """Left-aligned columns two spaces apart; the last column is not padded."""
+    cells = [list(headers)] + [[str(cell) for cell in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = []
+    for row in cells:
+        padded = [cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=False)]
+        lines.append("  ".join([*padded, row[-1]]).rstrip())
+    return "\n".join(lines)
+
+
+def duration(seconds: float) -> str:
+    """``42s``, ``5m03s``, ``2h05m``, ``3d04h``."""
+    total = int(seconds)
+    days, rest = divmod(total, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d{hours:02d}h"
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    if minutes:
+        return f"{minutes}m{secs:02d}s"
+    return f"{secs}s"
+
+
+def _names(value: object) -> str:
+    if isinstance(value, list):
+        return ", ".join(str(item) for item in value) or "-"
+    return str(value)
+
+
+def render_server(state: dict[str, Any]) -> str:
+    """The readable form of an ``/api/state`` document."""
+    server = state.get("server", {})
+    head = (
+        f"nfrx server {server.get('version', '?')} (sha {server.get('build_sha', '?')}), "
+        f"up {duration(float(server.get('uptime_seconds', 0)))}"
+    )
+    if server.get("draining"):
+        head += ", DRAINING"
+    parts = [head]
+    for kind, plugin in state.get("plugins", {}).items():
+        agents = plugin.get("agents", [])
+        agent_rows = [
+            [
+                agent.get("name") or agent.get("id", "?"),
+                agent.get("status", "?"),
+                _names(agent.get("models", [])),
+                f"{agent.get('inflight', 0)}/{agent.get('max_concurrency', 0)}",
+                agent.get("processed_total", 0),
+                agent.get("failures_total", 0),
+                f"{agent.get('input_tokens_total', 0)}/{agent.get('output_tokens_total', 0)}",
+            ]
+            for agent in agents
+        ]
+        parts.append(f"\n{kind}: agents ({len(agents)})")
+        if agent_rows:
+            parts.append(
+                table(
+                    [
+                        "NAME",
+                        "STATUS",
+                        "MODELS",
+                        "INFLIGHT",
+                        "PROCESSED",
+                        "FAILURES",
+                        "TOKENS IN/OUT",
+                    ],
+                    agent_rows,
+                )
+            )
+        else:
+            parts.append("  (no agents connected)")
+        models = plugin.get("models", [])
+        parts.append(f"\n{kind}: models ({len(models)})")
+        if models:
+            model_rows = [
+                [
+                    model.get("id", "?"),
+                    _names(model.get("agents", [])),
+                    f"{model.get('input_tokens_total', 0)}/{model.get('output_tokens_total', 0)}",
+                ]
+                for model in models
+            ]
+            parts.append(table(["MODEL", "AGENTS", "TOKENS IN/OUT"], model_rows))
+        else:
+            parts.append("  (no models)")
+        queue = plugin.get("queue")
+        if queue is not None:
+            parts.append(
+                f"\n{kind}: queue {queue.get('length', 0)}/{queue.get('capacity', 0)} waiting"
+            )
+    return "\n".join(parts)
+
+
+AGENT_FIELDS = (
+    ("state", "state"),
+    ("client_name", "name"),
+    ("client_id", "id"),
+    ("version", "version"),
+    ("server_url", "server"),
+    ("connected_to_server", "connected to server"),
+    ("backend_url", "backend"),
+    ("connected_to_backend", "connected to backend"),
+    ("models", "models"),
+    ("current_jobs", "jobs"),
+    ("last_error", "last error"),
+)
+
+
+def render_agent(status: dict[str, Any]) -> str:
+    """The readable form of an agent's ``/status`` document."""
+    rows = []
+    for key, label in AGENT_FIELDS:
+        value = status.get(key)
+        if key == "current_jobs":
+            text = f"{value}/{status.get('max_concurrency', '?')}"
+        elif isinstance(value, bool):
+            text = "yes" if value else "no"
+        elif isinstance(value, list):
+            text = _names(value)
+        else:
+            text = str(value) if value not in (None, "") else "-"
+        rows.append(f"{label + ':':<22}{text}")
+    return "\n".join(rows)
+
+
+# -- the command -------------------------------------------------------------------------------
+
+
+def command(
+    server: Annotated[
+        str | None,
+        typer.Option(help="Base URL of an nfrx server (http://host:port); reads /api/state."),
+    ] = None,
+    agent: Annotated[
+        str | None,
+        typer.Option(help="URL of an agent's status API (its STATUS_ADDR, http://127.0.0.1:4555)."),
+    ] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            envvar="API_KEY", help="API key for --server. [env: API_KEY]", show_envvar=False
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the raw JSON.")] = False,
+    watch: Annotated[
+        bool, typer.Option("--watch", "-w", help="Refresh until Ctrl-C (see --interval).")
+    ] = False,
+    interval: Annotated[
+        float | None,
+        typer.Option(
+            metavar="SECONDS",
+            help=f"Seconds between refreshes with --watch (implies it). [default: "
+            f"{DEFAULT_WATCH:g}]",
+        ),
+    ] = None,
+) -> None:
+    if (server is None) == (agent is None):
+        typer.echo("nfrx status: give exactly one of --server URL or --agent URL", err=True)
+        raise typer.Exit(2)
+    if interval is not None and not interval > 0:
+        typer.echo("nfrx status: --interval needs a positive number of seconds", err=True)
+        raise typer.Exit(2)
+    render: Callable[[dict[str, Any]], str]
+    if server is not None:
+        url, key, render = state_url(server), api_key or "", render_server
+    else:
+        assert agent is not None
+        url, key, render = agent_url(agent), "", render_agent
+    try:
+        if watch or interval is not None:
+            _watch(url, key, render, as_json, interval or DEFAULT_WATCH)
+        else:
+            _show(url, key, render, as_json)
+    except StatusError as exc:
+        typer.echo(f"nfrx status: {exc}", err=True)
+        raise typer.Exit(exc.code) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None
+
+
+def _show(url: str, key: str, render: Callable[[dict[str, Any]], str], as_json: bool) -> None:
+    document = fetch(url, key)
+    typer.echo(json.dumps(document, indent=2) if as_json else render(document))
+
+
+def _watch(
+    url: str, key: str, render: Callable[[dict[str, Any]], str], as_json: bool, every: float
+) -> None:
+    """Refresh until Ctrl-C. A failed fetch is shown and retried (the server may be
+    restarting); a refused key ends it. JSON is printed one document per line."""
+    import sys
+    import time
+
+    clear = sys.stdout.isatty() and not as_json
+    while True:
+        try:
+            document = fetch(url, key)
+            text = json.dumps(document, separators=(",", ":")) if as_json else render(document)
+        except StatusError as exc:
+            if exc.code == 2:
+                raise
+            text = f"nfrx status: {exc}"
+        if clear:
+            typer.echo("\x1b[H\x1b[2J", nl=False)
+        typer.echo(text)
+        if not as_json:
+            typer.echo(f"\n(every {every:g} s; Ctrl-C to stop)")
+        time.sleep(every)

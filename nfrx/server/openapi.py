@@ -1,0 +1,537 @@
+"""The server's own API description: an OpenAPI 3.1 document and Swagger UI, under ``/api/client/``.
+
+The document is generated from :data:`ROUTES`, one row per public route (path, method, summary,
+who may call it, what it answers); the schemas it refers to are in :data:`SCHEMAS`. Nothing is
+written as JSON by hand, and ``tests/e2e/test_openapi.py`` checks that the table and the app's
+URL map name the same routes.
+
+Swagger UI's static files come from the ``swagger-ui-py`` package (Swagger UI 5, which renders
+OpenAPI 3.1; Apache-2.0) and are served from here, so the page works offline: no CDN. Its
+package is only located on disk, never imported. The page, the document and the assets need no
+key: they describe the API, they do not call it (the page's "Try it out" sends the key the user
+types in).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import attrs
+import trio
+from quart import Blueprint, Response
+
+from nfrx._version import __version__
+from nfrx.server.http_errors import HttpError
+
+Auth = Literal["none", "api_key", "api_key_or_x_api_key", "client_key"]
+ErrorStyle = Literal["openai", "anthropic"]
+
+PREFIX = "/api/client"
+
+
+@attrs.frozen
+class Answer:
+    """A successful answer: its status, what it means, and its body per media type."""
+
+    status: int
+    description: str
+    content: tuple[tuple[str, dict[str, Any]], ...] = ()
+
+
+@attrs.frozen
+class Route:
+    """One public route as the document describes it (``{name}`` for path parameters)."""
+
+    method: Literal["get", "post"]
+    path: str
+    summary: str
+    tag: str
+    auth: Auth
+    answers: tuple[Answer, ...]
+    errors: tuple[int, ...] = ()
+    error_style: ErrorStyle = "openai"
+    body: bool = False
+    description: str = ""
+
+
+def _ref(name: str) -> dict[str, Any]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+JSON = "application/json"
+SSE = "text/event-stream"
+HTML = "text/html"
+
+SCHEMAS: dict[str, dict[str, Any]] = {
+    "Error": {
+        "type": "object",
+        "description": "An OpenAI-style error (every route but /v1/messages).",
+        "required": ["error"],
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["message", "type", "code"],
+                "properties": {
+                    "message": {"type": "string", "description": "for people"},
+                    "type": {"type": "string", "examples": ["invalid_request_error"]},
+                    "code": {"type": "string", "examples": ["model_not_found"]},
+                },
+            }
+        },
+    },
+    "AnthropicError": {
+        "type": "object",
+        "description": "An Anthropic-style error (/v1/messages).",
+        "required": ["type", "error"],
+        "properties": {
+            "type": {"const": "error"},
+            "error": {
+                "type": "object",
+                "required": ["type", "message"],
+                "properties": {
+                    "type": {"type": "string", "examples": ["not_found_error"]},
+                    "message": {"type": "string"},
+                },
+            },
+        },
+    },
+    "RequestBody": {
+        "type": "object",
+        "description": "Forwarded to the backend byte for byte; the gateway reads only `model` "
+        "(to route) and rejects a body that is not a JSON object with one.",
+        "required": ["model"],
+        "properties": {"model": {"type": "string", "minLength": 1}},
+        "additionalProperties": True,
+    },
+    "Relayed": {
+        "type": "object",
+        "description": "The backend's answer, passed through unchanged.",
+        "additionalProperties": True,
+    },
+    "EventStream": {
+        "type": "string",
+        "description": "Server-sent events, relayed as they arrive. While the request waits in "
+        "the queue: `event: nfrx.queue` events; a failure after the start: a final "
+        "`event: error`.",
+    },
+    "Model": {
+        "type": "object",
+        "required": ["id", "object", "created", "owned_by"],
+        "properties": {
+            "id": {"type": "string"},
+            "object": {"const": "model"},
+            "created": {"type": "integer"},
+            "owned_by": {"type": "string", "description": "the serving agents' names, joined"},
+        },
+    },
+    "ModelList": {
+        "type": "object",
+        "required": ["object", "data"],
+        "properties": {
+            "object": {"const": "list"},
+            "data": {"type": "array", "items": _ref("Model")},
+        },
+    },
+    "Health": {
+        "type": "object",
+        "required": ["status", "agents"],
+        "properties": {
+            "status": {"enum": ["ok", "draining"]},
+            "agents": {
+                "type": "object",
+                "description": "connected agents per kind",
+                "additionalProperties": {"type": "integer"},
+            },
+        },
+    },
+    "State": {
+        "type": "object",
+        "description": "A snapshot of the server, its agents and queues.",
+        "additionalProperties": True,
+    },
+}
+
+ERROR_MEANINGS = {
+    400: "The body is not a JSON object with a `model`.",
+    401: "Missing or wrong key.",
+    404: "Unknown model, agent or route.",
+    413: "The body is larger than MAX_REQUEST_BYTES.",
+    502: "The agent or its backend failed.",
+    503: "Busy (`worker_busy`, `queue_timeout`) or draining; see Retry-After.",
+    504: "The request timed out (`timeout`, `idle_timeout`).",
+}
+
+PARAMETERS = {
+    "agent_id": "The agent's CLIENT_ID: only this agent serves the request.",
+    "model_id": "A model id; it may contain `:` and `/`.",
+    "asset": "One of Swagger UI's static files.",
+}
+
+_RELAYED = (
+    ("/chat/completions", "Chat completion (OpenAI)"),
+    ("/completions", "Text completion (OpenAI)"),
+    ("/responses", "Response (OpenAI Responses API)"),
+    ("/embeddings", "Embeddings (OpenAI); an `input` array is split across agents"),
+)
+_RELAY_ERRORS = (400, 401, 404, 413, 502, 503, 504)
+_RELAY_ANSWER = Answer(
+    200,
+    "The backend's answer (its own error statuses pass through unchanged too).",
+    ((JSON, _ref("Relayed")), (SSE, _ref("EventStream"))),
+)
+_LLM_PREFIXES = (
+    ("/api/llm/v1", ""),
+    ("/api/llm/id/{agent_id}/v1", " on one agent"),
+)
+
+ASSET_TYPES = {
+    "swagger-ui.css": "text/css; charset=utf-8",
+    "index.css": "text/css; charset=utf-8",
+    "swagger-ui-bundle.js": "text/javascript; charset=utf-8",
+    "favicon-32x32.png": "image/png",
+    "favicon-16x16.png": "image/png",
+}
+"""Swagger UI's files served as they ship (``swagger-initializer.js`` is ours, see below)."""
+
+INITIALIZER = "swagger-initializer.js"
+
+
+def _llm_routes() -> list[Route]:
+    rows: list[Route] = []
+    for prefix, where in _LLM_PREFIXES:
+        rows += [
+            Route(
+                "get",
+                f"{prefix}/models",
+                f"List the connected agents' models{where}",
+                "llm",
+                "api_key",
+                (Answer(200, "The models.", ((JSON, _ref("ModelList")),)),),
+                (401, 404, 503),
+            ),
+            Route(
+                "get",
+                f"{prefix}/models/{{model_id}}",
+                f"Retrieve one model{where}",
+                "llm",
+                "api_key",
+                (Answer(200, "The model.", ((JSON, _ref("Model")),)),),
+                (401, 404, 503),
+            ),
+        ]
+        rows += [
+            Route(
+                "post",
+                f"{prefix}{path}",
+                summary + where,
+                "llm",
+                "api_key",
+                (_RELAY_ANSWER,),
+                _RELAY_ERRORS,
+                body=True,
+            )
+            for path, summary in _RELAYED
+        ]
+        rows.append(
+            Route(
+                "post",
+                f"{prefix}/messages",
+                f"Message (Anthropic-compatible){where}",
+                "llm",
+                "api_key_or_x_api_key",
+                (_RELAY_ANSWER,),
+                _RELAY_ERRORS,
+                error_style="anthropic",
+                body=True,
+                description="For backends that speak Anthropic's API (llama.cpp). Errors are "
+                "in Anthropic's shape.",
+            )
+        )
+    return rows
+
+
+ROUTES: tuple[Route, ...] = (
+    Route(
+        "get",
+        "/healthz",
+        "Liveness and connected agents",
+        "server",
+        "none",
+        (
+            Answer(200, "Serving.", ((JSON, _ref("Health")),)),
+            Answer(503, "Draining: no new requests.", ((JSON, _ref("Health")),)),
+        ),
+    ),
+    Route(
+        "get",
+        "/api/llm/connect",
+        "The WebSocket that `nfrx llm` agents dial",
+        "agents",
+        "client_key",
+        (Answer(101, "Switching Protocols: the tunnel is open."),),
+        (401,),
+        description="A WebSocket upgrade (`Connection: Upgrade`, `Upgrade: websocket`) "
+        "authenticated with the client key (CLIENT_KEY), never the API key. Not callable from "
+        "this page.",
+    ),
+    *_llm_routes(),
+    Route(
+        "get",
+        "/api/state",
+        "Snapshot of the server, agents and queues",
+        "state",
+        "api_key",
+        (Answer(200, "The state.", ((JSON, _ref("State")),)),),
+        (401,),
+    ),
+    Route(
+        "get",
+        "/api/state/stream",
+        "The state as server-sent events",
+        "state",
+        "api_key",
+        (Answer(200, "One event per snapshot.", ((SSE, {"type": "string"}),)),),
+        (401,),
+    ),
+    Route(
+        "get",
+        "/state",
+        "Dashboard (HTML; its scripts call /api/state with a key)",
+        "state",
+        "none",
+        (Answer(200, "The page.", ((HTML, {"type": "string"}),)),),
+    ),
+    Route(
+        "get",
+        "/metrics",
+        "Prometheus metrics",
+        "state",
+        "none",
+        (Answer(200, "Prometheus text format.", (("text/plain", {"type": "string"}),)),),
+        description="On the main port unless METRICS_PORT names another one.",
+    ),
+    Route(
+        "get",
+        f"{PREFIX}/",
+        "This API's documentation (Swagger UI)",
+        "docs",
+        "none",
+        (Answer(200, "The page.", ((HTML, {"type": "string"}),)),),
+    ),
+    Route(
+        "get",
+        f"{PREFIX}/openapi.json",
+        "This OpenAPI document",
+        "docs",
+        "none",
+        (Answer(200, "The document.", ((JSON, {"type": "object"}),)),),
+    ),
+    Route(
+        "get",
+        f"{PREFIX}/{{asset}}",
+        "Swagger UI's static files",
+        "docs",
+        "none",
+        (Answer(200, "The file.", (("application/octet-stream", {"type": "string"}),)),),
+        (404,),
+    ),
+)
+
+_SECURITY: dict[Auth, list[dict[str, list[str]]]] = {
+    "none": [],
+    "api_key": [{"apiKey": []}],
+    "api_key_or_x_api_key": [{"apiKey": []}, {"xApiKey": []}],
+    "client_key": [{"clientKey": []}],
+}
+
+SECURITY_SCHEMES = {
+    "apiKey": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "`Authorization: Bearer <API_KEY>` (not required when API_KEY is unset).",
+    },
+    "xApiKey": {
+        "type": "apiKey",
+        "in": "header",
+        "name": "X-Api-Key",
+        "description": "The API key as Anthropic clients send it (/v1/messages).",
+    },
+    "clientKey": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "`Authorization: Bearer <CLIENT_KEY>`: agents only.",
+    },
+}
+
+
+def _error_name(style: ErrorStyle, status: int) -> str:
+    return f"{'Anthropic' if style == 'anthropic' else 'OpenAI'}Error{status}"
+
+
+def _operation(route: Route, error_responses: dict[str, Any]) -> dict[str, Any]:
+    responses: dict[str, Any] = {}
+    for answer in route.answers:
+        response: dict[str, Any] = {"description": answer.description}
+        if answer.content:
+            response["content"] = {media: {"schema": schema} for media, schema in answer.content}
+        responses[str(answer.status)] = response
+    for status in route.errors:
+        name = _error_name(route.error_style, status)
+        schema = "AnthropicError" if route.error_style == "anthropic" else "Error"
+        error_responses[name] = {
+            "description": ERROR_MEANINGS.get(status, "Error."),
+            "content": {JSON: {"schema": _ref(schema)}},
+        }
+        responses[str(status)] = {"$ref": f"#/components/responses/{name}"}
+    operation: dict[str, Any] = {
+        "operationId": _operation_id(route),
+        "summary": route.summary,
+        "tags": [route.tag],
+        "security": _SECURITY[route.auth],
+        "responses": responses,
+    }
+    if route.description:
+        operation["description"] = route.description
+    parameters = [
+        {
+            "name": name,
+            "in": "path",
+            "required": True,
+            "description": PARAMETERS[name],
+            "schema": {"type": "string"},
+        }
+        for name in re.findall(r"\{(\w+)\}", route.path)
+    ]
+    if parameters:
+        operation["parameters"] = parameters
+    if route.body:
+        operation["requestBody"] = {
+            "required": True,
+            "content": {JSON: {"schema": _ref("RequestBody")}},
+        }
+    return operation
+
+
+def _operation_id(route: Route) -> str:
+    words = re.findall(r"[A-Za-z0-9]+", route.path.replace("{", "by_"))
+    return "_".join([route.method, *words]) if words else f"{route.method}_root"
+
+
+def build_document() -> dict[str, Any]:
+    """The OpenAPI 3.1 document for :data:`ROUTES`."""
+    paths: dict[str, dict[str, Any]] = {}
+    error_responses: dict[str, Any] = {}
+    for route in ROUTES:
+        operations = paths.setdefault(route.path, {})
+        if route.method in operations:
+            raise ValueError(f"{route.method.upper()} {route.path} is listed twice")
+        operations[route.method] = _operation(route, error_responses)
+    asset = paths[f"{PREFIX}/{{asset}}"]["get"]["parameters"][0]
+    asset["schema"] = {"type": "string", "enum": [*sorted(ASSET_TYPES), INITIALIZER]}
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "nfrx",
+            "version": __version__,
+            "summary": "A gateway that relays OpenAI- and Anthropic-compatible requests to "
+            "agents next to private AI services.",
+            "license": {"name": "MIT", "identifier": "MIT"},
+        },
+        # Relative to this document (/api/client/openapi.json), so the page keeps working when a
+        # reverse proxy serves nfrx under a prefix.
+        "servers": [{"url": "../.."}],
+        "paths": paths,
+        "components": {
+            "schemas": SCHEMAS,
+            "responses": dict(sorted(error_responses.items())),
+            "securitySchemes": SECURITY_SCHEMES,
+        },
+        "tags": [
+            {"name": "llm", "description": "OpenAI- and Anthropic-compatible routes"},
+            {"name": "server", "description": "The server itself"},
+            {"name": "state", "description": "State, dashboard and metrics"},
+            {"name": "agents", "description": "Where agents connect"},
+            {"name": "docs", "description": "This documentation"},
+        ],
+    }
+
+
+PAGE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>nfrx API</title>
+<link rel="stylesheet" href="./swagger-ui.css">
+<link rel="stylesheet" href="./index.css">
+<link rel="icon" type="image/png" href="./favicon-32x32.png" sizes="32x32">
+<link rel="icon" type="image/png" href="./favicon-16x16.png" sizes="16x16">
+</head>
+<body>
+<div id="swagger-ui"></div>
+<script src="./swagger-ui-bundle.js"></script>
+<script src="./swagger-initializer.js"></script>
+</body>
+</html>
+"""
+
+# validatorUrl: null -- Swagger UI would otherwise send the document to validator.swagger.io.
+INITIALIZER_JS = """window.onload = function () {
+  window.ui = SwaggerUIBundle({
+    url: "./openapi.json",
+    dom_id: "#swagger-ui",
+    deepLinking: true,
+    validatorUrl: null,
+    presets: [SwaggerUIBundle.presets.apis],
+    plugins: [SwaggerUIBundle.plugins.DownloadUrl],
+    layout: "BaseLayout"
+  });
+};
+"""
+
+
+def swagger_ui_dir() -> Path | None:
+    """Where ``swagger-ui-py`` keeps Swagger UI's files (found without importing it)."""
+    spec = importlib.util.find_spec("swagger_ui")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations))) / "static"
+
+
+def blueprint() -> Blueprint:
+    """``GET /api/client/`` (Swagger UI), ``/api/client/openapi.json`` and the UI's files."""
+    bp = Blueprint("client", __name__, url_prefix=PREFIX)
+    document = json.dumps(build_document(), indent=1).encode()
+    cache: dict[str, bytes] = {}
+
+    @bp.get("/")
+    async def page() -> Response:
+        return Response(PAGE, content_type="text/html; charset=utf-8")
+
+    @bp.get("/openapi.json")
+    async def openapi() -> Response:
+        return Response(document, content_type=JSON)
+
+    @bp.get("/<asset>")
+    async def asset(asset: str) -> Response:
+        if asset == INITIALIZER:
+            return Response(INITIALIZER_JS, content_type=ASSET_TYPES["swagger-ui-bundle.js"])
+        content_type = ASSET_TYPES.get(asset)
+        if content_type is None:
+            raise HttpError(404, "not_found", "no such route")
+        data = cache.get(asset)
+        if data is None:
+            folder = swagger_ui_dir()
+            if folder is None:
+                raise HttpError(
+                    500, "docs_unavailable", "swagger-ui-py is not installed on the server"
+                )
+            data = cache[asset] = await trio.Path(folder / asset).read_bytes()
+        response = Response(data, content_type=content_type)
+        response.headers["Cache-Control"] = "public, max-age=3600"
+        return response
+
+    return bp

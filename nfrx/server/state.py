@@ -1,0 +1,284 @@
+"""The server's state for people and tools: ``/api/state`` (JSON), ``/api/state/stream`` (SSE) and
+the ``/state`` dashboard page.
+
+:func:`build_snapshot` is pure: it reads the gateway (registry, queue, usage) and the clocks it is
+given, and returns the JSON-ready dict; nothing else here decides what the state says. The stream
+sends one snapshot at once, then one after every registry change, coalesced to at most one per
+``min_interval``; it ends by itself when the server starts draining (so the drain never waits for
+a dashboard), and quart-trio cancels it when the client leaves.
+
+The two API routes take the API key like ``/api/llm`` but stay readable while draining (watching a
+drain is the point of a state page); the page itself is public: it holds no data, and asks the
+user for the key.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import trio
+from quart import Blueprint, Response
+
+from nfrx._build import build_info
+from nfrx.plugins import SERVER_PLUGINS
+from nfrx.server.registry import AgentStatus
+from nfrx.server.usage import Usage
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Awaitable, Callable
+
+    from nfrx.server.gateway import Gateway
+    from nfrx.server.registry import AgentRecord
+
+MIN_INTERVAL = 1.0
+"""Seconds between two snapshots on a stream, at least (changes in between are coalesced)."""
+
+KEEPALIVE_INTERVAL = 15.0
+"""Seconds of silence after which a stream sends a keep-alive comment."""
+
+KEEPALIVE = b": keep-alive\n\n"
+
+
+@attrs.frozen(kw_only=True)
+class ServerInfo:
+    """What the state says about the server process itself (fixed when the app is built)."""
+
+    version: str
+    build_sha: str
+    build_date: str
+    started_at: float
+    """Wall-clock start (``time.time()``)."""
+    started_monotonic: float
+    """``time.monotonic()`` at the start: uptime does not jump with the wall clock."""
+
+    @classmethod
+    def now(cls) -> ServerInfo:
+        build = build_info()
+        return cls(
+            version=build["version"],
+            build_sha=build["sha"],
+            build_date=build["date"],
+            started_at=time.time(),
+            started_monotonic=time.monotonic(),
+        )
+
+
+@attrs.frozen(kw_only=True)
+class Clocks:
+    """The instant a snapshot describes, on each clock the state's sources use."""
+
+    wall: float
+    """``time.time()``"""
+    monotonic: float
+    """``time.monotonic()``"""
+    trio: float
+    """``trio.current_time()`` (tunnel sessions stamp heartbeats with it)."""
+
+    @classmethod
+    def read(cls) -> Clocks:
+        return cls(wall=time.time(), monotonic=time.monotonic(), trio=trio.current_time())
+
+
+def rfc3339(timestamp: float) -> str:
+    """UTC, millisecond precision, ``Z`` suffix: ``2025-01-02T03:04:05.678Z``."""
+    moment = datetime.fromtimestamp(timestamp, UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def agent_status(agent: AgentRecord) -> str:
+    """``not_ready`` / ``draining`` as the agent reports, else ``working`` or ``idle``."""
+    if agent.status in (AgentStatus.NOT_READY, AgentStatus.DRAINING):
+        return agent.status
+    return "working" if agent.inflight > 0 else "idle"
+
+
+def _agent_state(agent: AgentRecord, clocks: Clocks) -> dict[str, Any]:
+    processing_ms = agent.busy_seconds_total * 1000.0
+    finished = agent.processed_total + agent.failures_total
+    last_heard = clocks.wall - (clocks.trio - agent.session.last_heard)
+    return {
+        "id": agent.id,
+        "name": agent.name,
+        "version": agent.version,
+        "status": agent_status(agent),
+        "models": sorted(agent.models),
+        "max_concurrency": agent.max_concurrency,
+        "inflight": agent.inflight,
+        "processed_total": agent.processed_total,
+        "failures_total": agent.failures_total,
+        "processing_ms_total": round(processing_ms, 3),
+        "avg_processing_ms": round(processing_ms / finished, 3) if finished else 0.0,
+        "input_tokens_total": agent.usage.input_tokens,
+        "output_tokens_total": agent.usage.output_tokens,
+        "embedding_batch_size": agent.embedding_batch_size,
+        "connected_at": rfc3339(agent.connected_at),
+        "last_heartbeat": rfc3339(last_heard),
+    }
+
+
+def _plugin_state(gateway: Gateway, kind: str, clocks: Clocks) -> dict[str, Any]:
+    agents = gateway.registry.agents(kind)
+    states = [_agent_state(agent, clocks) for agent in agents]
+    summary = {"connected": len(states), "working": 0, "idle": 0, "not_ready": 0, "draining": 0}
+    for state in states:
+        summary[state["status"]] += 1
+    # Every model a connected agent lists, and every model that relayed tokens (its totals are
+    # cumulative, so it stays after its agents leave, with no agents).
+    owners: dict[str, list[str]] = {}
+    for agent in agents:
+        for model in agent.models:
+            owners.setdefault(model, []).append(agent.name)
+    for usage_kind, model in gateway.usage_by_model:
+        if usage_kind == kind:
+            owners.setdefault(model, [])
+    models = []
+    for model in sorted(owners):
+        usage = gateway.usage_by_model.get((kind, model), Usage())
+        models.append(
+            {
+                "id": model,
+                "agents": sorted(owners[model]),
+                "input_tokens_total": usage.input_tokens,
+                "output_tokens_total": usage.output_tokens,
+            }
+        )
+    return {
+        # One dispatch queue serves every kind that queues.
+        "queue": {"length": len(gateway.queue), "capacity": gateway.queue.capacity},
+        "summary": summary,
+        "agents": states,
+        "models": models,
+    }
+
+
+def build_snapshot(gateway: Gateway, server: ServerInfo, clocks: Clocks) -> dict[str, Any]:
+    """The ``/api/state`` document (pure: no I/O, no clock reads of its own)."""
+    return {
+        "server": {
+            "version": server.version,
+            "build_sha": server.build_sha,
+            "build_date": server.build_date,
+            "started_at": rfc3339(server.started_at),
+            "uptime_seconds": round(max(0.0, clocks.monotonic - server.started_monotonic), 3),
+            "draining": gateway.draining,
+            "plugins": list(SERVER_PLUGINS),
+        },
+        "plugins": {kind: _plugin_state(gateway, kind, clocks) for kind in SERVER_PLUGINS},
+    }
+
+
+def _fingerprint(snapshot: dict[str, Any]) -> str:
+    """The snapshot without what changes on its own (uptime, heartbeats): equal fingerprints
+    mean nothing a reader cares about changed."""
+    stable = {**snapshot, "server": {**snapshot["server"], "uptime_seconds": None}}
+    stable["plugins"] = {
+        kind: {
+            **plugin,
+            "agents": [{**agent, "last_heartbeat": None} for agent in plugin["agents"]],
+        }
+        for kind, plugin in snapshot["plugins"].items()
+    }
+    return json.dumps(stable, sort_keys=True)
+
+
+def _event(snapshot: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(snapshot, separators=(",", ":")).encode() + b"\n\n"
+
+
+async def _wait_for_change(gateway: Gateway) -> None:
+    """Return after the next registry change, or at once if the drain started (before or
+    meanwhile)."""
+    if gateway.draining:
+        return
+    async with trio.open_nursery() as nursery:
+
+        async def first(wait: Callable[[], Awaitable[None]]) -> None:
+            await wait()
+            nursery.cancel_scope.cancel()
+
+        nursery.start_soon(first, gateway.registry.wait_changed)
+        nursery.start_soon(first, gateway.drain_started.wait)
+
+
+async def snapshot_stream(
+    gateway: Gateway,
+    server: ServerInfo,
+    *,
+    min_interval: float = MIN_INTERVAL,
+    keepalive_interval: float = KEEPALIVE_INTERVAL,
+) -> AsyncIterator[bytes]:
+    """SSE bytes: a snapshot now, then after changes (at most one per ``min_interval``), a
+    keep-alive comment after ``keepalive_interval`` of silence. Returns when the drain starts;
+    the caller cancels it (or stops iterating) to end it sooner. Holds no resources."""
+    snapshot = build_snapshot(gateway, server, Clocks.read())
+    sent = _fingerprint(snapshot)
+    yield _event(snapshot)
+    last_write = last_snapshot = trio.current_time()
+    while True:
+        keepalive_at = last_write + keepalive_interval
+        with trio.move_on_at(keepalive_at):
+            await _wait_for_change(gateway)
+        # Coalesce: whatever else changes until the interval has passed goes in this snapshot.
+        with trio.move_on_at(last_snapshot + min_interval):
+            await gateway.drain_started.wait()
+        if gateway.draining:
+            return
+        snapshot = build_snapshot(gateway, server, Clocks.read())
+        fingerprint = _fingerprint(snapshot)
+        now = trio.current_time()
+        if fingerprint != sent:
+            sent = fingerprint
+            yield _event(snapshot)
+            last_write = last_snapshot = now
+        elif now >= keepalive_at:
+            yield KEEPALIVE
+            last_write = now
+
+
+def _dashboard_html() -> bytes:
+    return resources.files("nfrx.server").joinpath("dashboard.html").read_bytes()
+
+
+def blueprint(gateway: Gateway) -> Blueprint:
+    """``/api/state``, ``/api/state/stream`` and ``/state`` for ``gateway``."""
+    bp = Blueprint("state", __name__)
+    server = ServerInfo.now()
+    page = _dashboard_html()
+
+    @bp.get("/api/state")
+    async def state() -> Response:
+        gateway.check_api_key()
+        response = Response(
+            json.dumps(build_snapshot(gateway, server, Clocks.read())),
+            content_type="application/json",
+        )
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    @bp.get("/api/state/stream")
+    async def stream() -> Response:
+        gateway.check_api_key()
+        response = Response(
+            snapshot_stream(gateway, server),
+            content_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
+        response.timeout = None  # Quart's 60 s default would cut every dashboard off
+        return response
+
+    @bp.get("/state")
+    async def dashboard() -> Response:
+        response = Response(page, content_type="text/html; charset=utf-8")
+        response.headers["Cache-Control"] = "no-store"
+        response.headers["Content-Security-Policy"] = (
+            "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+            "connect-src 'self'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'"
+        )
+        return response
+
+    return bp
