@@ -142,6 +142,48 @@ PAGES: dict[str, Page] = {
         files=(TOKEN_FILE,),
         long_running=True,
     ),
+    "docling": Page(
+        summary="run an nfrx agent for a docling-serve backend",
+        description=(
+            "The agent checks DOC_BASE_URL/health, announces itself with the pseudo-model "
+            "'docling' and relays each conversion it is given (sync, async, status polls and "
+            "results) to the backend, with DOC_API_KEY as X-Api-Key (never the client's key). "
+            "Uploads stream through; nothing is held in memory whole.",
+            "Without --reconnect the agent exits when the server cannot be reached or refuses "
+            "it; with it, it retries (1 s three times, 5 s three times, 15 s three times, then "
+            "every 30 s).",
+        ),
+        examples=(
+            (
+                "Serve a local docling-serve through a remote server:",
+                "SERVER_URL=wss://gateway.example/api/docling/connect CLIENT_KEY=ck \\\n"
+                "  DOC_BASE_URL=http://127.0.0.1:5001 nfrx docling --reconnect",
+            ),
+        ),
+        files=(TOKEN_FILE,),
+        long_running=True,
+    ),
+    "asr": Page(
+        summary="run an nfrx agent for an OpenAI-compatible speech-to-text backend",
+        description=(
+            "The agent reads the backend's models from ASR_BASE_URL/models, announces them to "
+            "the server and relays transcriptions and translations to the backend, with "
+            "ASR_API_KEY (never the client's key). Uploads stream through; nothing is held in "
+            "memory whole.",
+            "Without --reconnect the agent exits when the server cannot be reached or refuses "
+            "it; with it, it retries (1 s three times, 5 s three times, 15 s three times, then "
+            "every 30 s).",
+        ),
+        examples=(
+            (
+                "Serve a local faster-whisper-server through a remote server:",
+                "SERVER_URL=wss://gateway.example/api/asr/connect CLIENT_KEY=ck \\\n"
+                "  ASR_BASE_URL=http://127.0.0.1:5002/v1 nfrx asr --reconnect",
+            ),
+        ),
+        files=(TOKEN_FILE,),
+        long_running=True,
+    ),
     "status": Page(
         summary="show what an nfrx server or agent is doing",
         description=(

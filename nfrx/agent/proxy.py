@@ -77,8 +77,12 @@ async def forward(
     stream: IncomingStream,
     *,
     api_key: str = "",
+    auth: tuple[tuple[str, str], ...] = (),
 ) -> Outcome:
     """Relay ``stream``'s request to ``base_url`` + its path and stream the response back.
+
+    ``api_key`` is sent as a bearer token; ``auth`` are other credential headers the backend
+    wants (docling-serve's ``X-Api-Key``). The client's own credentials never arrive here.
 
     Failures reset the stream and are returned, never raised; cancellation (the stream's scope)
     propagates.
@@ -88,6 +92,7 @@ async def forward(
     headers.append(("accept-encoding", "identity"))
     if api_key:
         headers.append(("authorization", f"Bearer {api_key}"))
+    headers.extend(auth)
     url = base_url.rstrip("/") + request.path
     content = None if request.end else _request_body(stream)
     try:

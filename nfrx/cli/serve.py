@@ -33,6 +33,9 @@ def command(
     max_request_bytes: Annotated[
         int | None, typer.Option(help=doc(ServerConfig, "max_request_bytes"))
     ] = None,
+    max_upload_bytes: Annotated[
+        int | None, typer.Option(help=doc(ServerConfig, "max_upload_bytes"))
+    ] = None,
     heartbeat_interval: Annotated[
         float | None, typer.Option(help=doc(ServerConfig, "heartbeat_interval"))
     ] = None,

@@ -84,6 +84,13 @@ class ServerConfig:
     max_request_bytes: int = setting(
         32 * MiB, env="MAX_REQUEST_BYTES", doc="Largest accepted request body, in bytes."
     )
+    max_upload_bytes: int = setting(
+        1024 * MiB,
+        env="MAX_UPLOAD_BYTES",
+        doc="Largest accepted upload (docling and asr request bodies, which are streamed to "
+        "the agent, never held in memory), in bytes.",
+        minimum=0,
+    )
     heartbeat_interval: float = setting(
         5.0, env="HEARTBEAT_INTERVAL", doc="Seconds between tunnel pings (both directions)."
     )
@@ -318,6 +325,55 @@ class LlmAgentConfig(AgentConfig):
         env="EMBEDDING_BATCH_SIZE",
         doc="Most embedding inputs this agent wants in one backend call (0: no limit).",
         minimum=0,
+    )
+
+
+@attrs.frozen(kw_only=True)
+class DoclingAgentConfig(AgentConfig):
+    """``nfrx docling``."""
+
+    config_name: ClassVar[str] = "docling"
+
+    server_url: str = setting(
+        "ws://127.0.0.1:8080/api/docling/connect",
+        env="SERVER_URL",
+        doc="WebSocket URL of the server's tunnel endpoint (ws:// or wss://).",
+    )
+    doc_base_url: str = setting(
+        "http://127.0.0.1:5001",
+        env="DOC_BASE_URL",
+        doc="Base URL of the docling-serve backend (its /v1/... routes and /health).",
+    )
+    doc_api_key: str = setting(
+        "",
+        env="DOC_API_KEY",
+        doc="Key sent to docling-serve as X-Api-Key (never the client's key).",
+        secret=True,
+    )
+
+
+@attrs.frozen(kw_only=True)
+class AsrAgentConfig(AgentConfig):
+    """``nfrx asr``."""
+
+    config_name: ClassVar[str] = "asr"
+
+    server_url: str = setting(
+        "ws://127.0.0.1:8080/api/asr/connect",
+        env="SERVER_URL",
+        doc="WebSocket URL of the server's tunnel endpoint (ws:// or wss://).",
+    )
+    asr_base_url: str = setting(
+        "http://127.0.0.1:5002/v1",
+        env="ASR_BASE_URL",
+        doc="Base URL of the OpenAI-compatible transcription backend (faster-whisper-server, "
+        "speaches, ...).",
+    )
+    asr_api_key: str = setting(
+        "",
+        env="ASR_API_KEY",
+        doc="Bearer key sent to the transcription backend (never the client's key).",
+        secret=True,
     )
 
 

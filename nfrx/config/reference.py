@@ -11,9 +11,14 @@ from typing import Any
 import attrs
 
 from nfrx.config.files import default_path
-from nfrx.config.model import LlmAgentConfig, ServerConfig
+from nfrx.config.model import AsrAgentConfig, DoclingAgentConfig, LlmAgentConfig, ServerConfig
 
-COMMANDS: tuple[tuple[str, type[Any]], ...] = (("serve", ServerConfig), ("llm", LlmAgentConfig))
+COMMANDS: tuple[tuple[str, type[Any]], ...] = (
+    ("serve", ServerConfig),
+    ("llm", LlmAgentConfig),
+    ("docling", DoclingAgentConfig),
+    ("asr", AsrAgentConfig),
+)
 """Every command with settings, and its config class."""
 
 

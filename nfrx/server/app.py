@@ -25,6 +25,7 @@ from nfrx.server import metrics, openapi, state
 from nfrx.server.cors import cors
 from nfrx.server.http_errors import HttpError
 from nfrx.server.proxy import RelayBroken
+from nfrx.server.request_body import BoundedConnection, BoundedRequest
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -73,6 +74,9 @@ async def _answer(error: HttpError) -> Response:
 
 def create_quart_app(gateway: Gateway) -> QuartTrio:
     app = QuartTrio("nfrx")
+    # Uploads relayed chunk by chunk must slow the client down, not fill Quart's body buffer.
+    app.request_class = BoundedRequest
+    app.asgi_http_class = BoundedConnection
     # Streams (SSE generations, uploads) may legitimately last long: nfrx enforces its own
     # deadlines (REQUEST_TIMEOUT) with cancel scopes, so Quart's blanket 60 s limits are off.
     app.config["RESPONSE_TIMEOUT"] = None

@@ -18,6 +18,7 @@ from nfrx.server.http_errors import HttpError, unauthorized
 from nfrx.server.metrics import ServerMetrics
 from nfrx.server.queue import DispatchQueue
 from nfrx.server.registry import AgentRegistry
+from nfrx.server.upload import Upload, too_large
 from nfrx.server.usage import Usage
 
 if TYPE_CHECKING:
@@ -121,6 +122,17 @@ class Gateway:
                 raise _too_large(limit)
             parts.append(chunk)
         return b"".join(parts)
+
+    def upload(self) -> Upload:
+        """The request body as an :class:`Upload` to stream, refusing (413) a declared length
+        over ``max_upload_bytes`` at once; the rest of the limit is counted while it streams."""
+        limit = self.config.max_upload_bytes
+        declared = request.content_length
+        if declared is not None and declared > limit:
+            raise too_large(limit)
+        upload = Upload(aiter(request.body), limit)
+        self.cleanups().append(upload.close)
+        return upload
 
     def forwarded_headers(self, request_id: str) -> tuple[tuple[str, str], ...]:
         headers = [

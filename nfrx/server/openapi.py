@@ -56,6 +56,8 @@ class Route:
     error_style: ErrorStyle = "openai"
     body: bool = False
     description: str = ""
+    body_content: tuple[tuple[str, dict[str, Any]], ...] = ()
+    """The request body's media types when it is not the JSON :data:`SCHEMAS` RequestBody."""
 
 
 def _ref(name: str) -> dict[str, Any]:
@@ -105,6 +107,23 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "(to route) and rejects a body that is not a JSON object with one.",
         "required": ["model"],
         "properties": {"model": {"type": "string", "minLength": 1}},
+        "additionalProperties": True,
+    },
+    "TranscriptionForm": {
+        "type": "object",
+        "description": "OpenAI's transcription form, streamed to the agent; the gateway reads "
+        "only `model` (to route). With `stream=true` the answer is server-sent events.",
+        "required": ["file", "model"],
+        "properties": {
+            "file": {"type": "string", "contentMediaType": "application/octet-stream"},
+            "model": {"type": "string", "minLength": 1},
+            "stream": {"type": "boolean"},
+        },
+        "additionalProperties": True,
+    },
+    "DoclingRequest": {
+        "type": "object",
+        "description": "docling-serve's request, streamed to the agent unread.",
         "additionalProperties": True,
     },
     "Relayed": {
@@ -159,7 +178,7 @@ ERROR_MEANINGS = {
     400: "The body is not a JSON object with a `model`.",
     401: "Missing or wrong key.",
     404: "Unknown model, agent or route.",
-    413: "The body is larger than MAX_REQUEST_BYTES.",
+    413: "The body is larger than MAX_REQUEST_BYTES (MAX_UPLOAD_BYTES for docling and asr).",
     502: "The agent or its backend failed.",
     503: "Busy (`worker_busy`, `queue_timeout`) or draining; see Retry-After.",
     504: "The request timed out (`timeout`, `idle_timeout`).",
@@ -169,6 +188,7 @@ PARAMETERS = {
     "agent_id": "The agent's CLIENT_ID: only this agent serves the request.",
     "model_id": "A model id; it may contain `:` and `/`.",
     "asset": "One of Swagger UI's static files.",
+    "task_id": "The id an async docling conversion answered; served by the agent that issued it.",
 }
 
 _RELAYED = (
@@ -254,6 +274,113 @@ def _llm_routes() -> list[Route]:
     return rows
 
 
+_ASR_PREFIXES = (
+    ("/api/asr/v1", ""),
+    ("/api/asr/id/{agent_id}/v1", " on one agent"),
+)
+_MULTIPART = "multipart/form-data"
+
+
+def _connect(kind: str) -> Route:
+    return Route(
+        "get",
+        f"/api/{kind}/connect",
+        f"The WebSocket that `nfrx {kind}` agents dial",
+        "agents",
+        "client_key",
+        (Answer(101, "Switching Protocols: the tunnel is open."),),
+        (401,),
+        description="A WebSocket upgrade authenticated with the client key (CLIENT_KEY). Not "
+        "callable from this page.",
+    )
+
+
+def _asr_routes() -> list[Route]:
+    rows: list[Route] = []
+    for prefix, where in _ASR_PREFIXES:
+        rows += [
+            Route(
+                "get",
+                f"{prefix}/models",
+                f"List the connected speech-to-text models{where}",
+                "asr",
+                "api_key",
+                (Answer(200, "The models.", ((JSON, _ref("ModelList")),)),),
+                (401, 404, 503),
+            ),
+            Route(
+                "get",
+                f"{prefix}/models/{{model_id}}",
+                f"Retrieve one speech-to-text model{where}",
+                "asr",
+                "api_key",
+                (Answer(200, "The model.", ((JSON, _ref("Model")),)),),
+                (401, 404, 503),
+            ),
+        ]
+        rows += [
+            Route(
+                "post",
+                f"{prefix}{path}",
+                summary + where,
+                "asr",
+                "api_key",
+                (_RELAY_ANSWER,),
+                _RELAY_ERRORS,
+                body=True,
+                body_content=((_MULTIPART, _ref("TranscriptionForm")),),
+            )
+            for path, summary in (
+                ("/audio/transcriptions", "Transcription (OpenAI)"),
+                ("/audio/translations", "Translation to English (OpenAI)"),
+            )
+        ]
+    return rows
+
+
+def _docling_routes() -> list[Route]:
+    converted = Answer(200, "docling-serve's answer, passed through.", ((JSON, _ref("Relayed")),))
+    rows = [
+        Route(
+            "post",
+            f"/api/docling/v1{path}",
+            summary,
+            "docling",
+            "api_key",
+            (converted,),
+            _RELAY_ERRORS,
+            body=True,
+            body_content=((media, _ref("DoclingRequest")),),
+        )
+        for path, summary, media in (
+            ("/convert/source", "Convert documents from URLs or base64 sources", JSON),
+            ("/convert/file", "Convert uploaded files", _MULTIPART),
+            ("/convert/source/async", "Start converting sources; answers a task id", JSON),
+            (
+                "/convert/file/async",
+                "Start converting uploaded files; answers a task id",
+                _MULTIPART,
+            ),
+        )
+    ]
+    rows += [
+        Route(
+            "get",
+            f"/api/docling/v1{path}",
+            summary,
+            "docling",
+            "api_key",
+            (converted,),
+            (401, 404, 502, 503, 504),
+        )
+        for path, summary in (
+            ("/status/poll/{task_id}", "Status of an async task (on the agent that issued it)"),
+            ("/result/{task_id}", "Result of an async task (on the agent that issued it)"),
+        )
+    ]
+    return rows
+
+
 ROUTES: tuple[Route, ...] = (
     Route(
         "get",
@@ -279,6 +406,10 @@ ROUTES: tuple[Route, ...] = (
         "this page.",
     ),
     *_llm_routes(),
+    _connect("docling"),
+    *_docling_routes(),
+    _connect("asr"),
+    *_asr_routes(),
     Route(
         "get",
         "/api/state",
@@ -409,9 +540,10 @@ def _operation(route: Route, error_responses: dict[str, Any]) -> dict[str, Any]:
     if parameters:
         operation["parameters"] = parameters
     if route.body:
+        content = route.body_content or ((JSON, _ref("RequestBody")),)
         operation["requestBody"] = {
             "required": True,
-            "content": {JSON: {"schema": _ref("RequestBody")}},
+            "content": {media: {"schema": schema} for media, schema in content},
         }
     return operation
 
@@ -452,6 +584,8 @@ def build_document() -> dict[str, Any]:
         },
         "tags": [
             {"name": "llm", "description": "OpenAI- and Anthropic-compatible routes"},
+            {"name": "docling", "description": "Document conversion (docling-serve)"},
+            {"name": "asr", "description": "Speech to text (OpenAI-compatible)"},
             {"name": "server", "description": "The server itself"},
             {"name": "state", "description": "State, dashboard and metrics"},
             {"name": "agents", "description": "Where agents connect"},

@@ -39,6 +39,7 @@ from nfrx.server.http_errors import (
     worker_busy,
 )
 from nfrx.server.queue import QueueFull, Ticket
+from nfrx.server.upload import Upload
 from nfrx.server.usage import UsageMeter
 from nfrx.transport.errors import StreamReset, TunnelClosed
 
@@ -148,7 +149,8 @@ class Job:
     method: str
     path: str
     headers: tuple[tuple[str, str], ...]
-    body: bytes
+    body: bytes | Upload
+    """The whole body, or an upload streamed from the client (retried only while replayable)."""
     request_id: str
     label: str
     style: ErrorStyle = "openai"
@@ -227,7 +229,11 @@ class Job:
         """
         agent, concrete = grant
         body = self.body
-        if concrete != self.ticket.model and self.rewrite is not None:
+        renamed = concrete != self.ticket.model
+        if isinstance(body, Upload):
+            # An upload's routing field is renamed as it is replayed from the spool.
+            body.replacement = concrete.encode() if renamed else None
+        elif renamed and self.rewrite is not None:
             body = self.rewrite(body, concrete)
         try:
             return await self.open(agent, concrete, body, cleanups)
@@ -240,7 +246,7 @@ class Job:
         self,
         agent: AgentRecord,
         concrete: str,
-        body: bytes,
+        body: bytes | Upload,
         cleanups: list[Callable[[], None]],
         *,
         note: str = "",
@@ -389,7 +395,7 @@ async def open_exchange(
     method: str,
     path: str,
     headers: tuple[tuple[str, str], ...],
-    body: bytes,
+    body: bytes | Upload,
     deadline: float,
     request_id: str,
     label: str,
@@ -397,15 +403,21 @@ async def open_exchange(
     owns_slot: bool = True,
 ) -> tuple[Exchange, ResponseHead]:
     """Open a stream to ``agent`` (whose slot the caller took), send the request and wait for the
-    response head, within ``deadline`` and the idle timeout. Raises :class:`AttemptFailed`."""
+    response head, within ``deadline`` and the idle timeout. Raises :class:`AttemptFailed`.
+
+    An :class:`Upload` body is streamed as the client sends it, paced by the stream's credit;
+    past ``MAX_UPLOAD_BYTES`` the stream is reset and the client answered 413. Once bytes past
+    its spool were sent, a failure is not retryable (they cannot be sent again).
+    """
     config = gateway.config
+    streamed = isinstance(body, Upload)
     try:
         stream = agent.session.open_stream(
             method,
             path,
             headers,
             timeout=max(deadline - trio.current_time(), 0.001),
-            end=not body,
+            end=not streamed and not body,
         )
     except TunnelClosed as exc:
         if owns_slot:
@@ -425,16 +437,23 @@ async def open_exchange(
     idle = config.llm_idle_timeout
     try:
         with trio.CancelScope(deadline=deadline) as total:
-            if body:
+            if isinstance(body, Upload):
+                await body.send(stream)
+            elif body:
                 await stream.send_data(body, end=True)
             with trio.move_on_after(idle) as quiet:
                 head = await stream.receive_response()
+    except HttpError as refused:  # the upload went over MAX_UPLOAD_BYTES
+        exchange.status = refused.status
+        exchange.finish(failed=False)
+        raise AttemptFailed(refused, retryable=False) from None
     except (StreamReset, TunnelClosed) as exc:
         error = from_tunnel_error(exc)
         exchange.status = error.status
         exchange.finish(failed=True)
         timed_out = isinstance(exc, StreamReset) and exc.code == ResetCode.TIMEOUT
-        raise AttemptFailed(error, retryable=not timed_out) from None
+        replayable = not isinstance(body, Upload) or body.replayable
+        raise AttemptFailed(error, retryable=not timed_out and replayable) from None
     if total.cancelled_caught or quiet.cancelled_caught:
         exchange.status = 504
         exchange.finish(code=ResetCode.TIMEOUT, failed=True)

@@ -16,7 +16,13 @@ from typing import Any
 
 import attrs
 
-from nfrx.config.model import AgentConfig, LlmAgentConfig, ServerConfig
+from nfrx.config.model import (
+    AgentConfig,
+    AsrAgentConfig,
+    DoclingAgentConfig,
+    LlmAgentConfig,
+    ServerConfig,
+)
 
 HERE = Path(__file__).resolve().parent
 
@@ -24,26 +30,14 @@ COMING: dict[str, tuple[tuple[str, str, str], ...]] = {
     "mcp": (
         ("PROVIDER_URL", "", "URL of the MCP server (JSON-RPC over HTTP) this agent relays to."),
     ),
-    "docling": (
-        ("DOC_BASE_URL", "http://127.0.0.1:5001", "Base URL of the Docling Serve backend."),
-        ("DOC_API_KEY", "", "Key sent to the Docling backend."),
-    ),
-    "asr": (
-        (
-            "ASR_BASE_URL",
-            "http://127.0.0.1:5002/v1",
-            "Base URL of the OpenAI-compatible speech-to-text backend.",
-        ),
-        ("ASR_API_KEY", "", "Key sent to the speech-to-text backend."),
-    ),
 }
 """Kind-specific settings of the agents that do not exist yet (names from the original nfrx)."""
 
 AGENTS: dict[str, type[Any]] = {
     "llm": LlmAgentConfig,
     "mcp": AgentConfig,
-    "docling": AgentConfig,
-    "asr": AgentConfig,
+    "docling": DoclingAgentConfig,
+    "asr": AsrAgentConfig,
 }
 
 

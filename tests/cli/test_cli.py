@@ -19,16 +19,22 @@ import typer
 from typer.testing import CliRunner, Result
 
 import nfrx._build
+import nfrx.cli.asr
+import nfrx.cli.docling
 import nfrx.cli.llm
 import nfrx.cli.serve
 from nfrx._version import __version__
 from nfrx.cli import app
 from nfrx.config import reference
-from nfrx.config.model import LlmAgentConfig, ServerConfig
+from nfrx.config.model import AsrAgentConfig, DoclingAgentConfig, LlmAgentConfig, ServerConfig
 from tests.e2e.harness import clean_env
 
 ALL_ENV = sorted(
-    {f.metadata["env"] for cls in (ServerConfig, LlmAgentConfig) for f in attrs.fields(cls)}
+    {
+        f.metadata["env"]
+        for cls in (ServerConfig, LlmAgentConfig, DoclingAgentConfig, AsrAgentConfig)
+        for f in attrs.fields(cls)
+    }
 )
 
 
@@ -38,6 +44,8 @@ def captured(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     configs: list[Any] = []
     monkeypatch.setattr(nfrx.cli.serve, "run", configs.append)
     monkeypatch.setattr(nfrx.cli.llm, "run", configs.append)
+    monkeypatch.setattr(nfrx.cli.docling, "run", configs.append)
+    monkeypatch.setattr(nfrx.cli.asr, "run", configs.append)
     return configs
 
 
@@ -126,7 +134,7 @@ def test_version_wins_over_a_command(captured: list[Any]) -> None:
 
 def test_commands_are_exactly_the_working_ones() -> None:
     command = typer.main.get_command(app)
-    assert sorted(command.commands) == ["completion", "llm", "serve", "status"]  # type: ignore[attr-defined]
+    assert sorted(command.commands) == ["asr", "completion", "docling", "llm", "serve", "status"]  # type: ignore[attr-defined]
 
 
 def test_help_lists_exactly_the_working_commands() -> None:
@@ -135,7 +143,7 @@ def test_help_lists_exactly_the_working_commands() -> None:
     head, _, commands = result.stdout.partition("Commands:")
     assert commands, result.stdout
     listed = [line.split()[0] for line in commands.splitlines() if line.startswith("  ")]
-    assert listed == ["serve", "llm", "status", "completion"]
+    assert listed == ["serve", "llm", "docling", "asr", "status", "completion"]
     assert "--version" in head
 
 
@@ -151,6 +159,8 @@ def test_no_arguments_shows_help(captured: list[Any]) -> None:
     [
         ("serve", ServerConfig, []),
         ("llm", LlmAgentConfig, ["--reconnect", "-r"]),
+        ("docling", DoclingAgentConfig, ["--reconnect", "-r"]),
+        ("asr", AsrAgentConfig, ["--reconnect", "-r"]),
     ],
 )
 def test_command_help_mentions_every_env_var_and_flag(
@@ -361,6 +371,38 @@ def test_llm_defaults(captured: list[Any]) -> None:
     assert result.exit_code == 0, result.output
     assert captured == [LlmAgentConfig()]
     assert captured[0].reconnect is False
+
+
+@pytest.mark.parametrize(
+    ("command", "cls", "env", "expected"),
+    [
+        ("docling", DoclingAgentConfig, {}, {}),
+        (
+            "docling",
+            DoclingAgentConfig,
+            {"DOC_BASE_URL": "http://d:1", "DOC_API_KEY": "dk", "MAX_CONCURRENCY": "3"},
+            {"doc_base_url": "http://d:1", "doc_api_key": "dk", "max_concurrency": 3},
+        ),
+        ("asr", AsrAgentConfig, {}, {}),
+        (
+            "asr",
+            AsrAgentConfig,
+            {"ASR_BASE_URL": "http://a:2/v1", "ASR_API_KEY": "ak", "CLIENT_ID": "x"},
+            {"asr_base_url": "http://a:2/v1", "asr_api_key": "ak", "client_id": "x"},
+        ),
+    ],
+)
+def test_docling_and_asr_configs(
+    captured: list[Any],
+    command: str,
+    cls: type[Any],
+    env: dict[str, str],
+    expected: dict[str, Any],
+) -> None:
+    result = invoke([command], env)
+    assert result.exit_code == 0, result.output
+    assert captured == [cls(**expected)]
+    assert captured[0].server_url == f"ws://127.0.0.1:8080/api/{command}/connect"
 
 
 def test_llm_env_overrides_defaults(captured: list[Any]) -> None:

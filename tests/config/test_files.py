@@ -136,7 +136,10 @@ def test_render_masks_secrets_and_reloads(tmp_path: Path) -> None:
     [
         ({"tls_cert": "c.pem"}, "TLS_KEY: missing"),
         ({"tls_key": "k.pem"}, "TLS_CERT: missing"),
-        ({"plugins": "llm,nope"}, "PLUGINS: unknown plugin 'nope' (known: llm; or all, none)"),
+        (
+            {"plugins": "llm,nope"},
+            "PLUGINS: unknown plugin 'nope' (known: llm, docling, asr; or all, none)",
+        ),
         ({"plugins": " , "}, "PLUGINS: empty"),
         ({"log_format": "xml"}, "LOG_FORMAT: 'xml' is not one of text, json"),
         ({"allowed_origins": "https://a/b"}, "ALLOWED_ORIGINS: 'https://a/b' is not an origin"),
@@ -150,7 +153,13 @@ def test_server_checks(flags: dict[str, str], message: str) -> None:
 
 @pytest.mark.parametrize(
     ("plugins", "enabled"),
-    [("all", ("llm",)), ("none", ()), ("llm", ("llm",)), ("LLM, all", ("llm",))],
+    [
+        ("all", ("llm", "docling", "asr")),
+        ("none", ()),
+        ("llm", ("llm",)),
+        ("asr, LLM", ("llm", "asr")),
+        ("LLM, all", ("llm", "docling", "asr")),
+    ],
 )
 def test_enabled_plugins(plugins: str, enabled: tuple[str, ...]) -> None:
     from nfrx.config.load import enabled_plugins

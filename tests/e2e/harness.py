@@ -24,7 +24,7 @@ _CLEAN_ENV_DROP = re.compile(
     r"PORT|HOST|REQUEST_TIMEOUT|DRAIN_TIMEOUT|LOG_LEVEL|RECONNECT|CONFIG_FILE|.*_PROXY|"
     r"HEARTBEAT_INTERVAL|AGENT_DEAD_AFTER|MODEL_POLL_INTERVAL|MAX_REQUEST_BYTES|LLM_.*|"
     r"EMBEDDING_BATCH_SIZE|PLUGINS|ALLOWED_ORIGINS|API_HTTP_ROLES|CLIENT_HTTP_ROLES|TLS_CERT|"
-    r"TLS_KEY|CA_FILE|LOG_FORMAT|LOG_DIR)$",
+    r"TLS_KEY|CA_FILE|LOG_FORMAT|LOG_DIR|DOC_.*|ASR_.*|MAX_UPLOAD_BYTES)$",
     re.IGNORECASE,
 )
 
@@ -173,4 +173,26 @@ async def run_agent(
     async with nfrx(f"agent {name}", ["llm", *(args or [])], environment) as p:
         if wait_connected:
             await p.wait_for_line(r"connected to ")
+        yield p
+
+
+@asynccontextmanager
+async def run_plugin_agent(
+    server: Server,
+    kind: str,
+    env: Mapping[str, str],
+    *,
+    name: str = "alpha",
+    args: list[str] | None = None,
+) -> AsyncIterator[NfrxProcess]:
+    """An ``nfrx <kind>`` agent (``docling``, ``asr``) connected to ``server``'s
+    ``/api/<kind>/connect``; ``env`` names its backend (``DOC_BASE_URL``, ``ASR_BASE_URL``)."""
+    environment = {
+        "SERVER_URL": re.sub(r"^http", "ws", server.url) + f"/api/{kind}/connect",
+        "CLIENT_KEY": server.client_key,
+        "CLIENT_NAME": name,
+        **env,
+    }
+    async with nfrx(f"{kind} agent {name}", [kind, *(args or [])], environment) as p:
+        await p.wait_for_line(r"connected to ")
         yield p

@@ -250,7 +250,8 @@ async def test_server_status_tables_and_json(
             "alpha",
             "0/0",
         ]
-        assert lines[-1] == "llm: queue 0/100 waiting"
+        assert "llm: queue 0/100 waiting" in lines
+        assert lines[-1] == "asr: queue 0/100 waiting"  # every plugin has its section
 
         raw = await nfrx_status("--server", server.url, "--api-key", server.api_key, "--json")
         assert raw.returncode == 0, raw.stderr

@@ -1,0 +1,1 @@
+"""The ASR plugin: OpenAI-compatible speech-to-text (transcriptions and translations)."""

@@ -1,0 +1,52 @@
+"""The ASR plugin, agent side: an OpenAI-compatible transcription backend behind ``ASR_BASE_URL``
+(faster-whisper-server, speaches, a whisper.cpp server with an OpenAI shim, ...)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from nfrx.agent.proxy import Outcome, forward
+from nfrx.agent.runtime import BackendState, BackendUnavailable
+
+if TYPE_CHECKING:
+    from nfrx.config.model import AsrAgentConfig
+    from nfrx.transport.streams import IncomingStream
+
+PROBE_TIMEOUT = 10.0
+PROBE_INTERVAL = 20.0
+"""Seconds between re-reads of the backend's models while it answers (the original's interval)."""
+
+
+class AsrBackend:
+    kind = "asr"
+
+    def __init__(self, config: AsrAgentConfig, client: httpx.AsyncClient) -> None:
+        self.config = config
+        self.client = client
+        self.base_url = config.asr_base_url.rstrip("/")
+        self.poll_interval = PROBE_INTERVAL
+
+    def _auth(self) -> dict[str, str]:
+        key = self.config.asr_api_key
+        return {"authorization": f"Bearer {key}"} if key else {}
+
+    async def probe(self) -> BackendState:
+        """GET ``<base>/models``; the ids of ``data[]`` are the models this agent serves."""
+        url = f"{self.base_url}/models"
+        try:
+            response = await self.client.get(url, headers=self._auth(), timeout=PROBE_TIMEOUT)
+        except httpx.HTTPError as exc:
+            raise BackendUnavailable(f"GET {url}: {type(exc).__name__}: {exc}") from None
+        if response.status_code != 200:
+            raise BackendUnavailable(f"GET {url}: HTTP {response.status_code}")
+        try:
+            payload: Any = response.json()
+            models = tuple(str(item["id"]) for item in payload["data"])
+        except (ValueError, KeyError, TypeError):
+            raise BackendUnavailable(f"GET {url}: not an OpenAI model list") from None
+        return BackendState(models=models)
+
+    async def handle(self, stream: IncomingStream) -> Outcome:
+        return await forward(self.client, self.base_url, stream, api_key=self.config.asr_api_key)

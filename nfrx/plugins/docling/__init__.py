@@ -1,0 +1,1 @@
+"""The Docling plugin: document conversion through docling-serve."""

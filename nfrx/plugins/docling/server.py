@@ -1,0 +1,234 @@
+"""The Docling plugin, server side: docling-serve's conversion API under ``/api/docling``.
+
+``/api/docling/connect`` is the WebSocket ``nfrx docling`` agents dial. Conversions
+(``/v1/convert/source`` with JSON, ``/v1/convert/file`` with a multipart upload, and their
+``/async`` forms) are routed like LLM requests to the pseudo-model ``docling`` -- same queue,
+limits, retries, drain, state and metrics, through :class:`~nfrx.server.proxy.Job` -- and their
+bodies are streamed to the agent, never held whole.
+
+Async tasks are sticky: docling-serve keeps a task on the instance that accepted it, so the server
+reads the ``task_id`` of every async answer (a small JSON object) and sends the task's
+``/v1/status/poll/{task_id}`` and ``/v1/result/{task_id}`` to that agent only. Those lookups take
+no slot (they are cheap, and must not wait behind conversions on the agent that runs the task).
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import json
+from typing import TYPE_CHECKING, Any
+
+import trio
+from quart import Blueprint, Response, request
+from werkzeug.datastructures import Headers
+
+from nfrx.server.agent_socket import serve_agent
+from nfrx.server.http_errors import HttpError
+from nfrx.server.proxy import (
+    AttemptFailed,
+    Job,
+    is_event_stream,
+    open_exchange,
+    relay_body,
+    response_headers,
+)
+from nfrx.server.queue import Ticket
+from nfrx.transport.errors import StreamReset, TunnelClosed
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Awaitable, Callable
+
+    from nfrx.protocol import Response as ResponseHead
+    from nfrx.server.gateway import Gateway
+    from nfrx.server.proxy import Exchange
+
+KIND = "docling"
+MODEL = "docling"
+"""The pseudo-model every Docling agent announces."""
+
+TASKS_KEPT = 100_000
+"""Most task ids remembered (the oldest are forgotten first)."""
+
+ASYNC_ANSWER_LIMIT = 1024 * 1024
+"""Largest async-submit answer read to find its task id."""
+
+
+def _no_agent() -> HttpError:
+    return HttpError(
+        404,
+        "model_not_found",
+        "no docling agent is connected",
+        type="invalid_request_error",
+    )
+
+
+def task_not_found(task_id: str) -> HttpError:
+    return HttpError(
+        404,
+        "task_not_found",
+        f"no docling task {task_id!r} is known to this server",
+        type="invalid_request_error",
+    )
+
+
+def task_agent_gone(task_id: str, agent_id: str) -> HttpError:
+    return HttpError(
+        404,
+        "task_agent_gone",
+        f"the docling agent {agent_id!r} that accepted task {task_id!r} is no longer "
+        "connected; the task is lost with it",
+        type="invalid_request_error",
+    )
+
+
+def _response(body: AsyncIterator[bytes], status: int, headers: list[tuple[str, str]]) -> Response:
+    response = Response(body, status=status, headers=Headers(headers))
+    response.timeout = None  # conversions of large documents take long
+    return response
+
+
+async def _single(body: bytes) -> AsyncIterator[bytes]:
+    yield body
+
+
+async def read_answer(exchange: Exchange, limit: int) -> bytes:
+    """The whole (small) response body within the exchange's deadline; 502 if it fails or is
+    larger than ``limit``. Finishes the exchange."""
+    parts: list[bytes] = []
+    size = 0
+    try:
+        with trio.move_on_at(exchange.deadline) as scope:
+            while chunk := await exchange.stream.receive_some():
+                size += len(chunk)
+                if size > limit:
+                    break
+                parts.append(chunk)
+    except (StreamReset, TunnelClosed) as exc:
+        exchange.finish(failed=True)
+        raise HttpError(502, "upstream_error", f"the async answer was cut: {exc}") from None
+    if scope.cancelled_caught or size > limit:
+        exchange.finish(failed=True)
+        raise HttpError(502, "upstream_error", "the async answer was too large or too slow")
+    exchange.finish(failed=False)
+    return b"".join(parts)
+
+
+def task_id_of(body: bytes) -> str | None:
+    try:
+        payload: Any = json.loads(body)
+    except ValueError:
+        return None
+    task_id = payload.get("task_id") if isinstance(payload, dict) else None
+    return task_id if isinstance(task_id, str) and task_id else None
+
+
+def blueprint(gateway: Gateway) -> Blueprint:
+    bp = Blueprint(KIND, __name__, url_prefix=f"/api/{KIND}")
+    registry = gateway.registry
+    tasks: collections.OrderedDict[str, str] = collections.OrderedDict()
+    """task id -> id of the agent whose backend holds the task."""
+
+    def remember(task_id: str, agent_id: str) -> None:
+        tasks[task_id] = agent_id
+        tasks.move_to_end(task_id)
+        while len(tasks) > TASKS_KEPT:
+            tasks.popitem(last=False)
+
+    @bp.before_request
+    async def admit() -> None:
+        gateway.admit()
+
+    @bp.websocket("/connect")
+    async def connect() -> Response | None:
+        return await serve_agent(gateway, KIND)
+
+    async def convert(path: str) -> Response:
+        request_id = gateway.request_id()
+        upload = gateway.upload()
+        ticket = Ticket(kind=KIND, model=MODEL, request_id=request_id, missing=_no_agent)
+        job = Job(
+            gateway=gateway,
+            ticket=ticket,
+            method="POST",
+            path=path,
+            headers=gateway.forwarded_headers(request_id),
+            body=upload,
+            request_id=request_id,
+            label=f"POST /api/{KIND}{path}",
+        )
+        cleanups = gateway.cleanups()
+        cleanups.append(functools.partial(gateway.queue.abandon, ticket))
+        exchange, head = await job.start(cleanups)
+        headers, event_stream = job.response_parts(exchange, head)
+        if path.endswith("/async") and not head.end:
+            body = await read_answer(exchange, ASYNC_ANSWER_LIMIT)
+            task_id = task_id_of(body)
+            if task_id is not None and head.status < 300:
+                remember(task_id, exchange.agent.id)
+            return _response(_single(body), head.status, headers)
+        return _response(job.answer(exchange, head, event_stream), head.status, headers)
+
+    async def task_lookup(path: str, task_id: str) -> Response:
+        request_id = gateway.request_id()
+        agent_id = tasks.get(task_id)
+        if agent_id is None:
+            raise task_not_found(task_id)
+        agent = registry.get(KIND, agent_id)
+        if agent is None or agent.session.closed:
+            raise task_agent_gone(task_id, agent_id)
+        query = request.query_string.decode("latin-1")
+        try:
+            exchange, head = await open_exchange(
+                gateway,
+                agent,
+                MODEL,
+                method="GET",
+                path=path + (f"?{query}" if query else ""),
+                headers=gateway.forwarded_headers(request_id),
+                body=b"",
+                deadline=trio.current_time() + gateway.config.request_timeout,
+                request_id=request_id,
+                label=f"GET /api/{KIND}{path}",
+                cleanups=gateway.cleanups(),
+                owns_slot=False,
+            )
+        except AttemptFailed as failure:
+            raise failure.error from None
+        return _answer(exchange, head, request_id)
+
+    def _answer(exchange: Exchange, head: ResponseHead, request_id: str) -> Response:
+        headers = response_headers(head.headers)
+        headers.append(("X-Request-Id", request_id))
+        if head.end:
+            exchange.finish(failed=False)
+            return _response(_single(b""), head.status, headers)
+        body = relay_body(
+            exchange, is_event_stream(headers), "openai", gateway.config.llm_idle_timeout
+        )
+        return _response(body, head.status, headers)
+
+    def convert_route(path: str) -> Callable[[], Awaitable[Response]]:
+        async def handler() -> Response:
+            return await convert(path)
+
+        return handler
+
+    for path in (
+        "/v1/convert/source",
+        "/v1/convert/file",
+        "/v1/convert/source/async",
+        "/v1/convert/file/async",
+    ):
+        endpoint = path.strip("/").replace("/", "_")
+        bp.add_url_rule(path, endpoint, convert_route(path), methods=["POST"])
+
+    @bp.get("/v1/status/poll/<task_id>")
+    async def status_poll(task_id: str) -> Response:
+        return await task_lookup(f"/v1/status/poll/{task_id}", task_id)
+
+    @bp.get("/v1/result/<task_id>")
+    async def result(task_id: str) -> Response:
+        return await task_lookup(f"/v1/result/{task_id}", task_id)
+
+    return bp
