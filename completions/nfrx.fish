@@ -102,6 +102,7 @@ complete -c nfrx -n '__fish_seen_subcommand_from asr' -l client-id -r -F -d 'Sta
 complete -c nfrx -n '__fish_seen_subcommand_from asr' -l client-name -r -F -d 'Display name of this agent (default: the hostname)'
 complete -c nfrx -n '__fish_seen_subcommand_from asr' -l asr-base-url -r -F -d 'Base URL of the OpenAI-compatible transcription backend (faster-whisper-server, speaches, ...)'
 complete -c nfrx -n '__fish_seen_subcommand_from asr' -l asr-api-key -r -F -d 'Bearer key sent to the transcription backend (never the client\'s key)'
+complete -c nfrx -n '__fish_seen_subcommand_from asr' -l asr-models -r -F -d 'Comma-separated model ids to announce instead of reading the backend\'s /models (for servers without that route, such as faster-whisper-server)'
 complete -c nfrx -n '__fish_seen_subcommand_from asr' -l max-concurrency -r -F -d 'Requests this agent runs at once'
 complete -c nfrx -n '__fish_seen_subcommand_from asr' -l reconnect -s r -d 'Keep retrying when the server is unreachable or the tunnel drops (1 s x3, 5 s x3, 15 s x3, then every 30 s)'
 complete -c nfrx -n '__fish_seen_subcommand_from asr' -l request-timeout -r -F -d 'Longest a single backend request may run, in seconds'

@@ -28,6 +28,7 @@ def command(
     client_name: Annotated[str | None, typer.Option(help=doc(C, "client_name"))] = None,
     asr_base_url: Annotated[str | None, typer.Option(help=doc(C, "asr_base_url"))] = None,
     asr_api_key: Annotated[str | None, typer.Option(help=doc(C, "asr_api_key"))] = None,
+    asr_models: Annotated[str | None, typer.Option(help=doc(C, "asr_models"))] = None,
     max_concurrency: Annotated[int | None, typer.Option(help=doc(C, "max_concurrency"))] = None,
     reconnect: Annotated[
         bool | None, typer.Option("--reconnect", "-r", help=doc(C, "reconnect"))

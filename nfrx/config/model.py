@@ -375,6 +375,13 @@ class AsrAgentConfig(AgentConfig):
         doc="Bearer key sent to the transcription backend (never the client's key).",
         secret=True,
     )
+    asr_models: str = setting(
+        "",
+        env="ASR_MODELS",
+        doc="Comma-separated model ids to announce instead of reading the backend's /models "
+        "(for servers without that route, such as faster-whisper-server). Empty: read /models.",
+        listed=True,
+    )
 
 
 def env_name(cls: type[Any], field: str) -> str:

@@ -215,3 +215,21 @@ async def test_alias_match_renames_the_model_in_the_streamed_form(server: Server
     assert response.status_code == 200, response.text
     assert response.json()["text"] == "transcribed a.wav (3000 bytes) with whisper:1b-q4_0"
     assert backend.forms == [{"model": "whisper:1b-q4_0", "language": "en"}]
+
+
+async def test_a_backend_without_a_models_route_serves_the_configured_models(
+    server: Server,
+) -> None:
+    async with run_transcription(["whisper-1"]) as backend:
+        backend.models_route = False
+        async with (
+            run_plugin_agent(
+                server, "asr", {"ASR_BASE_URL": backend.base_url, "ASR_MODELS": "whisper-1"}
+            ),
+            _client(server) as client,
+        ):
+            assert [m.id for m in (await client.models.list()).data] == ["whisper-1"]
+            result = await client.audio.transcriptions.create(
+                file=("a.wav", b"RIFF0000", "audio/wav"), model="whisper-1"
+            )
+            assert result.text == "transcribed a.wav (8 bytes) with whisper-1"

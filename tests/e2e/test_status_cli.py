@@ -283,6 +283,10 @@ async def test_errors_are_one_line(server: Server) -> None:
     assert one_line_error(usage) == "nfrx status: give exactly one of --server URL or --agent URL"
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 async def test_watch_refreshes_until_ctrl_c(
     server: Server, backend: FixtureBackend, tmp_path: Path
 ) -> None:
@@ -293,6 +297,9 @@ async def test_watch_refreshes_until_ctrl_c(
                 env=clean_env({}),
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
+                # As from a terminal: a test run started in the background (nohup, `&` in a
+                # script) inherits SIGINT ignored, and Python then installs no Ctrl-C handler.
+                preexec_fn=_default_sigint,
             )
             assert process.stdout is not None
             assert process.stderr is not None

@@ -33,12 +33,21 @@ class AsrBackend:
         return {"authorization": f"Bearer {key}"} if key else {}
 
     async def probe(self) -> BackendState:
-        """GET ``<base>/models``; the ids of ``data[]`` are the models this agent serves."""
+        """GET ``<base>/models``; the ids of ``data[]`` are the models this agent serves.
+
+        With ``ASR_MODELS`` set, those ids are announced instead and any HTTP answer below 500
+        (a 404 from a server without the route included) counts as the backend being up.
+        """
         url = f"{self.base_url}/models"
         try:
             response = await self.client.get(url, headers=self._auth(), timeout=PROBE_TIMEOUT)
         except httpx.HTTPError as exc:
             raise BackendUnavailable(f"GET {url}: {type(exc).__name__}: {exc}") from None
+        configured = tuple(m.strip() for m in self.config.asr_models.split(",") if m.strip())
+        if configured:
+            if response.status_code >= 500:
+                raise BackendUnavailable(f"GET {url}: HTTP {response.status_code}")
+            return BackendState(models=configured)
         if response.status_code != 200:
             raise BackendUnavailable(f"GET {url}: HTTP {response.status_code}")
         try:

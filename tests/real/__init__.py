@@ -1,0 +1,1 @@
+"""Optional suites against real upstream services (marker ``real``); skipped unless enabled."""
