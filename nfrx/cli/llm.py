@@ -6,9 +6,7 @@ from typing import Annotated
 
 import typer
 
-from nfrx.cli.options import doc, fail
-from nfrx.cli.serve import PRINT_CONFIG_HELP
-from nfrx.config.load import ConfigError, load, render
+from nfrx.cli.options import PRINT_CONFIG_HELP, configure, doc, run_agent
 from nfrx.config.model import LlmAgentConfig
 
 HELP = (
@@ -52,36 +50,10 @@ def command(
     log_level: Annotated[str | None, typer.Option(help=doc(C, "log_level"))] = None,
     print_config: Annotated[bool, typer.Option("--print-config", help=PRINT_CONFIG_HELP)] = False,
 ) -> None:
-    try:
-        config = load(LlmAgentConfig, locals())
-    except ConfigError as exc:
-        raise fail(exc) from None
-    if print_config:
-        typer.echo(render(config), nl=False)
-        raise typer.Exit(0)
-    run(config)
+    run(configure(LlmAgentConfig, locals(), print_config=print_config))
 
 
 def run(config: LlmAgentConfig) -> None:
-    import trio
-
-    from nfrx import logs
-    from nfrx.agent.proxy import backend_client
-    from nfrx.agent.runtime import AgentExit, AgentRuntime
     from nfrx.plugins.llm.agent import LlmBackend
 
-    try:
-        logs.setup(config, command="llm")
-    except ConfigError as exc:
-        raise fail(exc) from None
-
-    async def main() -> None:
-        async with backend_client(config.max_concurrency) as client:
-            backend = LlmBackend(config, client)
-            await AgentRuntime(config, backend, backend_url=backend.base_url).run()
-
-    try:
-        trio.run(main)
-    except AgentExit as exc:
-        typer.echo(f"nfrx llm: {exc}", err=True)
-        raise typer.Exit(exc.code) from None
+    run_agent(config, "llm", lambda client: LlmBackend(config, client))

@@ -6,19 +6,13 @@ from typing import Annotated
 
 import typer
 
-from nfrx.cli.options import doc, fail
-from nfrx.config.load import ConfigError, load, render
+from nfrx.cli.options import PRINT_CONFIG_HELP, configure, doc, setup_logging
 from nfrx.config.model import ServerConfig
 
 HELP = (
     "Run the public server: the OpenAI-compatible API for clients under /api/llm/v1 and the "
     "WebSocket endpoint agents dial (/api/llm/connect). Settings come from the environment, "
     "overridden by these options. SIGTERM/SIGINT drains gracefully; a second one stops at once."
-)
-
-PRINT_CONFIG_HELP = (
-    "Print the effective settings (config file < environment < flags; secrets masked) as "
-    "YAML and exit."
 )
 
 
@@ -95,26 +89,15 @@ def command(
     log_level: Annotated[str | None, typer.Option(help=doc(ServerConfig, "log_level"))] = None,
     print_config: Annotated[bool, typer.Option("--print-config", help=PRINT_CONFIG_HELP)] = False,
 ) -> None:
-    try:
-        config = load(ServerConfig, locals())
-    except ConfigError as exc:
-        raise fail(exc) from None
-    if print_config:
-        typer.echo(render(config), nl=False)
-        raise typer.Exit(0)
-    run(config)
+    run(configure(ServerConfig, locals(), print_config=print_config))
 
 
 def run(config: ServerConfig) -> None:
     import trio
 
-    from nfrx import logs
     from nfrx.server.runner import run_server
 
-    try:
-        logs.setup(config, command="serve")
-    except ConfigError as exc:
-        raise fail(exc) from None
+    setup_logging(config, "serve")
     try:
         trio.run(run_server, config)
     except* OSError as group:

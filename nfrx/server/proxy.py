@@ -19,6 +19,7 @@ was ever started.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -26,6 +27,8 @@ from typing import TYPE_CHECKING
 
 import attrs
 import trio
+from quart import Response
+from werkzeug.datastructures import Headers
 
 from nfrx.headers import HOP_BY_HOP
 from nfrx.protocol import ResetCode
@@ -164,6 +167,35 @@ class Job:
         config = self.gateway.config
         self.deadline = trio.current_time() + config.request_timeout
         self.retries_left = config.llm_max_retries
+
+    @classmethod
+    def relay(
+        cls,
+        gateway: Gateway,
+        ticket: Ticket,
+        *,
+        path: str,
+        body: bytes | Upload,
+        label: str,
+        cleanups: list[Callable[[], None]],
+        style: ErrorStyle = "openai",
+        rewrite: Callable[[bytes, str], bytes] | None = None,
+    ) -> Job:
+        """The job for the current client request: POST ``path`` with ``body``, the client's
+        forwarded headers, and the ticket's place in the queue given up when the request ends."""
+        cleanups.append(functools.partial(gateway.queue.abandon, ticket))
+        return cls(
+            gateway=gateway,
+            ticket=ticket,
+            method="POST",
+            path=path,
+            headers=gateway.forwarded_headers(ticket.request_id),
+            body=body,
+            request_id=ticket.request_id,
+            label=label,
+            style=style,
+            rewrite=rewrite,
+        )
 
     # -- dispatch ------------------------------------------------------------------------------
 
@@ -321,6 +353,11 @@ class Job:
         headers.append(("X-Request-Id", self.request_id))
         return headers, event_stream
 
+    def response(self, exchange: Exchange, head: ResponseHead) -> Response:
+        """The agent's answer passed through to the client as it streams in."""
+        headers, event_stream = self.response_parts(exchange, head)
+        return streaming_response(self.answer(exchange, head, event_stream), head.status, headers)
+
     def answer(
         self, exchange: Exchange, head: ResponseHead, event_stream: bool
     ) -> AsyncIterator[bytes]:
@@ -465,6 +502,16 @@ async def open_exchange(
         raise AttemptFailed(late, retryable=False)
     exchange.status = head.status
     return exchange, head
+
+
+def streaming_response(
+    body: AsyncIterator[bytes], status: int, headers: list[tuple[str, str]]
+) -> Response:
+    """A Quart response for a relayed body. Its deadline is nfrx's own (REQUEST_TIMEOUT, the
+    idle timeout): Quart's 60 s default would cut long generations and conversions."""
+    response = Response(body, status=status, headers=Headers(headers))
+    response.timeout = None
+    return response
 
 
 def _json(value: object) -> bytes:

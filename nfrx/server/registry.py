@@ -17,7 +17,7 @@ import trio
 from nfrx.server.usage import Usage
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable
 
     from nfrx.transport.session import TunnelSession
 
@@ -143,11 +143,6 @@ class AgentRegistry:
             for model in agent.models:
                 table.setdefault(model, []).append(agent)
         return table
-
-    def serving(self, kind: str, model: str) -> Iterator[AgentRecord]:
-        for agent in self.agents(kind):
-            if model in agent.models:
-                yield agent
 
     # -- dispatch ------------------------------------------------------------------------------
 

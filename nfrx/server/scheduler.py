@@ -20,6 +20,14 @@ if TYPE_CHECKING:
 _ALIAS = re.compile(r"^([^:]+):([^-\s]+)(-.+)?$")
 
 
+ALIAS_SCORE = 0.5
+"""The original's score for an alias match: ``LLM_MIN_SCORE`` above it turns aliasing off."""
+
+
+def aliases_allowed(min_score: float) -> bool:
+    return min_score <= ALIAS_SCORE
+
+
 def alias_key(model: str) -> str | None:
     """``name:size`` of a model id, or None when it has no such shape."""
     match = _ALIAS.match(model)

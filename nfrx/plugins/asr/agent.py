@@ -3,18 +3,18 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import httpx
-
+from nfrx.agent.probe import openai_models, probe_get
 from nfrx.agent.proxy import Outcome, forward
-from nfrx.agent.runtime import BackendState, BackendUnavailable
+from nfrx.agent.runtime import BackendState
 
 if TYPE_CHECKING:
+    import httpx
+
     from nfrx.config.model import AsrAgentConfig
     from nfrx.transport.streams import IncomingStream
 
-PROBE_TIMEOUT = 10.0
 PROBE_INTERVAL = 20.0
 """Seconds between re-reads of the backend's models while it answers (the original's interval)."""
 
@@ -38,24 +38,11 @@ class AsrBackend:
         With ``ASR_MODELS`` set, those ids are announced instead and any HTTP answer below 500
         (a 404 from a server without the route included) counts as the backend being up.
         """
-        url = f"{self.base_url}/models"
-        try:
-            response = await self.client.get(url, headers=self._auth(), timeout=PROBE_TIMEOUT)
-        except httpx.HTTPError as exc:
-            raise BackendUnavailable(f"GET {url}: {type(exc).__name__}: {exc}") from None
         configured = tuple(m.strip() for m in self.config.asr_models.split(",") if m.strip())
         if configured:
-            if response.status_code >= 500:
-                raise BackendUnavailable(f"GET {url}: HTTP {response.status_code}")
+            await probe_get(self.client, f"{self.base_url}/models", self._auth(), ok_below=500)
             return BackendState(models=configured)
-        if response.status_code != 200:
-            raise BackendUnavailable(f"GET {url}: HTTP {response.status_code}")
-        try:
-            payload: Any = response.json()
-            models = tuple(str(item["id"]) for item in payload["data"])
-        except (ValueError, KeyError, TypeError):
-            raise BackendUnavailable(f"GET {url}: not an OpenAI model list") from None
-        return BackendState(models=models)
+        return BackendState(models=await openai_models(self.client, self.base_url, self._auth()))
 
     async def handle(self, stream: IncomingStream) -> Outcome:
         return await forward(self.client, self.base_url, stream, api_key=self.config.asr_api_key)

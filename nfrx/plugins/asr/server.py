@@ -10,27 +10,24 @@ state and metrics are the LLM plugin's, through :class:`~nfrx.server.proxy.Job`.
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from quart import Blueprint, Response, request
-from werkzeug.datastructures import Headers
 
 from nfrx.server.agent_socket import serve_agent
-from nfrx.server.http_errors import HttpError, model_not_found
+from nfrx.server.catalog import ModelCatalog
+from nfrx.server.http_errors import HttpError
 from nfrx.server.proxy import Job
 from nfrx.server.queue import Ticket
+from nfrx.server.scheduler import aliases_allowed
 from nfrx.server.upload import multipart_boundary, read_field
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     from nfrx.server.gateway import Gateway
-    from nfrx.server.registry import AgentRecord
 
 KIND = "asr"
-
-ALIAS_SCORE = 0.5
-"""The score of an alias match (as for LLM models): ``LLM_MIN_SCORE`` above it turns it off."""
 
 RELAYED_PATHS = ("/audio/transcriptions", "/audio/translations")
 """Relayed as they are; each also exists under ``/api/asr/id/{agent}/v1``."""
@@ -40,39 +37,9 @@ def _bad_request(code: str, message: str) -> HttpError:
     return HttpError(400, code, message, type="invalid_request_error")
 
 
-def agent_not_found(agent_id: str) -> HttpError:
-    return HttpError(
-        404,
-        "agent_not_found",
-        f"no {KIND} agent with id {agent_id!r} is connected",
-        type="invalid_request_error",
-    )
-
-
 def blueprint(gateway: Gateway) -> Blueprint:
     bp = Blueprint(KIND, __name__, url_prefix=f"/api/{KIND}")
-    registry = gateway.registry
-
-    def model_table(agent_id: str | None) -> dict[str, list[AgentRecord]]:
-        if agent_id is None:
-            return registry.models(KIND)
-        agent = registry.get(KIND, agent_id)
-        if agent is None or agent.session.closed:
-            raise agent_not_found(agent_id)
-        return {model: [agent] for model in agent.models}
-
-    def model_object(model: str, agents: list[AgentRecord]) -> dict[str, Any]:
-        return {
-            "id": model,
-            "object": "model",
-            "created": registry.model_created(KIND, model),
-            "owned_by": ",".join(sorted(a.name for a in agents)),
-        }
-
-    def missing(agent_id: str | None, model: str) -> HttpError:
-        if agent_id is not None and registry.get(KIND, agent_id) is None:
-            return agent_not_found(agent_id)
-        return model_not_found(model)
+    catalog = ModelCatalog(gateway, KIND)
 
     @bp.before_request
     async def admit() -> None:
@@ -82,24 +49,12 @@ def blueprint(gateway: Gateway) -> Blueprint:
     async def connect() -> Response | None:
         return await serve_agent(gateway, KIND)
 
-    @bp.get("/v1/models")
-    @bp.get("/id/<agent_id>/v1/models")
-    async def list_models(agent_id: str | None = None) -> dict[str, Any]:
-        data = [model_object(m, agents) for m, agents in sorted(model_table(agent_id).items())]
-        return {"object": "list", "data": data}
-
-    @bp.get("/v1/models/<path:model_id>")
-    @bp.get("/id/<agent_id>/v1/models/<path:model_id>")
-    async def retrieve_model(model_id: str, agent_id: str | None = None) -> dict[str, Any]:
-        agents = model_table(agent_id).get(model_id)
-        if not agents:
-            raise model_not_found(model_id)
-        return model_object(model_id, agents)
+    catalog.add_routes(bp)
 
     async def relay(path: str, agent_id: str | None) -> Response:
         request_id = gateway.request_id()
         if agent_id is not None:
-            model_table(agent_id)  # 404 at once for an unknown agent
+            catalog.table(agent_id)  # 404 at once for an unknown agent
         boundary = multipart_boundary(request.headers.get("Content-Type"))
         if boundary is None:
             raise _bad_request(
@@ -119,28 +74,20 @@ def blueprint(gateway: Gateway) -> Blueprint:
             request_id=request_id,
             agent_id=agent_id,
             # Same alias rule as the LLM routes; the spooled form field is renamed on replay.
-            aliases=gateway.config.llm_min_score <= ALIAS_SCORE,
-            missing=functools.partial(missing, agent_id, model),
-        )
-        job = Job(
-            gateway=gateway,
-            ticket=ticket,
-            method="POST",
-            path=path,
-            headers=gateway.forwarded_headers(request_id),
-            body=upload,
-            request_id=request_id,
-            label=f"POST {prefix}/v1{path}",
+            aliases=aliases_allowed(gateway.config.llm_min_score),
+            missing=functools.partial(catalog.missing, agent_id, model),
         )
         cleanups = gateway.cleanups()
-        cleanups.append(functools.partial(gateway.queue.abandon, ticket))
-        exchange, head = await job.start(cleanups)
-        headers, event_stream = job.response_parts(exchange, head)
-        response = Response(
-            job.answer(exchange, head, event_stream), status=head.status, headers=Headers(headers)
+        job = Job.relay(
+            gateway,
+            ticket,
+            path=path,
+            body=upload,
+            label=f"POST {prefix}/v1{path}",
+            cleanups=cleanups,
         )
-        response.timeout = None  # Quart's 60 s default would cut long transcriptions
-        return response
+        exchange, head = await job.start(cleanups)
+        return job.response(exchange, head)
 
     def route(path: str) -> Callable[..., Awaitable[Response]]:
         async def handler(agent_id: str | None = None) -> Response:

@@ -9,19 +9,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import httpx
-
+from nfrx.agent.probe import probe_get
 from nfrx.agent.proxy import Outcome, forward
-from nfrx.agent.runtime import BackendState, BackendUnavailable
+from nfrx.agent.runtime import BackendState
 
 if TYPE_CHECKING:
+    import httpx
+
     from nfrx.config.model import DoclingAgentConfig
     from nfrx.transport.streams import IncomingStream
 
 MODEL = "docling"
 """The pseudo-model every Docling agent announces (the server routes on it)."""
 
-PROBE_TIMEOUT = 10.0
 PROBE_INTERVAL = 20.0
 """Seconds between health probes while the backend is healthy (the original's interval)."""
 
@@ -41,13 +41,7 @@ class DoclingBackend:
 
     async def probe(self) -> BackendState:
         """GET ``<base>/health``: any 200 means ready."""
-        url = f"{self.base_url}/health"
-        try:
-            response = await self.client.get(url, headers=dict(self._auth()), timeout=PROBE_TIMEOUT)
-        except httpx.HTTPError as exc:
-            raise BackendUnavailable(f"GET {url}: {type(exc).__name__}: {exc}") from None
-        if response.status_code != 200:
-            raise BackendUnavailable(f"GET {url}: HTTP {response.status_code}")
+        await probe_get(self.client, f"{self.base_url}/health", dict(self._auth()), ok_below=201)
         return BackendState(models=(MODEL,))
 
     async def handle(self, stream: IncomingStream) -> Outcome:

@@ -15,13 +15,11 @@ no slot (they are cheap, and must not wait behind conversions on the agent that 
 from __future__ import annotations
 
 import collections
-import functools
 import json
 from typing import TYPE_CHECKING, Any
 
 import trio
 from quart import Blueprint, Response, request
-from werkzeug.datastructures import Headers
 
 from nfrx.server.agent_socket import serve_agent
 from nfrx.server.http_errors import HttpError
@@ -32,6 +30,7 @@ from nfrx.server.proxy import (
     open_exchange,
     relay_body,
     response_headers,
+    streaming_response,
 )
 from nfrx.server.queue import Ticket
 from nfrx.transport.errors import StreamReset, TunnelClosed
@@ -80,12 +79,6 @@ def task_agent_gone(task_id: str, agent_id: str) -> HttpError:
         "connected; the task is lost with it",
         type="invalid_request_error",
     )
-
-
-def _response(body: AsyncIterator[bytes], status: int, headers: list[tuple[str, str]]) -> Response:
-    response = Response(body, status=status, headers=Headers(headers))
-    response.timeout = None  # conversions of large documents take long
-    return response
 
 
 async def _single(body: bytes) -> AsyncIterator[bytes]:
@@ -147,27 +140,24 @@ def blueprint(gateway: Gateway) -> Blueprint:
         request_id = gateway.request_id()
         upload = gateway.upload()
         ticket = Ticket(kind=KIND, model=MODEL, request_id=request_id, missing=_no_agent)
-        job = Job(
-            gateway=gateway,
-            ticket=ticket,
-            method="POST",
-            path=path,
-            headers=gateway.forwarded_headers(request_id),
-            body=upload,
-            request_id=request_id,
-            label=f"POST /api/{KIND}{path}",
-        )
         cleanups = gateway.cleanups()
-        cleanups.append(functools.partial(gateway.queue.abandon, ticket))
+        job = Job.relay(
+            gateway,
+            ticket,
+            path=path,
+            body=upload,
+            label=f"POST /api/{KIND}{path}",
+            cleanups=cleanups,
+        )
         exchange, head = await job.start(cleanups)
-        headers, event_stream = job.response_parts(exchange, head)
         if path.endswith("/async") and not head.end:
+            headers, _ = job.response_parts(exchange, head)
             body = await read_answer(exchange, ASYNC_ANSWER_LIMIT)
             task_id = task_id_of(body)
             if task_id is not None and head.status < 300:
                 remember(task_id, exchange.agent.id)
-            return _response(_single(body), head.status, headers)
-        return _response(job.answer(exchange, head, event_stream), head.status, headers)
+            return streaming_response(_single(body), head.status, headers)
+        return job.response(exchange, head)
 
     async def task_lookup(path: str, task_id: str) -> Response:
         request_id = gateway.request_id()
@@ -202,11 +192,11 @@ def blueprint(gateway: Gateway) -> Blueprint:
         headers.append(("X-Request-Id", request_id))
         if head.end:
             exchange.finish(failed=False)
-            return _response(_single(b""), head.status, headers)
+            return streaming_response(_single(b""), head.status, headers)
         body = relay_body(
             exchange, is_event_stream(headers), "openai", gateway.config.llm_idle_timeout
         )
-        return _response(body, head.status, headers)
+        return streaming_response(body, head.status, headers)
 
     def convert_route(path: str) -> Callable[[], Awaitable[Response]]:
         async def handler() -> Response:

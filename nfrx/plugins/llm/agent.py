@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import httpx
-
+from nfrx.agent.probe import openai_models
 from nfrx.agent.proxy import Outcome, forward
-from nfrx.agent.runtime import BackendState, BackendUnavailable
+from nfrx.agent.runtime import BackendState
 
 if TYPE_CHECKING:
+    import httpx
+
     from nfrx.config.model import LlmAgentConfig
     from nfrx.transport.streams import IncomingStream
-
-PROBE_TIMEOUT = 10.0
 
 
 class LlmBackend:
@@ -33,18 +32,7 @@ class LlmBackend:
     async def probe(self) -> BackendState:
         """GET ``<base>/models``; the ids of ``data[]`` are the models this agent serves (an empty
         list is a valid answer). Anything but a 200 with an OpenAI model list means not ready."""
-        url = f"{self.base_url}/models"
-        try:
-            response = await self.client.get(url, headers=self._auth(), timeout=PROBE_TIMEOUT)
-        except httpx.HTTPError as exc:
-            raise BackendUnavailable(f"GET {url}: {type(exc).__name__}: {exc}") from None
-        if response.status_code != 200:
-            raise BackendUnavailable(f"GET {url}: HTTP {response.status_code}")
-        try:
-            payload: Any = response.json()
-            models = tuple(str(item["id"]) for item in payload["data"])
-        except (ValueError, KeyError, TypeError):
-            raise BackendUnavailable(f"GET {url}: not an OpenAI model list") from None
+        models = await openai_models(self.client, self.base_url, self._auth())
         return BackendState(models=models, embedding_batch_size=self.embedding_batch_size)
 
     async def handle(self, stream: IncomingStream) -> Outcome:

@@ -128,12 +128,7 @@ async def run_split(
     if single:
         # One batch covers it all: relay the request and its answer untouched.
         exchange, head = await job.start(cleanups, grant)
-        headers, event_stream = job.response_parts(exchange, head)
-        response = Response(
-            job.answer(exchange, head, event_stream), status=head.status, headers=Headers(headers)
-        )
-        response.timeout = None
-        return response
+        return job.response(exchange, head)
     while True:
         fatal, last_error = await _run_agents(job, payload, plan, agents, cleanups)
         if isinstance(fatal, _UpstreamAnswer):

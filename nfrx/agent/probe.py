@@ -1,0 +1,41 @@
+"""Probing a local service over HTTP: one GET, its failures as :class:`BackendUnavailable`."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from nfrx.agent.runtime import BackendUnavailable
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+PROBE_TIMEOUT = 10.0
+
+
+async def probe_get(
+    client: httpx.AsyncClient, url: str, headers: Mapping[str, str], *, ok_below: int
+) -> httpx.Response:
+    """GET ``url``; raises :class:`BackendUnavailable` unless it answers with a status below
+    ``ok_below``."""
+    try:
+        response = await client.get(url, headers=dict(headers), timeout=PROBE_TIMEOUT)
+    except httpx.HTTPError as exc:
+        raise BackendUnavailable(f"GET {url}: {type(exc).__name__}: {exc}") from None
+    if response.status_code >= ok_below:
+        raise BackendUnavailable(f"GET {url}: HTTP {response.status_code}")
+    return response
+
+
+async def openai_models(
+    client: httpx.AsyncClient, base_url: str, headers: Mapping[str, str]
+) -> tuple[str, ...]:
+    """The ids of ``GET <base_url>/models``'s ``data[]`` (an empty list is a valid answer)."""
+    url = f"{base_url}/models"
+    response = await probe_get(client, url, headers, ok_below=201)  # 200 only
+    try:
+        payload: Any = response.json()
+        return tuple(str(item["id"]) for item in payload["data"])
+    except (ValueError, KeyError, TypeError):
+        raise BackendUnavailable(f"GET {url}: not an OpenAI model list") from None

@@ -1,0 +1,75 @@
+"""The OpenAI-style model catalogue every model-serving plugin (``llm``, ``asr``) exposes.
+
+``GET /v1/models`` and ``/v1/models/{id}`` (and their ``/id/{agent}`` variants) list what the
+connected agents of one kind serve; :meth:`ModelCatalog.missing` says why a request for a model
+cannot be served (unknown model, or unknown agent on a targeted route).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from nfrx.server.http_errors import HttpError, model_not_found
+
+if TYPE_CHECKING:
+    from quart import Blueprint
+
+    from nfrx.server.gateway import Gateway
+    from nfrx.server.registry import AgentRecord
+
+
+def agent_not_found(kind: str, agent_id: str) -> HttpError:
+    return HttpError(
+        404,
+        "agent_not_found",
+        f"no {kind} agent with id {agent_id!r} is connected",
+        type="invalid_request_error",
+    )
+
+
+class ModelCatalog:
+    def __init__(self, gateway: Gateway, kind: str) -> None:
+        self.registry = gateway.registry
+        self.kind = kind
+
+    def table(self, agent_id: str | None) -> dict[str, list[AgentRecord]]:
+        """Model id -> agents serving it (only agent ``agent_id``, 404 if it is not connected)."""
+        if agent_id is None:
+            return self.registry.models(self.kind)
+        agent = self.registry.get(self.kind, agent_id)
+        if agent is None or agent.session.closed:
+            raise agent_not_found(self.kind, agent_id)
+        return {model: [agent] for model in agent.models}
+
+    def model_object(self, model: str, agents: list[AgentRecord]) -> dict[str, Any]:
+        return {
+            "id": model,
+            "object": "model",
+            "created": self.registry.model_created(self.kind, model),
+            "owned_by": ",".join(sorted(a.name for a in agents)),
+        }
+
+    def missing(self, agent_id: str | None, model: str) -> HttpError:
+        """Why no agent can serve ``model`` (on ``agent_id`` only, if given)."""
+        if agent_id is not None and self.registry.get(self.kind, agent_id) is None:
+            return agent_not_found(self.kind, agent_id)
+        return model_not_found(model)
+
+    def add_routes(self, bp: Blueprint) -> None:
+        """The models routes, under the blueprint's prefix."""
+
+        async def list_models(agent_id: str | None = None) -> dict[str, Any]:
+            table = sorted(self.table(agent_id).items())
+            return {"object": "list", "data": [self.model_object(m, a) for m, a in table]}
+
+        async def retrieve_model(model_id: str, agent_id: str | None = None) -> dict[str, Any]:
+            agents = self.table(agent_id).get(model_id)
+            if not agents:
+                raise model_not_found(model_id)
+            return self.model_object(model_id, agents)
+
+        for prefix in ("", "/id/<agent_id>"):
+            bp.add_url_rule(f"{prefix}/v1/models", view_func=list_models, methods=["GET"])
+            bp.add_url_rule(
+                f"{prefix}/v1/models/<path:model_id>", view_func=retrieve_model, methods=["GET"]
+            )
