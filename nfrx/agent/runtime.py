@@ -54,6 +54,9 @@ log = logging.getLogger("nfrx.agent")
 FATAL_REFUSALS = frozenset({"unsupported_version", "wrong_kind", "missing_id", "http_401"})
 """Refusals that retrying cannot fix: the agent exits even with --reconnect."""
 
+GOODBYE_GRACE = 5.0
+"""Seconds a drained agent waits for the server to close the tunnel after its Goodbye."""
+
 NOT_READY_POLL_INTERVAL = 2.0
 """Longest wait between probes of a backend that is not ready, so its recovery shows quickly."""
 
@@ -455,9 +458,13 @@ class AgentRuntime:
         self._stopping = True
         session = self.session
         if session is not None:
-            # Closing the session lets the connect loop return by itself; cancelling the whole
-            # tree now would also stop trio-websocket's reader and make the close handshake wait
-            # for its timeout.
+            # Say goodbye and let the server close the tunnel: it reads frames in order, so by
+            # then it has relayed every byte sent before. Closing from this side could make the
+            # server's web framework drop messages still queued when the close arrives. Closing
+            # the session (not cancelling the tree) lets the connect loop return by itself.
+            session.send_control(Goodbye(reason="agent drained"))
+            with trio.move_on_after(GOODBYE_GRACE):
+                await session.finished.wait()
             await session.flush_and_close("agent drained")
         else:
             cancel_scope.cancel()

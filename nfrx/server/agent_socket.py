@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, cast
 from quart import Response, websocket
 
 from nfrx._version import __version__
-from nfrx.protocol import PROTOCOL_VERSION, Frame, Refuse, Status, Welcome
+from nfrx.protocol import PROTOCOL_VERSION, Frame, Goodbye, Refuse, Status, Welcome
 from nfrx.server import auth
 from nfrx.server.registry import AgentRecord, DuplicateAgent
 from nfrx.transport.errors import HandshakeFailed
@@ -82,7 +82,10 @@ async def serve_agent(gateway: Gateway, kind: str) -> Response | None:
     record: AgentRecord | None = None
 
     def on_frame(frame: Frame) -> None:
-        if isinstance(frame, Status) and record is not None:
+        if isinstance(frame, Goodbye):
+            # Every frame the agent sent before has been handled: closing now loses nothing.
+            session.close(f"agent said goodbye ({frame.reason})")
+        elif isinstance(frame, Status) and record is not None:
             gateway.registry.update(
                 record,
                 models=frame.models,
