@@ -81,6 +81,9 @@ class Backend(Protocol):
     poll_interval: float
     """Seconds between probes while the backend is ready."""
 
+    # A backend may also define ``hello_options``: (name, value) pairs sent in its Hello
+    # (see :attr:`nfrx.protocol.frames.Hello.options`).
+
     async def probe(self) -> BackendState:
         """Ask the local service what it serves; raises :class:`BackendUnavailable`."""
         ...
@@ -260,6 +263,7 @@ class AgentRuntime:
             max_concurrency=status.max_concurrency,
             status=status.status,
             embedding_batch_size=status.embedding_batch_size,
+            options=tuple(getattr(self.backend, "hello_options", ())),
         )
         headers = []
         if self.config.client_key:

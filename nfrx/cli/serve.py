@@ -67,6 +67,34 @@ def command(
     llm_max_parallel_embeddings: Annotated[
         int | None, typer.Option(help=doc(ServerConfig, "llm_max_parallel_embeddings"))
     ] = None,
+    mcp_max_req_bytes: Annotated[
+        int | None, typer.Option(help=doc(ServerConfig, "mcp_max_req_bytes"))
+    ] = None,
+    mcp_max_resp_bytes: Annotated[
+        int | None, typer.Option(help=doc(ServerConfig, "mcp_max_resp_bytes"))
+    ] = None,
+    mcp_max_concurrency_per_client: Annotated[
+        int | None, typer.Option(help=doc(ServerConfig, "mcp_max_concurrency_per_client"))
+    ] = None,
+    mcp_max_streams_per_client: Annotated[
+        int | None, typer.Option(help=doc(ServerConfig, "mcp_max_streams_per_client"))
+    ] = None,
+    mcp_call_timeout: Annotated[
+        float | None, typer.Option(help=doc(ServerConfig, "mcp_call_timeout"))
+    ] = None,
+    mcp_call_max: Annotated[
+        float | None, typer.Option(help=doc(ServerConfig, "mcp_call_max"))
+    ] = None,
+    mcp_session_idle: Annotated[
+        float | None, typer.Option(help=doc(ServerConfig, "mcp_session_idle"))
+    ] = None,
+    mcp_max_sessions_per_client: Annotated[
+        int | None, typer.Option(help=doc(ServerConfig, "mcp_max_sessions_per_client"))
+    ] = None,
+    mcp_allowed_hosts: Annotated[
+        str | None, typer.Option(help=doc(ServerConfig, "mcp_allowed_hosts"))
+    ] = None,
+    public_url: Annotated[str | None, typer.Option(help=doc(ServerConfig, "public_url"))] = None,
     config_file: Annotated[
         str | None, typer.Option("--config", help=doc(ServerConfig, "config_file"))
     ] = None,

@@ -157,6 +157,77 @@ class ServerConfig:
         doc="Most agents one embeddings request is split across.",
         minimum=1,
     )
+    mcp_max_req_bytes: int = setting(
+        10 * MiB,
+        env="BROKER_MAX_REQ_BYTES",
+        doc="Largest MCP message a client may POST to /api/mcp/id/..., in bytes (413 before "
+        "it reaches the agent).",
+        positive=True,
+    )
+    mcp_max_resp_bytes: int = setting(
+        10 * MiB,
+        env="BROKER_MAX_RESP_BYTES",
+        doc="Largest single MCP message (a JSON body or one SSE event) a provider may answer, "
+        "in bytes; a bigger one is replaced by a JSON-RPC error (MCP_LIMIT_EXCEEDED).",
+        positive=True,
+    )
+    mcp_max_concurrency_per_client: int = setting(
+        16,
+        env="BROKER_MAX_CONCURRENCY_PER_CLIENT",
+        doc="JSON-RPC requests one MCP relay may have in flight (notifications and replies "
+        "to the provider's own requests never count); more answer 429 with Retry-After.",
+        positive=True,
+    )
+    mcp_max_streams_per_client: int = setting(
+        16,
+        env="MCP_MAX_STREAMS_PER_CLIENT",
+        doc="Long-lived MCP streams (GET streams, subscriptions/listen) one relay may have "
+        "open; more answer 429.",
+        positive=True,
+    )
+    mcp_call_timeout: float = setting(
+        30.0,
+        env="MCP_CALL_TIMEOUT",
+        doc="Seconds an MCP request may go without any activity from the provider (progress, "
+        "messages on its stream, sampling/elicitation round trips) before it is cancelled "
+        "and answered with a JSON-RPC error (MCP_TIMEOUT). GET streams, subscriptions/listen "
+        "and initialize are exempt.",
+        positive=True,
+    )
+    mcp_call_max: float = setting(
+        600.0,
+        env="MCP_CALL_MAX",
+        doc="Longest an MCP request may run in total, whatever its progress.",
+        positive=True,
+    )
+    mcp_session_idle: float = setting(
+        1800.0,
+        env="MCP_SESSION_IDLE",
+        doc="Seconds an MCP session may stay unused before the server forgets it and asks the "
+        "agent to end it (DELETE); its client then gets 404 and re-initializes.",
+        positive=True,
+    )
+    mcp_max_sessions_per_client: int = setting(
+        1000,
+        env="MCP_MAX_SESSIONS_PER_CLIENT",
+        doc="MCP sessions one relay may hold; a new initialize past it answers 503.",
+        positive=True,
+    )
+    mcp_allowed_hosts: str = setting(
+        "",
+        env="MCP_ALLOWED_HOSTS",
+        doc="Comma-separated Host header values (host or host:port) MCP requests must carry, "
+        "against DNS rebinding (e.g. 127.0.0.1,localhost for a local-only server). Empty: any "
+        "host (a reverse proxy in front usually checks it).",
+        listed=True,
+    )
+    public_url: str = setting(
+        "",
+        env="PUBLIC_URL",
+        doc="Public base URL of this server (https://host), used where nfrx must tell clients "
+        "its own address (MCP OAuth metadata of pass-through relays). Empty: taken from each "
+        "request's Host.",
+    )
     config_file: str = setting(
         "",
         env="CONFIG_FILE",
@@ -387,3 +458,96 @@ class AsrAgentConfig(AgentConfig):
 def env_name(cls: type[Any], field: str) -> str:
     env: str = attrs.fields_dict(cls)[field].metadata["env"]
     return env
+
+
+@attrs.frozen(kw_only=True)
+class McpAgentConfig(AgentConfig):
+    """``nfrx mcp``."""
+
+    config_name: ClassVar[str] = "mcp"
+
+    server_url: str = setting(
+        "ws://127.0.0.1:8080/api/mcp/connect",
+        env="SERVER_URL",
+        doc="WebSocket URL of the server's tunnel endpoint (ws:// or wss://).",
+    )
+    mcp_http_url: str = setting(
+        "",
+        env="MCP_HTTP_URL",
+        doc="Streamable HTTP endpoint of the MCP provider (e.g. http://127.0.0.1:7777/mcp). "
+        "Exactly one of this and MCP_STDIO_COMMAND.",
+    )
+    mcp_http_timeout: float = setting(
+        30.0,
+        env="MCP_HTTP_TIMEOUT",
+        doc="Seconds to connect to the HTTP provider and to answer a probe (calls themselves "
+        "are bounded by the server's MCP_CALL_TIMEOUT and MCP_CALL_MAX).",
+        positive=True,
+    )
+    mcp_http_insecure_skip_verify: bool = setting(
+        False,
+        env="MCP_HTTP_INSECURE_SKIP_VERIFY",
+        doc="Do not verify the HTTP provider's TLS certificate (self-signed test setups only).",
+    )
+    mcp_stdio_command: str = setting(
+        "",
+        env="MCP_STDIO_COMMAND",
+        doc="Command that runs the MCP provider over stdio (arguments after --, or "
+        "MCP_STDIO_ARGS). Must be an absolute path unless MCP_STDIO_ALLOW_RELATIVE.",
+    )
+    mcp_stdio_args: str = setting(
+        "",
+        env="MCP_STDIO_ARGS",
+        doc="Comma-separated arguments for MCP_STDIO_COMMAND (arguments after -- replace them).",
+        listed=True,
+    )
+    mcp_stdio_env: str = setting(
+        "",
+        env="MCP_STDIO_ENV",
+        doc="Comma-separated environment for the stdio provider: KEY passes the agent's own "
+        "value, KEY=value sets one. Nothing else is inherited but PATH, HOME, LANG and TMPDIR.",
+        listed=True,
+    )
+    mcp_stdio_workdir: str = setting(
+        "",
+        env="MCP_STDIO_WORKDIR",
+        doc="Working directory of the stdio provider (default: the agent's).",
+    )
+    mcp_stdio_allow_relative: bool = setting(
+        False,
+        env="MCP_STDIO_ALLOW_RELATIVE",
+        doc="Allow a relative MCP_STDIO_COMMAND, looked up on PATH.",
+    )
+    mcp_stdio_max_processes: int = setting(
+        32,
+        env="MCP_STDIO_MAX_PROCESSES",
+        doc="Most stdio provider processes at once (one per legacy session, plus a warm "
+        "spare); a new session past it answers 503.",
+        positive=True,
+    )
+    mcp_session_idle: float = setting(
+        1800.0,
+        env="MCP_SESSION_IDLE",
+        doc="Seconds a stdio session may stay unused before its process is stopped.",
+        positive=True,
+    )
+    mcp_max_inflight: int = setting(
+        16,
+        env="MCP_MAX_INFLIGHT",
+        doc="JSON-RPC requests this relay serves at once (the server answers 429 past it).",
+        positive=True,
+    )
+    auth_token: str = setting(
+        "",
+        env="AUTH_TOKEN",
+        doc="Bearer token MCP clients may send instead of the server's API_KEY, so this relay's "
+        "URL can be shared without the API key. Only its SHA-256 reaches the server.",
+        secret=True,
+    )
+    mcp_auth_passthrough: bool = setting(
+        False,
+        env="MCP_AUTH_PASSTHROUGH",
+        doc="Pass the client's Authorization header to the provider and let the provider do "
+        "OAuth (the server then applies no key of its own to this relay; WWW-Authenticate and "
+        "the protected-resource metadata are rewritten to the public URL).",
+    )

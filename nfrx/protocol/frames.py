@@ -54,6 +54,9 @@ class Hello:
     embedding_batch_size: int = 0
     window: int
     """Bytes of request body the server may send on each new stream before waiting for Credit."""
+    options: Headers = ()
+    """Plugin-specific (name, value) pairs the server keeps with the agent's record (the MCP
+    relay announces its transport and the SHA-256 of its AUTH_TOKEN here, never the token)."""
 
 
 @attrs.frozen(kw_only=True)

@@ -115,6 +115,7 @@ async def serve_agent(gateway: Gateway, kind: str) -> Response | None:
         max_concurrency=hello.max_concurrency,
         status=hello.status,
         embedding_batch_size=hello.embedding_batch_size,
+        options=dict(hello.options),
     )
     try:
         gateway.registry.add(record)

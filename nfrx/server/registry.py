@@ -45,6 +45,8 @@ class AgentRecord:
     max_concurrency: int = 1
     status: str = AgentStatus.READY
     embedding_batch_size: int = 0
+    options: dict[str, str] = attrs.field(factory=dict)
+    """What the agent announced in its Hello's ``options`` (plugin-specific)."""
     inflight: int = 0
     processed_total: int = 0
     failures_total: int = 0
