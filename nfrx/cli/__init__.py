@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from nfrx.cli import asr, completion, docling, llm, serve, status
+from nfrx.cli import asr, completion, docling, llm, mcp, serve, status
 
 app = typer.Typer(
     name="nfrx",
@@ -46,6 +46,7 @@ def main_callback(
 
 app.command("serve", help=serve.HELP, no_args_is_help=False)(serve.command)
 app.command("llm", help=llm.HELP, no_args_is_help=False)(llm.command)
+app.command("mcp", help=mcp.HELP, no_args_is_help=False)(mcp.command)
 app.command("docling", help=docling.HELP, no_args_is_help=False)(docling.command)
 app.command("asr", help=asr.HELP, no_args_is_help=False)(asr.command)
 app.command("status", help=status.HELP, no_args_is_help=False)(status.command)

@@ -158,6 +158,10 @@ def render_server(state: dict[str, Any]) -> str:
             )
         else:
             parts.append("  (no agents connected)")
+        relays = plugin.get("relays")
+        if relays is not None:
+            parts.append(_render_relays(kind, relays))
+            continue  # relays are addressed by id: no models, no queue
         models = plugin.get("models", [])
         parts.append(f"\n{kind}: models ({len(models)})")
         if models:
@@ -178,6 +182,44 @@ def render_server(state: dict[str, Any]) -> str:
                 f"\n{kind}: queue {queue.get('length', 0)}/{queue.get('capacity', 0)} waiting"
             )
     return "\n".join(parts)
+
+
+def _render_relays(kind: str, relays: list[dict[str, Any]]) -> str:
+    """The MCP relays of a state document: one row each, then their sessions (id prefixes)."""
+    lines = [f"\n{kind}: relays ({len(relays)})"]
+    if not relays:
+        lines.append("  (no relays connected)")
+        return "\n".join(lines)
+    rows = [
+        [
+            relay.get("id", "?"),
+            relay.get("status", "?"),
+            relay.get("transport", "?"),
+            relay.get("auth", "?"),
+            relay.get("inflight", 0),
+            relay.get("streams", 0),
+            relay.get("sessions_count", 0),
+        ]
+        for relay in relays
+    ]
+    lines.append(
+        table(["RELAY", "STATUS", "TRANSPORT", "AUTH", "INFLIGHT", "STREAMS", "SESSIONS"], rows)
+    )
+    sessions = [
+        [
+            relay.get("id", "?"),
+            session.get("id_prefix", "?") + "…",
+            session.get("inflight", 0),
+            session.get("created_at", "?"),
+            session.get("last_used", "?"),
+        ]
+        for relay in relays
+        for session in relay.get("sessions", [])
+    ]
+    if sessions:
+        lines.append(f"\n{kind}: sessions ({len(sessions)})")
+        lines.append(table(["RELAY", "SESSION", "INFLIGHT", "CREATED", "LAST USED"], sessions))
+    return "\n".join(lines)
 
 
 AGENT_FIELDS = (

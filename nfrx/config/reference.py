@@ -11,11 +11,18 @@ from typing import Any
 import attrs
 
 from nfrx.config.files import default_path
-from nfrx.config.model import AsrAgentConfig, DoclingAgentConfig, LlmAgentConfig, ServerConfig
+from nfrx.config.model import (
+    AsrAgentConfig,
+    DoclingAgentConfig,
+    LlmAgentConfig,
+    McpAgentConfig,
+    ServerConfig,
+)
 
 COMMANDS: tuple[tuple[str, type[Any]], ...] = (
     ("serve", ServerConfig),
     ("llm", LlmAgentConfig),
+    ("mcp", McpAgentConfig),
     ("docling", DoclingAgentConfig),
     ("asr", AsrAgentConfig),
 )

@@ -2,5 +2,5 @@
 
 from __future__ import annotations
 
-SERVER_PLUGINS: tuple[str, ...] = ("llm", "docling", "asr")
+SERVER_PLUGINS: tuple[str, ...] = ("llm", "mcp", "docling", "asr")
 """Plugin ids mounted by ``nfrx serve`` (module ``nfrx.plugins.<id>.server``)."""

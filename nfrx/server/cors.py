@@ -22,9 +22,9 @@ if TYPE_CHECKING:
 ALLOW_METHODS = "GET, POST, OPTIONS, DELETE"
 ALLOW_HEADERS = (
     "Authorization, Content-Type, X-Api-Key, X-Request-Id, anthropic-version, anthropic-beta, "
-    "Mcp-Session-Id, Mcp-Protocol-Version, Last-Event-ID"
+    "Mcp-Session-Id, Mcp-Protocol-Version, Last-Event-ID, Mcp-Method, Mcp-Name"
 )
-EXPOSE_HEADERS = "X-Request-Id, Mcp-Session-Id"
+EXPOSE_HEADERS = "X-Request-Id, Mcp-Session-Id, Mcp-Protocol-Version, WWW-Authenticate"
 MAX_AGE_SECONDS = 600
 
 

@@ -123,6 +123,14 @@ class ServerMetrics:
             ["model", "outcome"],
             registry=r,
         )
+        self.mcp_exchanges = Counter(
+            "nfrx_mcp_exchanges",
+            "Public MCP exchanges relayed, by relay id, kind (request, notification, response, "
+            "stream, delete, metadata) and outcome (success, error, timeout, cancelled, "
+            "client_cancelled, session_ended).",
+            ["relay", "kind", "outcome"],
+            registry=r,
+        )
         self.tokens = Counter(
             "nfrx_model_tokens",
             "Tokens reported in relayed responses' usage, by model and kind (input/output).",

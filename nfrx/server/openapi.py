@@ -27,8 +27,8 @@ from quart import Blueprint, Response
 from nfrx._version import __version__
 from nfrx.server.http_errors import HttpError
 
-Auth = Literal["none", "api_key", "api_key_or_x_api_key", "client_key"]
-ErrorStyle = Literal["openai", "anthropic"]
+Auth = Literal["none", "api_key", "api_key_or_x_api_key", "api_key_or_relay_token", "client_key"]
+ErrorStyle = Literal["openai", "anthropic", "jsonrpc"]
 
 PREFIX = "/api/client"
 
@@ -46,7 +46,7 @@ class Answer:
 class Route:
     """One public route as the document describes it (``{name}`` for path parameters)."""
 
-    method: Literal["get", "post"]
+    method: Literal["get", "post", "delete"]
     path: str
     summary: str
     tag: str
@@ -167,6 +167,35 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             },
         },
     },
+    "JsonRpcMessage": {
+        "type": "object",
+        "description": "One JSON-RPC 2.0 message (request, notification or response), relayed "
+        "byte for byte; the relay reads only `id`, `method` and progress/cancel fields.",
+        "required": ["jsonrpc"],
+        "properties": {"jsonrpc": {"const": "2.0"}},
+        "additionalProperties": True,
+    },
+    "JsonRpcError": {
+        "type": "object",
+        "description": "A JSON-RPC error produced by the relay itself: code -32603 (or -32700 / "
+        "-32600 for a malformed body) and `data.nfrx.code` naming it (MCP_UNAUTHORIZED, "
+        "MCP_FORBIDDEN, MCP_RELAY_NOT_FOUND, MCP_SESSION_NOT_FOUND, MCP_LIMIT_EXCEEDED, "
+        "MCP_PROVIDER_UNAVAILABLE, MCP_DRAINING, MCP_INVALID_MESSAGE, MCP_TIMEOUT, ...).",
+        "required": ["jsonrpc", "id", "error"],
+        "properties": {
+            "jsonrpc": {"const": "2.0"},
+            "id": {"type": ["string", "integer", "null"]},
+            "error": {
+                "type": "object",
+                "required": ["code", "message"],
+                "properties": {
+                    "code": {"type": "integer"},
+                    "message": {"type": "string"},
+                    "data": {"type": "object"},
+                },
+            },
+        },
+    },
     "State": {
         "type": "object",
         "description": "A snapshot of the server, its agents and queues.",
@@ -184,11 +213,24 @@ ERROR_MEANINGS = {
     504: "The request timed out (`timeout`, `idle_timeout`).",
 }
 
+MCP_ERROR_MEANINGS = {
+    400: "The body is not one JSON-RPC message (-32700 / -32600).",
+    401: "Missing or wrong key (API_KEY or the relay's AUTH_TOKEN); `WWW-Authenticate` says so.",
+    403: "The Origin or Host is not allowed.",
+    404: "Unknown relay, or an unknown or expired session (initialize again).",
+    413: "The message is larger than BROKER_MAX_REQ_BYTES.",
+    415: "The body is not sent as application/json.",
+    429: "The relay's request or stream cap is reached; see Retry-After.",
+    503: "The relay is offline, its provider unreachable, its session table full, or the "
+    "server draining; see Retry-After.",
+}
+
 PARAMETERS = {
     "agent_id": "The agent's CLIENT_ID: only this agent serves the request.",
     "model_id": "A model id; it may contain `:` and `/`.",
     "asset": "One of Swagger UI's static files.",
     "task_id": "The id an async docling conversion answered; served by the agent that issued it.",
+    "relay_id": "The MCP relay's CLIENT_ID (the `nfrx mcp` agent serving one provider).",
 }
 
 _RELAYED = (
@@ -381,6 +423,74 @@ def _docling_routes() -> list[Route]:
     return rows
 
 
+_MCP_ERRORS = (400, 401, 403, 404, 413, 415, 429, 503)
+_MCP_PATHS = ("/api/mcp/id/{relay_id}", "/api/mcp/id/{relay_id}/")
+
+
+def _mcp_routes() -> list[Route]:
+    rows: list[Route] = []
+    answered = Answer(
+        200,
+        "The provider's answer: one JSON-RPC message, or server-sent events relayed as they "
+        "arrive; a relay failure after dispatch is a JSON-RPC error (`data.nfrx.code`) as the "
+        "body or as the final event.",
+        ((JSON, _ref("JsonRpcMessage")), (SSE, _ref("EventStream"))),
+    )
+    for path in _MCP_PATHS:
+        where = " (trailing slash; never redirected)" if path.endswith("/") else ""
+        rows += [
+            Route(
+                "post",
+                path,
+                f"Send one MCP message (Streamable HTTP, both eras){where}",
+                "mcp",
+                "api_key_or_relay_token",
+                (answered, Answer(202, "A notification or response was accepted.")),
+                _MCP_ERRORS,
+                error_style="jsonrpc",
+                body=True,
+                body_content=((JSON, _ref("JsonRpcMessage")),),
+                description="Requests answer JSON or SSE as the provider chooses; the relay "
+                "cancels a request after MCP_CALL_TIMEOUT without provider activity.",
+            ),
+            Route(
+                "get",
+                path,
+                f"Open the session's server-to-client event stream{where}",
+                "mcp",
+                "api_key_or_relay_token",
+                (Answer(200, "Server-sent events.", ((SSE, _ref("EventStream")),)),),
+                _MCP_ERRORS,
+                error_style="jsonrpc",
+            ),
+            Route(
+                "delete",
+                path,
+                f"End an MCP session{where}",
+                "mcp",
+                "api_key_or_relay_token",
+                (Answer(200, "The provider's answer (it may also be 405)."),),
+                _MCP_ERRORS,
+                error_style="jsonrpc",
+            ),
+        ]
+    rows.append(
+        Route(
+            "get",
+            "/.well-known/oauth-protected-resource/api/mcp/id/{relay_id}",
+            "Protected-resource metadata of a pass-through MCP relay",
+            "mcp",
+            "none",
+            (Answer(200, "The provider's metadata (RFC 9728).", ((JSON, {"type": "object"}),)),),
+            (404,),
+            error_style="jsonrpc",
+            description="Only for relays started with MCP_AUTH_PASSTHROUGH (the provider does "
+            "its own OAuth); fetched from the provider through the tunnel.",
+        )
+    )
+    return rows
+
+
 ROUTES: tuple[Route, ...] = (
     Route(
         "get",
@@ -406,6 +516,8 @@ ROUTES: tuple[Route, ...] = (
         "this page.",
     ),
     *_llm_routes(),
+    _connect("mcp"),
+    *_mcp_routes(),
     _connect("docling"),
     *_docling_routes(),
     _connect("asr"),
@@ -476,6 +588,7 @@ _SECURITY: dict[Auth, list[dict[str, list[str]]]] = {
     "none": [],
     "api_key": [{"apiKey": []}],
     "api_key_or_x_api_key": [{"apiKey": []}, {"xApiKey": []}],
+    "api_key_or_relay_token": [{"apiKey": []}, {"relayToken": []}],
     "client_key": [{"clientKey": []}],
 }
 
@@ -491,6 +604,12 @@ SECURITY_SCHEMES = {
         "name": "X-Api-Key",
         "description": "The API key as Anthropic clients send it (/v1/messages).",
     },
+    "relayToken": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "`Authorization: Bearer <AUTH_TOKEN>`: the token an MCP relay's agent "
+        "was started with (MCP routes of that relay only).",
+    },
     "clientKey": {
         "type": "http",
         "scheme": "bearer",
@@ -499,8 +618,16 @@ SECURITY_SCHEMES = {
 }
 
 
+_STYLE_NAMES: dict[ErrorStyle, tuple[str, str]] = {
+    "openai": ("OpenAI", "Error"),
+    "anthropic": ("Anthropic", "AnthropicError"),
+    "jsonrpc": ("JsonRpc", "JsonRpcError"),
+}
+"""Error style -> (prefix of the shared response names, body schema)."""
+
+
 def _error_name(style: ErrorStyle, status: int) -> str:
-    return f"{'Anthropic' if style == 'anthropic' else 'OpenAI'}Error{status}"
+    return f"{_STYLE_NAMES[style][0]}Error{status}"
 
 
 def _operation(route: Route, error_responses: dict[str, Any]) -> dict[str, Any]:
@@ -512,9 +639,10 @@ def _operation(route: Route, error_responses: dict[str, Any]) -> dict[str, Any]:
         responses[str(answer.status)] = response
     for status in route.errors:
         name = _error_name(route.error_style, status)
-        schema = "AnthropicError" if route.error_style == "anthropic" else "Error"
+        schema = _STYLE_NAMES[route.error_style][1]
+        meanings = MCP_ERROR_MEANINGS if route.error_style == "jsonrpc" else ERROR_MEANINGS
         error_responses[name] = {
-            "description": ERROR_MEANINGS.get(status, "Error."),
+            "description": meanings.get(status, "Error."),
             "content": {JSON: {"schema": _ref(schema)}},
         }
         responses[str(status)] = {"$ref": f"#/components/responses/{name}"}
@@ -550,6 +678,8 @@ def _operation(route: Route, error_responses: dict[str, Any]) -> dict[str, Any]:
 
 def _operation_id(route: Route) -> str:
     words = re.findall(r"[A-Za-z0-9]+", route.path.replace("{", "by_"))
+    if route.path.endswith("}/"):  # the trailing-slash twin of a parameterised route
+        words.append("slash")
     return "_".join([route.method, *words]) if words else f"{route.method}_root"
 
 
@@ -584,6 +714,7 @@ def build_document() -> dict[str, Any]:
         },
         "tags": [
             {"name": "llm", "description": "OpenAI- and Anthropic-compatible routes"},
+            {"name": "mcp", "description": "MCP relays (Streamable HTTP, both protocol eras)"},
             {"name": "docling", "description": "Document conversion (docling-serve)"},
             {"name": "asr", "description": "Speech to text (OpenAI-compatible)"},
             {"name": "server", "description": "The server itself"},

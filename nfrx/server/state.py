@@ -26,6 +26,7 @@ from quart import Blueprint, Response
 
 from nfrx._build import build_info
 from nfrx.plugins import SERVER_PLUGINS
+from nfrx.plugins.mcp.sessions import McpRelays
 from nfrx.server.registry import AgentStatus
 from nfrx.server.usage import Usage
 
@@ -147,13 +148,24 @@ def _plugin_state(gateway: Gateway, kind: str, clocks: Clocks) -> dict[str, Any]
                 "output_tokens_total": usage.output_tokens,
             }
         )
-    return {
+    plugin: dict[str, Any] = {
         # One dispatch queue serves every kind that queues.
         "queue": {"length": len(gateway.queue), "capacity": gateway.queue.capacity},
         "summary": summary,
         "agents": states,
         "models": models,
     }
+    if kind == "mcp":
+        # MCP relays are addressed by id, not by model: their sessions and calls instead.
+        relays = McpRelays.of(gateway)
+        plugin["relays"] = [
+            {
+                **relays.describe(agent, wall=clocks.wall, now=clocks.trio, timestamp=rfc3339),
+                "status": agent_state["status"],
+            }
+            for agent, agent_state in zip(agents, states, strict=True)
+        ]
+    return plugin
 
 
 def build_snapshot(gateway: Gateway, server: ServerInfo, clocks: Clocks) -> dict[str, Any]:

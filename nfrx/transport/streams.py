@@ -132,6 +132,15 @@ class TunnelStream:
     # -- abandoning ----------------------------------------------------------------------------
 
     @property
+    def failure(self) -> StreamReset | TunnelClosed | None:
+        """Why the stream failed (a Reset from either side, or the tunnel's end), or None.
+
+        A handler cancelled by the peer's Reset reads the peer's reason code here, in its
+        ``finally``, to decide how to abandon its own work.
+        """
+        return self._failure
+
+    @property
     def live(self) -> bool:
         """True until the exchange finished or failed."""
         return self._failure is None and self._session._conn.is_live(self.id)

@@ -17,25 +17,21 @@ from typing import Any
 import attrs
 
 from nfrx.config.model import (
-    AgentConfig,
     AsrAgentConfig,
     DoclingAgentConfig,
     LlmAgentConfig,
+    McpAgentConfig,
     ServerConfig,
 )
 
 HERE = Path(__file__).resolve().parent
 
-COMING: dict[str, tuple[tuple[str, str, str], ...]] = {
-    "mcp": (
-        ("PROVIDER_URL", "", "URL of the MCP server (JSON-RPC over HTTP) this agent relays to."),
-    ),
-}
+COMING: dict[str, tuple[tuple[str, str, str], ...]] = {}
 """Kind-specific settings of the agents that do not exist yet (names from the original nfrx)."""
 
 AGENTS: dict[str, type[Any]] = {
     "llm": LlmAgentConfig,
-    "mcp": AgentConfig,
+    "mcp": McpAgentConfig,
     "docling": DoclingAgentConfig,
     "asr": AsrAgentConfig,
 }

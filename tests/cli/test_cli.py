@@ -134,7 +134,8 @@ def test_version_wins_over_a_command(captured: list[Any]) -> None:
 
 def test_commands_are_exactly_the_working_ones() -> None:
     command = typer.main.get_command(app)
-    assert sorted(command.commands) == ["asr", "completion", "docling", "llm", "serve", "status"]  # type: ignore[attr-defined]
+    commands = sorted(command.commands)  # type: ignore[attr-defined]
+    assert commands == ["asr", "completion", "docling", "llm", "mcp", "serve", "status"]
 
 
 def test_help_lists_exactly_the_working_commands() -> None:
@@ -143,7 +144,7 @@ def test_help_lists_exactly_the_working_commands() -> None:
     head, _, commands = result.stdout.partition("Commands:")
     assert commands, result.stdout
     listed = [line.split()[0] for line in commands.splitlines() if line.startswith("  ")]
-    assert listed == ["serve", "llm", "docling", "asr", "status", "completion"]
+    assert listed == ["serve", "llm", "mcp", "docling", "asr", "status", "completion"]
     assert "--version" in head
 
 

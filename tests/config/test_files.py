@@ -138,7 +138,7 @@ def test_render_masks_secrets_and_reloads(tmp_path: Path) -> None:
         ({"tls_key": "k.pem"}, "TLS_CERT: missing"),
         (
             {"plugins": "llm,nope"},
-            "PLUGINS: unknown plugin 'nope' (known: llm, docling, asr; or all, none)",
+            "PLUGINS: unknown plugin 'nope' (known: llm, mcp, docling, asr; or all, none)",
         ),
         ({"plugins": " , "}, "PLUGINS: empty"),
         ({"log_format": "xml"}, "LOG_FORMAT: 'xml' is not one of text, json"),
@@ -154,11 +154,11 @@ def test_server_checks(flags: dict[str, str], message: str) -> None:
 @pytest.mark.parametrize(
     ("plugins", "enabled"),
     [
-        ("all", ("llm", "docling", "asr")),
+        ("all", ("llm", "mcp", "docling", "asr")),
         ("none", ()),
         ("llm", ("llm",)),
         ("asr, LLM", ("llm", "asr")),
-        ("LLM, all", ("llm", "docling", "asr")),
+        ("LLM, all", ("llm", "mcp", "docling", "asr")),
     ],
 )
 def test_enabled_plugins(plugins: str, enabled: tuple[str, ...]) -> None:

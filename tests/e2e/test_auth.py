@@ -425,19 +425,19 @@ async def test_healthz_needs_no_key(server: Server, backend: FixtureBackend) -> 
             assert response.status_code == 200
             assert response.json() == {
                 "status": "ok",
-                "agents": {"llm": 0, "docling": 0, "asr": 0},
+                "agents": {"llm": 0, "mcp": 0, "docling": 0, "asr": 0},
             }
         async with run_agent(server, backend.base_url, name="one"):
             response = await http.get(f"{server.url}/healthz")
             assert response.json() == {
                 "status": "ok",
-                "agents": {"llm": 1, "docling": 0, "asr": 0},
+                "agents": {"llm": 1, "mcp": 0, "docling": 0, "asr": 0},
             }
             async with run_agent(server, backend.base_url, name="two"):
                 response = await http.get(f"{server.url}/healthz")
                 assert response.json() == {
                     "status": "ok",
-                    "agents": {"llm": 2, "docling": 0, "asr": 0},
+                    "agents": {"llm": 2, "mcp": 0, "docling": 0, "asr": 0},
                 }
 
 

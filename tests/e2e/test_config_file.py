@@ -145,7 +145,7 @@ def test_missing_explicit_file_is_an_error(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("env", "expected"),
     [
-        ({"PLUGINS": "llm,mcp"}, "PLUGINS: unknown plugin 'mcp'"),
+        ({"PLUGINS": "llm,jobs"}, "PLUGINS: unknown plugin 'jobs'"),
         ({"PLUGINS": ""}, "PLUGINS: empty"),
         ({"LOG_FORMAT": "yaml"}, "LOG_FORMAT: 'yaml' is not one of text, json"),
         ({"ALLOWED_ORIGINS": "app.example"}, "ALLOWED_ORIGINS: 'app.example' is not an origin"),

@@ -25,6 +25,8 @@ ALLOW_HEADERS = {
     "anthropic-beta",
     "mcp-session-id",
     "mcp-protocol-version",
+    "mcp-method",
+    "mcp-name",
     "last-event-id",
 }
 
@@ -92,6 +94,8 @@ async def test_allowed_origin_gets_cors_headers_on_answers_and_errors(cors_serve
         assert items(response.headers["access-control-expose-headers"]) == {
             "X-Request-Id",
             "Mcp-Session-Id",
+            "Mcp-Protocol-Version",
+            "WWW-Authenticate",
         }
         assert "Origin" in response.headers["vary"]
 

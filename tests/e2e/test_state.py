@@ -127,7 +127,7 @@ async def test_state_counts_requests_tokens_and_models(
         "plugins",
     }  # fmt: skip
     assert info["version"]
-    assert info["plugins"] == ["llm", "docling", "asr"]
+    assert info["plugins"] == ["llm", "mcp", "docling", "asr"]
     assert info["draining"] is False
     assert rfc3339(info["started_at"]) == started
     assert info["uptime_seconds"] >= before["server"]["uptime_seconds"]
@@ -188,7 +188,7 @@ async def test_the_stream_starts_at_once_and_follows_agents(
         assert response.headers["cache-control"] == "no-store"
         snapshots = Snapshots(response)
         first = await snapshots.next()
-        assert first["server"]["plugins"] == ["llm", "docling", "asr"]
+        assert first["server"]["plugins"] == ["llm", "mcp", "docling", "asr"]
         assert agent_names(first) == []
 
         async with run_agent(server, backend.base_url, name="beta"):

@@ -13,10 +13,10 @@ import pytest
 
 from nfrx.config.load import load
 from nfrx.config.model import (
-    AgentConfig,
     AsrAgentConfig,
     DoclingAgentConfig,
     LlmAgentConfig,
+    McpAgentConfig,
     ServerConfig,
 )
 from tests.packaging.conftest import PACKAGING
@@ -25,7 +25,7 @@ ENV_DIR = PACKAGING / "env"
 KINDS: dict[str, type[Any]] = {
     "server": ServerConfig,
     "llm": LlmAgentConfig,
-    "mcp": AgentConfig,
+    "mcp": McpAgentConfig,
     "docling": DoclingAgentConfig,
     "asr": AsrAgentConfig,
 }
@@ -78,18 +78,15 @@ def test_listed_defaults_are_the_defaults(kind: str, cls: type[Any]) -> None:
     listed = _settings(ENV_DIR / f"{kind}.env")
     known = {field.metadata["env"] for field in attrs.fields(cls)}
     environ = {name: value for name, value in listed.items() if name in known}
-    if kind == "mcp":
-        # Points at the agent's own tunnel endpoint, on purpose.
-        assert environ.pop("SERVER_URL") == f"ws://127.0.0.1:8080/api/{kind}/connect"
-    elif kind in ("docling", "asr"):
+    if kind in ("mcp", "docling", "asr"):
         assert environ["SERVER_URL"] == f"ws://127.0.0.1:8080/api/{kind}/connect"
     from_file = load(cls, {}, environ, default_file=None)
     defaults = load(cls, {}, {}, default_file=None)
     assert from_file == defaults
 
 
-@pytest.mark.parametrize("kind", ["mcp"])
-def test_coming_agents_mark_their_own_settings(kind: str) -> None:
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_agent_is_released(kind: str) -> None:
     text = (ENV_DIR / f"{kind}.env").read_text(encoding="utf-8")
-    assert "not released yet" in text
-    assert "(coming)" in text
+    assert "not released yet" not in text
+    assert "(coming)" not in text

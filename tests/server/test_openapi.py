@@ -28,7 +28,12 @@ def test_error_responses_follow_the_route_style() -> None:
                 if "$ref" not in response:
                     continue
                 name = response["$ref"].rsplit("/", 1)[1]
-                expected = "AnthropicError" if path.endswith("/messages") else "OpenAIError"
+                if path.endswith("/messages"):
+                    expected = "AnthropicError"
+                elif "/api/mcp/id/" in path:
+                    expected = "JsonRpcError"
+                else:
+                    expected = "OpenAIError"
                 assert name == f"{expected}{status}", (path, status)
                 assert name in document["components"]["responses"]
 

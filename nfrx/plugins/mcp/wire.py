@@ -71,7 +71,9 @@ class Meta:
     ERA: Final = "x-nfrx-mcp-era"
     """:data:`LEGACY` or :data:`MODERN`."""
     KIND: Final = "x-nfrx-mcp-kind"
-    """A :class:`Kind` for POSTs; ``stream`` for GET, ``delete`` for DELETE."""
+    """A :class:`Kind` for POSTs; ``stream`` for GET, ``delete`` for DELETE (also the server's own
+    DELETE of a session it reaped), ``metadata`` for a pass-through relay's protected-resource
+    metadata (path ``/.well-known/oauth-protected-resource``)."""
     ID: Final = "x-nfrx-mcp-id"
     """The request's JSON-RPC id as JSON text (requests only)."""
     METHOD: Final = "x-nfrx-mcp-method"

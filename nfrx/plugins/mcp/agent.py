@@ -1,0 +1,622 @@
+"""The MCP relay, agent side: ``nfrx mcp`` next to an MCP provider.
+
+Two provider kinds (exactly one per agent):
+
+* **Streamable HTTP** (``MCP_HTTP_URL``): :class:`McpHttpBackend` replays each tunnel stream as
+  one HTTP exchange with the provider: the method, the client's body bytes and the allow-listed
+  headers (the server applied the allow-list; the agent drops the server's ``x-nfrx-*``
+  annotations, which are for it alone), and streams the provider's answer back verbatim, chunk
+  by chunk, so every SSE event reaches the client as it comes;
+* **stdio** (``MCP_STDIO_COMMAND``): the bridge of :mod:`nfrx.plugins.mcp.stdio` (see
+  :func:`stdio_backend`).
+
+Cancellation (reference ``mcp.md`` section 5.3 and the contract in :mod:`nfrx.plugins.mcp`): the
+tunnel session cancels a stream's handler when the server resets the stream, when the tunnel
+ends or when ``Open.timeout`` passes. Leaving ``client.stream()`` under cancellation closes the
+provider connection (HTTP/1.1), which is the whole cancellation for the modern era. A legacy
+provider does not treat a closed stream as cancellation (the spec says it SHOULD NOT), so for a
+legacy *request* that had no final response yet (never ``initialize``) the agent also POSTs
+``notifications/cancelled`` for it, shielded and bounded, unless the server's reset code says the
+client already sent its own (:data:`~nfrx.plugins.mcp.wire.CLIENT_CANCELLED`).
+
+The agent enforces the call's inactivity limit itself too (``x-nfrx-mcp-idle`` plus
+:data:`IDLE_MARGIN`): a provider silent for that long on a request is cancelled the same way and
+the stream reset with ``timeout``, even if the server's own reset never arrives. Activity on any
+exchange of the same legacy session (a progress event on the GET stream, the client's answer to
+a sampling request) counts, because the server counts it too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import re
+import shutil
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Final
+from urllib.parse import urlsplit, urlunsplit
+
+import attrs
+import httpx
+import trio
+
+from nfrx.agent.proxy import Outcome
+from nfrx.agent.runtime import AgentExit, BackendState, BackendUnavailable
+from nfrx.config.load import ConfigError
+from nfrx.config.values import split_list
+from nfrx.plugins.mcp import wire
+from nfrx.protocol import ResetCode
+from nfrx.transport.errors import StreamReset, TunnelClosed
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Awaitable, Sequence
+
+    from nfrx.agent.runtime import Backend
+    from nfrx.config.model import McpAgentConfig
+    from nfrx.transport.streams import IncomingStream
+
+log = logging.getLogger("nfrx.mcp")
+
+PROBE_INTERVAL: Final = 20.0
+"""Seconds between provider probes while it is healthy (like the other agents)."""
+
+IDLE_MARGIN: Final = 5.0
+"""Seconds the agent waits past the server's inactivity limit before giving up on its own (the
+server's reset normally arrives first)."""
+
+CANCEL_GRACE: Final = 5.0
+"""Most seconds the shielded ``notifications/cancelled`` POST may take after a cancellation."""
+
+WATCH_LIMIT: Final = 16 * 1024 * 1024
+"""Largest SSE event the agent inspects for the final response (bigger ones are forwarded
+untouched; the request is then treated as still unanswered, and a later cancel is harmless)."""
+
+BUFFER_BODY: Final = 1024 * 1024
+"""A request body up to this size is sent with a Content-Length (some providers dislike chunked
+uploads); a larger one is streamed."""
+
+PRM_PATH: Final = "/.well-known/oauth-protected-resource"
+"""RFC 9728's well-known path (tunnelled for pass-through relays)."""
+
+PROBE_VERSION: Final = "2025-11-25"
+ACCEPT_BOTH: Final = "application/json, text/event-stream"
+
+_DROP_UPSTREAM: Final = frozenset(
+    {
+        "host",
+        "origin",
+        "cookie",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "accept-encoding",
+    }
+)
+"""Never sent to the provider whatever the Open frame holds (httpx sets its own framing)."""
+
+_RESOURCE_METADATA: Final = re.compile(r'resource_metadata="[^"]*"')
+
+
+# -- the backend --------------------------------------------------------------------------------
+
+
+def hello_options(config: McpAgentConfig, transport: str) -> tuple[tuple[str, str], ...]:
+    """What an MCP agent announces in its Hello (the contract): never the token itself."""
+    options: list[tuple[str, str]] = [("transport", transport)]
+    if config.auth_token:
+        digest = hashlib.sha256(config.auth_token.encode()).hexdigest()
+        options.append(("auth_token_sha256", digest))
+    if config.mcp_auth_passthrough:
+        options.append(("auth_passthrough", "true"))
+    return tuple(options)
+
+
+def http_client(config: McpAgentConfig) -> httpx.AsyncClient:
+    """The provider client: HTTP/1.1 (closing a response is how a modern provider learns of a
+    cancel), no read timeout (calls are bounded by Trio scopes), no proxies from the environment,
+    redirects never followed, a pool with room for the requests plus long-lived streams."""
+    size = config.mcp_max_inflight * 2 + 16
+    return httpx.AsyncClient(
+        http2=False,
+        trust_env=False,
+        follow_redirects=False,
+        verify=not config.mcp_http_insecure_skip_verify,
+        timeout=httpx.Timeout(None, connect=config.mcp_http_timeout),
+        limits=httpx.Limits(
+            max_connections=size, max_keepalive_connections=size, keepalive_expiry=30.0
+        ),
+    )
+
+
+def prm_urls(provider_url: str) -> tuple[str, ...]:
+    """The provider's protected-resource metadata URLs, in RFC 9728's order: path-inserted for
+    the provider URL's path, then the root form."""
+    parts = urlsplit(provider_url)
+    root = urlunsplit((parts.scheme, parts.netloc, PRM_PATH, "", ""))
+    path = parts.path.rstrip("/")
+    if not path:
+        return (root,)
+    return (urlunsplit((parts.scheme, parts.netloc, PRM_PATH + path, "", "")), root)
+
+
+def public_prm_url(public_url: str) -> str:
+    """The path-inserted PRM URL of the relay's public URL (what clients must fetch)."""
+    parts = urlsplit(public_url)
+    path = parts.path.rstrip("/")
+    return urlunsplit((parts.scheme, parts.netloc, PRM_PATH + path, "", ""))
+
+
+class _IdleClock:
+    """One request's inactivity deadline: pushed back by any activity, paused while the agent
+    itself waits for the tunnel (a slow client is not a silent provider)."""
+
+    def __init__(self, limit: float) -> None:
+        self.limit = limit
+        self.scope = trio.CancelScope()
+        self.paused = False
+        self.bump()
+
+    def bump(self) -> None:
+        if not self.paused:
+            self.scope.deadline = trio.current_time() + self.limit
+
+    def pause(self) -> None:
+        self.paused = True
+        self.scope.deadline = math.inf
+
+    def resume(self) -> None:
+        self.paused = False
+        self.bump()
+
+
+class _FinalWatch:
+    """Watches a copy of the provider's answer for the final response to one request id."""
+
+    def __init__(self, request_id: str | None) -> None:
+        self.request_id = request_id
+        self.answered = False
+        self._parser: wire.SseParser | None = wire.SseParser(WATCH_LIMIT)
+
+    def feed(self, chunk: bytes) -> None:
+        if self.answered or self._parser is None or self.request_id is None:
+            return
+        try:
+            events = self._parser.feed(chunk)
+        except wire.EventTooLarge:
+            self._parser = None
+            return
+        for event in events:
+            if event.is_message and _is_response_to(event.data, self.request_id):
+                self.answered = True
+                return
+
+
+def _is_response_to(data: bytes, request_id: str) -> bool:
+    try:
+        message = wire.parse_message(data)
+    except wire.InvalidMessage:
+        return False
+    return message.kind == wire.Kind.RESPONSE and message.id == request_id
+
+
+def _valid_id(text: str | None) -> str | None:
+    """``text`` if it is the JSON of a string or an integer (an id to splice), else None."""
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    if isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
+        return text
+    return None
+
+
+def cancelled_notification(request_id: str, reason: str) -> bytes:
+    """``notifications/cancelled`` for ``request_id`` (JSON text, spliced verbatim)."""
+    return (
+        '{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":'
+        + request_id
+        + ',"reason":'
+        + json.dumps(reason)
+        + "}}"
+    ).encode()
+
+
+def _cancel_reason(stream: IncomingStream, idle_fired: bool) -> tuple[str, bool]:
+    """Why the request is abandoned, and whether the provider should be told (it should not
+    when the client sent its own ``notifications/cancelled``)."""
+    if idle_fired:
+        return "nfrx: the provider was inactive past the call timeout", True
+    failure = stream.failure
+    if isinstance(failure, StreamReset):
+        if failure.code == wire.CLIENT_CANCELLED:
+            return "", False
+        if failure.code == ResetCode.TIMEOUT:
+            return "nfrx: the call timed out", True
+        return f"nfrx: the request was abandoned ({failure.code})", True
+    if isinstance(failure, TunnelClosed):
+        return "nfrx: the relay lost its tunnel to the server", True
+    return "nfrx: the call reached its time limit", True
+
+
+class McpHttpBackend:
+    """A Streamable HTTP provider behind a verbatim tunnel (see the module docstring)."""
+
+    kind = "mcp"
+
+    def __init__(self, config: McpAgentConfig, client: httpx.AsyncClient) -> None:
+        self.config = config
+        self.client = client
+        self.base_url = config.mcp_http_url
+        self.poll_interval = PROBE_INTERVAL
+        self.hello_options = hello_options(config, "http")
+        self.idle_margin = IDLE_MARGIN
+        """Seconds past the server's inactivity limit before the agent gives up by itself."""
+        self._sessions: dict[str, set[_IdleClock]] = {}
+        """In-flight requests' idle clocks by legacy session id (activity anywhere bumps all)."""
+
+    # -- probe ---------------------------------------------------------------------------------
+
+    async def probe(self) -> BackendState:
+        """POST a legacy ``initialize``: any answer below 500 (401 included: an OAuth provider is
+        up) means reachable. A session it created is deleted at once."""
+        body = json.dumps(
+            {
+                "jsonrpc": "2.0",
+                "id": 1,
+                "method": "initialize",
+                "params": {
+                    "protocolVersion": PROBE_VERSION,
+                    "capabilities": {},
+                    "clientInfo": {"name": "nfrx-probe", "version": "1"},
+                },
+            }
+        ).encode()
+        headers = {
+            "accept": ACCEPT_BOTH,
+            "content-type": "application/json",
+            "accept-encoding": "identity",
+        }
+        url = self.base_url
+        session_id = None
+        try:
+            with trio.fail_after(self.config.mcp_http_timeout):
+                async with self.client.stream("POST", url, headers=headers, content=body) as resp:
+                    status = resp.status_code
+                    session_id = resp.headers.get("mcp-session-id")
+        except (httpx.HTTPError, trio.TooSlowError) as exc:
+            raise BackendUnavailable(f"POST {url}: {type(exc).__name__}: {exc}") from None
+        if session_id:
+            await self._delete_probe_session(session_id)
+        if status >= 500:
+            raise BackendUnavailable(f"POST {url}: HTTP {status}")
+        return BackendState()
+
+    async def _delete_probe_session(self, session_id: str) -> None:
+        headers = {"mcp-session-id": session_id, "mcp-protocol-version": PROBE_VERSION}
+        with trio.move_on_after(self.config.mcp_http_timeout):
+            try:
+                await self.client.delete(self.base_url, headers=headers)
+            except httpx.HTTPError as exc:
+                log.debug("could not delete the probe's session: %s", exc)
+
+    # -- exchanges -----------------------------------------------------------------------------
+
+    async def handle(self, stream: IncomingStream) -> Outcome:
+        request = stream.request
+        meta: dict[str, str] = {}
+        headers: list[tuple[str, str]] = []
+        for name, value in request.headers:
+            lower = name.lower()
+            if lower.startswith(wire.META_PREFIX):
+                meta[lower] = value
+            elif lower not in _DROP_UPSTREAM:
+                headers.append((lower, value))
+        headers.append(("accept-encoding", "identity"))
+        url = self._url(request.path)
+        if url is None:
+            await _answer_not_found(stream, request.path)
+            return Outcome.ANSWERED
+
+        era = meta.get(wire.Meta.ERA, wire.LEGACY)
+        is_request = meta.get(wire.Meta.KIND) == wire.Kind.REQUEST
+        method = meta.get(wire.Meta.METHOD, "")
+        request_id = _valid_id(meta.get(wire.Meta.ID)) if is_request else None
+        session_id = dict(headers).get("mcp-session-id", "")
+        exempt = method in wire.EXEMPT_METHODS  # never timed out, by the agent either
+        clock = self._clock(meta) if is_request and not exempt else None
+        self._touch_session(session_id)
+        watch = _FinalWatch(request_id)
+        group = (
+            self._sessions.setdefault(session_id, set())
+            if clock is not None and session_id
+            else None
+        )
+        if clock is not None and group is not None:
+            group.add(clock)
+        finished = False
+        idle_fired = False
+        try:
+            if clock is None:
+                outcome = await self._exchange(stream, url, headers, watch, None, session_id, meta)
+            else:
+                with clock.scope:
+                    outcome = await self._exchange(
+                        stream, url, headers, watch, clock, session_id, meta
+                    )
+                idle_fired = clock.scope.cancelled_caught
+            finished = not idle_fired
+        finally:
+            if clock is not None and group is not None:
+                group.discard(clock)
+                if not group:
+                    self._sessions.pop(session_id, None)
+            if (
+                not finished
+                and is_request
+                and request_id is not None
+                and era == wire.LEGACY
+                and method != "initialize"
+                and not watch.answered
+            ):
+                reason, tell = _cancel_reason(stream, idle_fired)
+                if tell:
+                    with trio.CancelScope(shield=True), trio.move_on_after(CANCEL_GRACE):
+                        await self._post_cancel(url, headers, request_id, reason)
+        if idle_fired:
+            assert clock is not None
+            stream.reset(
+                ResetCode.TIMEOUT,
+                f"the provider sent nothing for {clock.limit:g} s (the agent's own limit)",
+            )
+            return Outcome.ANSWERED
+        return outcome
+
+    def _url(self, path: str) -> str | None:
+        base = self.base_url
+        if path in ("", "/"):
+            return base
+        if path.rstrip("/") == PRM_PATH:
+            return prm_urls(base)[0]
+        return None
+
+    def _clock(self, meta: dict[str, str]) -> _IdleClock | None:
+        raw = meta.get(wire.Meta.IDLE)
+        if raw is None:
+            return None
+        try:
+            idle = float(raw)
+        except ValueError:
+            return None
+        if not math.isfinite(idle) or idle <= 0:
+            return None
+        return _IdleClock(idle + self.idle_margin)
+
+    def _touch_session(self, session_id: str) -> None:
+        if session_id:
+            for clock in self._sessions.get(session_id, ()):
+                clock.bump()
+
+    async def _exchange(
+        self,
+        stream: IncomingStream,
+        url: str,
+        headers: list[tuple[str, str]],
+        watch: _FinalWatch,
+        clock: _IdleClock | None,
+        session_id: str,
+        meta: dict[str, str],
+    ) -> Outcome:
+        """One HTTP exchange with the provider; failures reset the stream and are returned."""
+        request = stream.request
+        content = None if request.end else await _request_content(stream)
+        try:
+            async with self.client.stream(
+                request.method, url, headers=headers, content=content
+            ) as resp:
+                self._activity(clock, session_id)
+                status = resp.status_code
+                out_headers = wire.response_headers(resp.headers.multi_items())
+                public_url = meta.get(wire.Meta.PUBLIC_URL)
+                if self.config.mcp_auth_passthrough and public_url:
+                    out_headers = _rewrite_challenge(out_headers, public_url)
+                if status != 200 or not _is_sse(resp):
+                    # A JSON answer (or an error status) is the final answer once it is whole.
+                    watch.request_id = None
+                await _paused(clock, stream.send_response(status, tuple(out_headers)))
+                async for chunk in resp.aiter_raw():
+                    self._activity(clock, session_id)
+                    watch.feed(chunk)
+                    await _paused(clock, stream.send_data(chunk))
+                watch.answered = watch.answered or not _is_sse(resp) or status != 200
+                await _paused(clock, stream.end())
+                return Outcome.SERVER_ERROR if status >= 500 else Outcome.ANSWERED
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            watch.answered = True  # nothing reached the provider: nothing to cancel
+            stream.reset(
+                ResetCode.UPSTREAM_UNREACHABLE, f"cannot reach the MCP provider at {url}: {exc}"
+            )
+            return Outcome.UNREACHABLE
+        except httpx.HTTPError as exc:
+            watch.answered = True  # the connection is gone; so is the provider's request
+            stream.reset(
+                ResetCode.UPSTREAM_ERROR,
+                f"the MCP provider at {url} failed: {type(exc).__name__}: {exc}",
+            )
+            return Outcome.BROKEN
+
+    def _activity(self, clock: _IdleClock | None, session_id: str) -> None:
+        if clock is not None:
+            clock.bump()
+        self._touch_session(session_id)
+
+    async def _post_cancel(
+        self, url: str, headers: list[tuple[str, str]], request_id: str, reason: str
+    ) -> None:
+        """Tell a legacy provider its request is abandoned (with the request's session)."""
+        keep = {"mcp-session-id", "mcp-protocol-version", "authorization"}
+        cancel_headers = [(k, v) for k, v in headers if k in keep]
+        cancel_headers += [
+            ("content-type", "application/json"),
+            ("accept", ACCEPT_BOTH),
+            ("accept-encoding", "identity"),
+        ]
+        body = cancelled_notification(request_id, reason)
+        try:
+            async with self.client.stream("POST", url, headers=cancel_headers, content=body) as r:
+                log.debug("notifications/cancelled for %s: HTTP %d", request_id, r.status_code)
+        except httpx.HTTPError as exc:
+            log.debug("notifications/cancelled for %s failed: %s", request_id, exc)
+
+
+def _is_sse(resp: httpx.Response) -> bool:
+    content_type: str = resp.headers.get("content-type", "")
+    return content_type.split(";")[0].strip().lower() == "text/event-stream"
+
+
+async def _paused(clock: _IdleClock | None, send: Awaitable[None]) -> None:
+    """Await a tunnel send with the idle clock paused (waiting for credit is not inactivity)."""
+    if clock is None:
+        await send
+        return
+    clock.pause()
+    try:
+        await send
+    finally:
+        clock.resume()
+
+
+async def _request_content(stream: IncomingStream) -> bytes | AsyncIterator[bytes]:
+    """The request body: whole bytes (with a Content-Length) when small, else a stream."""
+    parts: list[bytes] = []
+    size = 0
+    while chunk := await stream.receive_some():
+        parts.append(chunk)
+        size += len(chunk)
+        if size > BUFFER_BODY:
+            return _rest(parts, stream)
+    return b"".join(parts)
+
+
+async def _rest(head: list[bytes], stream: IncomingStream) -> AsyncIterator[bytes]:
+    for chunk in head:
+        yield chunk
+    while chunk := await stream.receive_some():
+        yield chunk
+
+
+def _rewrite_challenge(headers: list[tuple[str, str]], public_url: str) -> list[tuple[str, str]]:
+    """Point ``resource_metadata`` in ``WWW-Authenticate`` at the relay's public PRM URL."""
+    target = f'resource_metadata="{public_prm_url(public_url)}"'
+    return [
+        (k, _RESOURCE_METADATA.sub(target, v) if k == "www-authenticate" else v) for k, v in headers
+    ]
+
+
+async def _answer_not_found(stream: IncomingStream, path: str) -> None:
+    body = wire.relay_error(
+        None, wire.RelayCode.RELAY_NOT_FOUND, f"no such MCP relay path: {path}", retryable=False
+    )
+    await stream.send_response(404, (("content-type", "application/json"),))
+    await stream.send_data(body, end=True)
+
+
+# -- the provider and the agent process ---------------------------------------------------------
+
+
+@attrs.frozen
+class ProviderSpec:
+    """The one provider an ``nfrx mcp`` relays to, validated."""
+
+    transport: str
+    """``http`` or ``stdio``."""
+    url: str = ""
+    """MCP_HTTP_URL (http)."""
+    command: str = ""
+    """The absolute path of the provider program (stdio)."""
+    args: tuple[str, ...] = ()
+    workdir: str = ""
+
+
+def provider_spec(config: McpAgentConfig, args: Sequence[str] | None = None) -> ProviderSpec:
+    """Check the provider settings; ``args`` (after ``--``) replace MCP_STDIO_ARGS.
+
+    Raises :class:`~nfrx.config.load.ConfigError` with a one-line reason.
+    """
+    http, command = config.mcp_http_url.strip(), config.mcp_stdio_command.strip()
+    if http and command:
+        raise ConfigError("set exactly one of MCP_HTTP_URL and MCP_STDIO_COMMAND, not both")
+    if not http and not command:
+        raise ConfigError(
+            "no MCP provider: set MCP_HTTP_URL (--mcp-http-url) or MCP_STDIO_COMMAND "
+            "(--mcp-stdio-command)"
+        )
+    if http:
+        if args:
+            raise ConfigError(
+                "arguments after -- are for a stdio provider (MCP_STDIO_COMMAND), "
+                "not for MCP_HTTP_URL"
+            )
+        parts = urlsplit(http)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ConfigError(f"MCP_HTTP_URL: {http!r} is not an http:// or https:// URL")
+        return ProviderSpec("http", url=http)
+    if os.path.isabs(command):
+        resolved = command
+    elif not config.mcp_stdio_allow_relative:
+        raise ConfigError(
+            f"MCP_STDIO_COMMAND: {command!r} is not an absolute path "
+            "(set MCP_STDIO_ALLOW_RELATIVE=true to look it up on PATH)"
+        )
+    else:
+        found = shutil.which(command)
+        if found is None:
+            raise ConfigError(f"MCP_STDIO_COMMAND: {command!r} was not found on PATH")
+        resolved = os.path.abspath(found)
+    if not os.path.isfile(resolved) or not os.access(resolved, os.X_OK):
+        raise ConfigError(f"MCP_STDIO_COMMAND: {resolved} is not an executable file")
+    workdir = config.mcp_stdio_workdir
+    if workdir and not os.path.isdir(workdir):
+        raise ConfigError(f"MCP_STDIO_WORKDIR: {workdir} is not a directory")
+    argv = tuple(args) if args is not None else tuple(split_list(config.mcp_stdio_args))
+    return ProviderSpec("stdio", command=resolved, args=argv, workdir=workdir)
+
+
+async def serve(config: McpAgentConfig, spec: ProviderSpec) -> None:
+    """Run the agent for ``spec`` until it stops (raises AgentExit for a fatal reason).
+
+    The tunnel's concurrency is MCP_MAX_INFLIGHT (the server counts only JSON-RPC requests
+    against it); MAX_CONCURRENCY has no say for MCP relays.
+    """
+    from nfrx.agent.runtime import AgentRuntime
+
+    runtime_config = attrs.evolve(config, max_concurrency=config.mcp_max_inflight)
+    if spec.transport == "http":
+        async with http_client(config) as client:
+            backend = McpHttpBackend(config, client)
+            await AgentRuntime(runtime_config, backend, backend_url=spec.url).run()
+        return
+    async with stdio_backend(config, spec) as bridge:
+        await AgentRuntime(runtime_config, bridge, backend_url=spec.command).run()
+
+
+@asynccontextmanager
+async def stdio_backend(config: McpAgentConfig, spec: ProviderSpec) -> AsyncIterator[Backend]:
+    """The stdio bridge of :mod:`nfrx.plugins.mcp.stdio`, its process pool running for the
+    block's length (leaving the block stops every provider process)."""
+    from nfrx.plugins.mcp.stdio import StdioBridge
+
+    try:
+        bridge = StdioBridge(config, args=spec.args, hello_options=hello_options(config, "stdio"))
+    except ValueError as exc:
+        raise AgentExit(f"configuration error: {exc}", 2) from None
+    async with trio.open_nursery() as nursery:
+        await nursery.start(bridge.run)
+        try:
+            yield bridge
+        finally:
+            nursery.cancel_scope.cancel()

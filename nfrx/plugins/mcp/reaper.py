@@ -1,0 +1,82 @@
+"""Idle MCP sessions: forgotten after ``MCP_SESSION_IDLE`` and ended at the provider (DELETE).
+
+:func:`sweep_forever` runs in every agent tunnel's connect route (so its lifetime is the tunnel's:
+no global task); the sweeps are shared through :attr:`McpRelays.last_sweep
+<nfrx.plugins.mcp.sessions.McpRelays.last_sweep>`, so however many relays are connected the table
+is swept about once per period. A reaped session's calls are stopped at once (their clients get
+``MCP_SESSION_NOT_FOUND``), and the DELETE upstream is best effort and bounded: it runs in the
+sweeper's nursery, which the tunnel's end cancels.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Final
+
+import trio
+
+from nfrx.plugins.mcp import wire
+from nfrx.transport.errors import StreamReset, TunnelClosed
+
+if TYPE_CHECKING:
+    from nfrx.plugins.mcp.sessions import McpRelays, McpSession
+    from nfrx.server.gateway import Gateway
+    from nfrx.server.registry import AgentRecord
+
+KIND: Final = "mcp"
+DELETE_TIMEOUT: Final = 10.0
+"""Seconds the reaper waits for the provider to answer its DELETE of an idle session."""
+
+log = logging.getLogger("nfrx.mcp")
+
+
+async def sweep_forever(gateway: Gateway, relays: McpRelays) -> None:
+    """Reap idle sessions of every relay, at most once per period across all connect routes
+    (each tunnel's route runs one of these; the first to wake does the work)."""
+    idle = gateway.config.mcp_session_idle
+    period = min(60.0, max(0.25, idle / 4))
+    async with trio.open_nursery() as nursery:
+        while True:
+            await trio.sleep(period)
+            now = trio.current_time()
+            if now - relays.last_sweep < period * 0.9:
+                continue
+            relays.last_sweep = now
+            for agent in gateway.registry.agents(KIND):
+                state = relays.states.get(agent.id)
+                if state is None or state.tunnel is not agent.session:
+                    continue
+                for session in state.idle_sessions(idle):
+                    log.info(
+                        "MCP session %s... on relay %s idle for %g s: ended",
+                        session.id[:8],
+                        agent.id,
+                        idle,
+                    )
+                    nursery.start_soon(_delete_upstream, agent, session)
+
+
+async def _delete_upstream(agent: AgentRecord, session: McpSession) -> None:
+    """Best effort: ask the relay to end a reaped session at the provider (bounded)."""
+    headers: list[tuple[str, str]] = [
+        ("mcp-session-id", session.id),
+        (wire.Meta.ERA, wire.LEGACY),
+        (wire.Meta.KIND, "delete"),
+    ]
+    if session.protocol_version:
+        headers.append(("mcp-protocol-version", session.protocol_version))
+    try:
+        stream = agent.session.open_stream(
+            "DELETE", "/", tuple(headers), timeout=DELETE_TIMEOUT, end=True
+        )
+    except TunnelClosed:  # nothing left to end
+        return
+    try:
+        with trio.move_on_after(DELETE_TIMEOUT):
+            await stream.receive_response()
+            while await stream.receive_some():
+                pass
+    except (StreamReset, TunnelClosed):  # best effort
+        pass
+    finally:
+        stream.reset()
