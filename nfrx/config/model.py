@@ -471,6 +471,11 @@ class McpAgentConfig(AgentConfig):
         env="SERVER_URL",
         doc="WebSocket URL of the server's tunnel endpoint (ws:// or wss://).",
     )
+    max_concurrency: int = setting(
+        1,
+        env="MAX_CONCURRENCY",
+        doc="Not used by nfrx mcp: MCP_MAX_INFLIGHT sets how many requests it serves at once.",
+    )
     mcp_http_url: str = setting(
         "",
         env="MCP_HTTP_URL",

@@ -103,7 +103,7 @@ complete -c nfrx -n '__fish_seen_subcommand_from mcp' -l mcp-session-idle -r -F 
 complete -c nfrx -n '__fish_seen_subcommand_from mcp' -l mcp-max-inflight -r -F -d 'JSON-RPC requests this relay serves at once (the server answers 429 past it)'
 complete -c nfrx -n '__fish_seen_subcommand_from mcp' -l auth-token -r -F -d 'Bearer token MCP clients may send instead of the server\'s API_KEY, so this relay\'s URL can be shared without the API key'
 complete -c nfrx -n '__fish_seen_subcommand_from mcp' -l mcp-auth-passthrough -d 'Pass the client\'s Authorization header to the provider and let the provider do OAuth (the server then applies no key of its own to this relay; WWW-Authenticate and the protected-resource metadata are rewritten to the public URL)'
-complete -c nfrx -n '__fish_seen_subcommand_from mcp' -l max-concurrency -r -F -d 'Requests this agent runs at once'
+complete -c nfrx -n '__fish_seen_subcommand_from mcp' -l max-concurrency -r -F -d 'Not used by nfrx mcp: MCP_MAX_INFLIGHT sets how many requests it serves at once'
 complete -c nfrx -n '__fish_seen_subcommand_from mcp' -l reconnect -s r -d 'Keep retrying when the server is unreachable or the tunnel drops (1 s x3, 5 s x3, 15 s x3, then every 30 s)'
 complete -c nfrx -n '__fish_seen_subcommand_from mcp' -l request-timeout -r -F -d 'Longest a single backend request may run, in seconds'
 complete -c nfrx -n '__fish_seen_subcommand_from mcp' -l drain-timeout -r -F -d 'On SIGTERM/SIGINT, seconds to let in-flight requests finish (0: exit at once, -1: wait as long as they take)'
