@@ -82,6 +82,17 @@ class TunnelStream:
             increment, self._unacknowledged = self._unacknowledged, 0
             self._session._send_frame(Credit(stream_id=self.id, increment=increment))
 
+    def buffered_body(self) -> bytes | None:
+        """The whole remaining body if all of it has arrived already (taken, without waiting),
+        else None (nothing is taken)."""
+        if not self._eof or self._failure is not None:
+            return None
+        chunks = self._chunks
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
+        self._unacknowledged += len(body)
+        return body
+
     async def receive_all(self, limit: int) -> bytes:
         """The whole remaining body; raises ``ValueError`` if it exceeds ``limit`` bytes."""
         parts: list[bytes] = []
