@@ -110,9 +110,8 @@ class _Counted(httpx.AsyncByteStream):
         self._index = index
         self._open = True
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for chunk in self._stream:
-            yield chunk
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._stream.__aiter__()  # no generator of our own in between
 
     async def aclose(self) -> None:
         if self._open:
@@ -169,7 +168,12 @@ async def forward(
         headers.append(("authorization", f"Bearer {api_key}"))
     headers.extend(auth)
     url = base_url.rstrip("/") + request.path
-    content = None if request.end else _request_body(stream)
+    content: bytes | AsyncIterator[bytes] | None = None
+    if not request.end:
+        # A body that came whole with the head (the usual JSON request) goes out with a
+        # Content-Length, in one write; a longer one streams (chunked) as it arrives.
+        whole = stream.buffered_body()
+        content = whole if whole is not None else _request_body(stream)
     try:
         if isinstance(client, BackendClient):
             # Straight to the pool: the client's cookie jar, auth and redirect steps are not
