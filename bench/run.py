@@ -26,7 +26,7 @@ import hotpath
 import scenarios
 import trio
 from loadgen import WrkResult, run_wrk
-from stack import API_KEY, Stack, machine
+from stack import API_KEY, BENCH_DIR, Stack, free_port, machine, wait_port
 
 KINDS = (("JSON", "canned", False), ("SSE", "canned-sse", True))
 PATHS = ("direct", "nginx", "nfrx")
@@ -118,6 +118,30 @@ def verdict(rows: list[Row]) -> list[str]:
                 f"{row.added_p50:.3f} ms (target ≤ {TARGET_ADDED_P50_MS} ms)"
             )
     return out
+
+
+def ceiling(stack: Stack, seconds: int, rows: list[Row]) -> list[str]:
+    """hypercorn serving a bare ASGI app (ceiling_app.py) with the JSON body, vs nginx."""
+    port = free_port()
+    proc = stack._spawn("ceiling", [sys.executable, str(BENCH_DIR / "ceiling_app.py"), str(port)])
+    wait_port(port, stack)
+    url = f"http://127.0.0.1:{port}/v1/chat/completions"
+    run_wrk(url, connections=32, seconds=1, model="canned", stream=False)
+    lines = []
+    nginx = {r.connections: r.results["nginx"] for r in rows if r.kind == "JSON"}
+    for connections in CONNECTIONS:
+        result = run_wrk(
+            url, connections=connections, seconds=seconds, model="canned", stream=False
+        )
+        lines.append(
+            f"- ceiling, JSON c={connections}: hypercorn (trio worker) serving a bare ASGI app "
+            f"that answers at once: {result.rps:,.0f} rps, p50 {result.p50_ms:.3f} ms = "
+            f"{result.rps / nginx[connections].rps:.3f} of nginx"
+        )
+        print(lines[-1], flush=True)
+    proc.popen.terminate()
+    proc.popen.wait(5)
+    return lines
 
 
 def profile(stack: Stack, seconds: int, out_dir: Path) -> str:
@@ -233,6 +257,7 @@ def main() -> int:
     with Stack(rev=args.rev) as stack:
         stack.start()
         rows = measure(stack, seconds)
+        limits = ceiling(stack, seconds, rows)
         figures, stream_profiles = (
             ([], "")
             if args.no_scenarios
@@ -247,6 +272,7 @@ def main() -> int:
         table(rows),
         "",
         *verdict(rows),
+        *limits,
         f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f} "
         f"(2 cores: anything else running skews these figures)",
     ]

@@ -11,6 +11,18 @@ Layout:
       bytes 2-5  stream id, unsigned 32-bit big-endian
       bytes 6-   payload, verbatim
 
+* a **batch** -- a WebSocket **binary** message carrying several of the above, in order (the
+  sender's writer packs what it has queued into one message: fewer messages, fewer syscalls)::
+
+      byte 0     kind     0x02 = batch
+      then, once per message (at least one):
+      byte 0     0x00 = a control frame (UTF-8 JSON), 0x01 = a Data frame (the layout above)
+      bytes 1-4  length, unsigned 32-bit big-endian
+      bytes 5-   the message
+
+  A batch never holds another batch. :func:`split_batch` unpacks one;
+  :meth:`~nfrx.protocol.connection.TunnelConnection.receive` accepts both forms.
+
 :func:`decode` accepts *any* ``str | bytes`` and either returns a valid frame or raises
 :class:`~nfrx.protocol.errors.RemoteProtocolError`; no other exception escapes it (the property
 tests feed it arbitrary input).
@@ -38,9 +50,14 @@ from nfrx.protocol.frames import (
 )
 
 DATA_KIND: Final = 0x01
+BATCH_KIND: Final = 0x02
 FLAG_END: Final = 0x01
 _HEADER = struct.Struct(">BBI")
 HEADER_BYTES: Final = _HEADER.size
+_ITEM = struct.Struct(">BI")
+ITEM_TEXT: Final = 0x00
+ITEM_BINARY: Final = 0x01
+_BATCH_PREFIX: Final = bytes([BATCH_KIND])
 
 _BY_TYPE: Final[dict[str, type[Frame]]] = {
     str(attrs.fields(cls).type.default): cls for cls in CONTROL_FRAMES
@@ -113,6 +130,61 @@ def encode_data(stream_id: int, payload: bytes, *, end: bool = False) -> bytes:
     if not 0 < stream_id <= MAX_STREAM_ID:
         raise LocalProtocolError(f"stream id {stream_id} out of range")
     return _HEADER.pack(DATA_KIND, FLAG_END if end else 0, stream_id) + payload
+
+
+def encode_batch(messages: list[str | bytes]) -> bytes:
+    """Pack encoded messages (from :func:`encode` / :func:`encode_data`) into one batch."""
+    if not messages:
+        raise LocalProtocolError("an empty batch")
+    pack = _ITEM.pack
+    parts = [_BATCH_PREFIX]
+    for message in messages:
+        if isinstance(message, str):
+            raw = message.encode()
+            parts.append(pack(ITEM_TEXT, len(raw)))
+        else:
+            raw = message
+            parts.append(pack(ITEM_BINARY, len(raw)))
+        parts.append(raw)
+    return b"".join(parts)
+
+
+def is_batch(message: str | bytes) -> bool:
+    return isinstance(message, (bytes, bytearray, memoryview)) and message[:1] == _BATCH_PREFIX
+
+
+def split_batch(message: bytes) -> list[str | bytes]:
+    """The messages of a batch, in order; RemoteProtocolError if it is malformed."""
+    view = memoryview(message)
+    if view[:1] != _BATCH_PREFIX:
+        raise RemoteProtocolError("not a batch")
+    items: list[str | bytes] = []
+    offset = 1
+    end = len(view)
+    item_bytes = _ITEM.size
+    while offset < end:
+        if end - offset < item_bytes:
+            raise RemoteProtocolError("batch item header cut short")
+        tag, size = _ITEM.unpack_from(view, offset)
+        offset += item_bytes
+        if size > end - offset:
+            raise RemoteProtocolError(f"batch item of {size} bytes runs past the message")
+        raw = view[offset : offset + size]
+        offset += size
+        if tag == ITEM_TEXT:
+            try:
+                items.append(str(raw, "utf-8"))
+            except UnicodeDecodeError:
+                raise RemoteProtocolError("batch item is not UTF-8 text") from None
+        elif tag == ITEM_BINARY:
+            if raw[:1] == _BATCH_PREFIX:
+                raise RemoteProtocolError("a batch inside a batch")
+            items.append(bytes(raw))
+        else:
+            raise RemoteProtocolError(f"unknown batch item tag 0x{tag:02x}")
+    if not items:
+        raise RemoteProtocolError("an empty batch")
+    return items
 
 
 def decode(message: str | bytes) -> Frame:

@@ -100,10 +100,19 @@ class TunnelConnection:
         return codec.encode_data(stream_id, payload, end=end)
 
     def receive(self, message: str | bytes) -> None:
-        """Feed one WebSocket message from the peer; its frame (if any) becomes an event.
+        """Feed one WebSocket message from the peer; its frame (if any) becomes an event, or,
+        for a batch, the frames it holds, in order.
 
-        Raises :class:`RemoteProtocolError` (and nothing else) if the message is invalid.
+        Raises :class:`RemoteProtocolError` (and nothing else) if the message is invalid (the
+        frames of a batch before the invalid one have been processed).
         """
+        if not isinstance(message, str) and codec.is_batch(message):
+            for item in codec.split_batch(bytes(message)):
+                self._receive_one(item)
+        else:
+            self._receive_one(message)
+
+    def _receive_one(self, message: str | bytes) -> None:
         frame = codec.decode(message)
         try:
             deliver = self._process(self.role.peer, frame)

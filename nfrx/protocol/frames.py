@@ -30,8 +30,11 @@ from typing import Literal
 
 import attrs
 
-PROTOCOL_VERSION = 1
-"""Bumped on any incompatible change; the server refuses a Hello with another version."""
+PROTOCOL_VERSION = 2
+"""Bumped on any incompatible change; the server refuses a Hello with another version.
+
+2: batches (several frames in one binary WebSocket message, see :mod:`nfrx.protocol.codec`).
+"""
 
 Headers = tuple[tuple[str, str], ...]
 """HTTP headers as ordered (name, value) pairs; names lower-case, repeats allowed."""

@@ -44,8 +44,11 @@ def cors(app: Asgi, allowed: str) -> Asgi:
     """``app`` with CORS handling for HTTP requests (WebSockets pass through untouched)."""
     policy = OriginPolicy(allowed)
 
+    nobody = not policy.any and not policy.origins
+
     async def middleware(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or (nobody and scope["method"] != "OPTIONS"):
+            # With no origin allowed, only a preflight needs an answer from here (a 403).
             await app(scope, receive, send)
             return
         headers = _headers(scope)

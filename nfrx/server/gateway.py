@@ -45,6 +45,16 @@ FORWARDED_REQUEST_HEADERS = frozenset(
 ``X-Api-Key`` and cookies -- stays on the server."""
 
 
+def header(name: str) -> str | None:
+    """The current request's first ``name`` header, or None.
+
+    Not ``request.headers.get``: werkzeug builds and catches a ``BadRequestKeyError`` for every
+    missing header, which costs more than the lookup itself.
+    """
+    values = request.headers.getlist(name)
+    return values[0] if values else None
+
+
 class Gateway:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
@@ -88,17 +98,18 @@ class Gateway:
         """Raise 401 unless the request carries the API key or an API_HTTP_ROLES role in
         X-User-Roles (or neither is configured)."""
         # Anthropic clients send the key as X-Api-Key; either header may carry it.
-        token = auth.bearer_token(request.headers.get("Authorization"))
+        token = auth.bearer_token(header("Authorization"))
         if token is None:
-            token = request.headers.get("X-Api-Key")
-        roles = request.headers.get("X-User-Roles")
-        if not auth.authorized(token, self.config.api_key, roles, self.config.api_http_roles):
+            token = header("X-Api-Key")
+        allowed_roles = self.config.api_http_roles
+        roles = header("X-User-Roles") if allowed_roles else None
+        if not auth.authorized(token, self.config.api_key, roles, allowed_roles):
             raise unauthorized()
 
     @staticmethod
     def request_id() -> str:
         """The client's ``X-Request-Id`` if it is sane, else a new one."""
-        given = request.headers.get("X-Request-Id", "")
+        given = header("X-Request-Id") or ""
         return given if _REQUEST_ID.match(given) else uuid.uuid4().hex
 
     @staticmethod

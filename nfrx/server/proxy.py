@@ -354,9 +354,19 @@ class Job:
         return headers, event_stream
 
     def response(self, exchange: Exchange, head: ResponseHead) -> Response:
-        """The agent's answer passed through to the client as it streams in."""
+        """The agent's answer passed through to the client as it streams in, or at once when
+        all of it came with the head (a small answer: one ASGI body message, no generator)."""
         headers, event_stream = self.response_parts(exchange, head)
-        return streaming_response(self.answer(exchange, head, event_stream), head.status, headers)
+        body = b"" if head.end else exchange.stream.buffered_body()
+        if body is None:
+            return streaming_response(
+                self.answer(exchange, head, event_stream), head.status, headers
+            )
+        meter = UsageMeter(event_stream=event_stream)
+        meter.feed(body)
+        exchange.usage = meter.usage
+        exchange.finish(failed=False)
+        return Response(body, status=head.status, headers=Headers(headers))
 
     def answer(
         self, exchange: Exchange, head: ResponseHead, event_stream: bool

@@ -42,6 +42,11 @@ TCP_USER_TIMEOUT_MS = 30_000
 """A peer that stops acknowledging data for this long is dropped (hypercorn's sends cannot be
 cancelled from the app, so the kernel must bound them)."""
 
+LISTEN_BACKLOG = 4096
+"""Connections the kernel queues before nfrx accepts them (capped by net.core.somaxconn).
+hypercorn's default of 100 overflows when a few thousand clients connect at once: their
+handshakes are dropped and retried after 1, 3, 7... s, or the connection is reset."""
+
 
 class _TunedConfig(HypercornConfig):
     def create_sockets(self) -> Any:
@@ -60,6 +65,7 @@ def hypercorn_config(config: ServerConfig) -> HypercornConfig:
     hc.accesslog = None
     hc.errorlog = logging.getLogger("hypercorn.error")  # our handlers, not a second stream
     hc.graceful_timeout = 2.0
+    hc.backlog = LISTEN_BACKLOG
     hc.websocket_max_message_size = 16 * 1024 * 1024
     hc.include_server_header = False
     if config.tls_cert:  # the loader checked that both files are there and fit together

@@ -43,6 +43,7 @@ from nfrx.protocol import (
     ResetCode,
     Response,
     TunnelConnection,
+    codec,
 )
 from nfrx.transport.errors import StreamReset, TransportClosed, TunnelClosed
 from nfrx.transport.streams import IncomingStream, OutgoingStream, TunnelStream
@@ -54,6 +55,9 @@ log = logging.getLogger("nfrx.tunnel")
 
 StreamHandler = Callable[[IncomingStream], Awaitable[None]]
 FrameHandler = Callable[[Frame], None]
+
+BATCH_BYTES = 256 * 1024
+"""The writer stops adding queued messages to a batch once it holds this many bytes."""
 
 CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
@@ -245,13 +249,26 @@ class TunnelSession:
     # -- tasks ---------------------------------------------------------------------------------
 
     async def _writer(self) -> None:
+        # Whatever is queued when the writer gets to run goes out as one message (a batch): under
+        # load, and for the head and body of one exchange queued together, that is one WebSocket
+        # frame and one socket write instead of one per frame.
         outbox = self._outbox
+        send_message = self._transport.send_message
         try:
             while True:
                 while not outbox:
                     self._outbox_empty.unpark_all()
                     await self._outbox_ready.park()
-                await self._transport.send_message(outbox.popleft())
+                if len(outbox) == 1:
+                    await send_message(outbox.popleft())
+                    continue
+                batch = [outbox.popleft()]
+                size = len(batch[0])
+                while outbox and size < BATCH_BYTES:
+                    message = outbox.popleft()
+                    batch.append(message)
+                    size += len(message)
+                await send_message(codec.encode_batch(batch))
         except TransportClosed as exc:
             self.close(f"connection closed ({exc.reason})", CLOSE_GOING_AWAY)
 
@@ -277,16 +294,21 @@ class TunnelSession:
                 self._dispatch(frame)
 
     def _dispatch(self, frame: Frame) -> None:
+        # The connection may have processed later frames of the same batch already (the stream
+        # can look finished while its head is being dispatched): only a frame that ends its half
+        # lets the session forget the stream.
         if isinstance(frame, Data):
             stream = self._streams.get(frame.stream_id)
             if stream is not None:
                 stream._feed(frame.payload, frame.end)
-                self._maybe_forget(frame.stream_id)
+                if frame.end:
+                    self._maybe_forget(frame.stream_id)
         elif isinstance(frame, Response):
             stream = self._streams.get(frame.stream_id)
             if isinstance(stream, OutgoingStream):
                 stream._set_response(frame)
-                self._maybe_forget(frame.stream_id)
+                if frame.end:
+                    self._maybe_forget(frame.stream_id)
         elif isinstance(frame, Credit):
             stream = self._streams.get(frame.stream_id)
             if stream is not None:

@@ -82,6 +82,17 @@ class TunnelStream:
             increment, self._unacknowledged = self._unacknowledged, 0
             self._session._send_frame(Credit(stream_id=self.id, increment=increment))
 
+    def buffered_body(self) -> bytes | None:
+        """The whole remaining body if all of it has arrived already (taken, without waiting),
+        else None (nothing is taken)."""
+        if not self._eof or self._failure is not None:
+            return None
+        chunks = self._chunks
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
+        self._unacknowledged += len(body)
+        return body
+
     async def receive_all(self, limit: int) -> bytes:
         """The whole remaining body; raises ``ValueError`` if it exceeds ``limit`` bytes."""
         parts: list[bytes] = []
@@ -208,14 +219,24 @@ class IncomingStream(TunnelStream):
         if not (isinstance(failure, StreamReset) and not failure.by_peer):
             self.cancel_scope.cancel()
 
-    async def send_response(self, status: int, headers: Headers, *, end: bool = False) -> None:
-        """Send the response head. Raises StreamReset/TunnelClosed if the stream failed."""
+    async def send_response(
+        self, status: int, headers: Headers, *, end: bool = False, data: bytes = b""
+    ) -> None:
+        """Send the response head, and ``data`` as the first body bytes right behind it (then
+        ``end`` ends the body after them). Raises StreamReset/TunnelClosed if the stream failed.
+
+        The head and the data are queued together, so the session's writer can put them in one
+        WebSocket message.
+        """
         if self._failure is not None:
             raise self._failure
         self._session._send_frame(
-            Response(stream_id=self.id, status=status, headers=headers, end=end)
+            Response(stream_id=self.id, status=status, headers=headers, end=end and not data)
         )
         self.responded = True
+        if data:
+            await self.send_data(data, end=end)
+            return
         if end:
             self._sent_end = True
         await trio.lowlevel.checkpoint()

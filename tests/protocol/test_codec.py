@@ -346,3 +346,46 @@ def test_regression_huge_integer_in_float_field(message: str) -> None:
 def test_regression_non_array_accepted_for_sequence(message: str) -> None:
     with pytest.raises(RemoteProtocolError):
         decode(message)
+
+
+# -- batches -----------------------------------------------------------------------------------
+
+
+def test_batch_layout_and_round_trip() -> None:
+    text = encode(Credit(stream_id=3, increment=10))
+    data = encode(Data(stream_id=3, payload=b"xy", end=True))
+    assert isinstance(text, str)
+    assert isinstance(data, bytes)
+    batch = codec.encode_batch([text, data])
+    raw = text.encode()
+    assert batch == (
+        b"\x02" + struct.pack(">BI", 0, len(raw)) + raw + struct.pack(">BI", 1, len(data)) + data
+    )
+    assert codec.is_batch(batch)
+    assert not codec.is_batch(data)
+    assert not codec.is_batch(text)
+    assert codec.split_batch(batch) == [text, data]
+    # A batch is not one frame: decode() refuses it.
+    with pytest.raises(RemoteProtocolError):
+        decode(batch)
+
+
+def test_empty_batch_is_not_sent() -> None:
+    with pytest.raises(LocalProtocolError):
+        codec.encode_batch([])
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        b"\x02",  # no item
+        b"\x02\x00\x00\x00",  # item header cut short
+        b"\x02\x00\x00\x00\x00\x05abc",  # item runs past the message
+        b"\x02\x07\x00\x00\x00\x01x",  # unknown item tag
+        b"\x02\x00\x00\x00\x00\x02\xff\xfe",  # text item that is not UTF-8
+        b"\x02\x01\x00\x00\x00\x02\x02\x00",  # a batch inside a batch
+    ],
+)
+def test_malformed_batches_are_rejected(message: bytes) -> None:
+    with pytest.raises(RemoteProtocolError):
+        codec.split_batch(message)

@@ -670,3 +670,45 @@ def test_regression_receive_huge_integer_timeout(pair: ConnectionPair) -> None:
     message = text.replace("1.5", "1" + "0" * 400)
     with pytest.raises(RemoteProtocolError):
         pair.agent.receive(message)
+
+
+# -- batches -----------------------------------------------------------------------------------
+
+
+def test_a_batch_delivers_its_frames_in_order(pair: ConnectionPair) -> None:
+    pair.open(1)
+    messages = [
+        pair.server.send_data(1, b"body", end=True),
+    ]
+    pair.agent.receive(codec.encode_batch(messages))
+    assert pair.agent.events() == [Data(stream_id=1, payload=b"body", end=True)]
+    head = Response(stream_id=1, status=200)
+    last = Data(stream_id=1, payload=b"answer", end=True)
+    batch = codec.encode_batch([pair.agent.send(head), pair.agent.send(last)])
+    pair.server.receive(batch)
+    assert pair.server.events() == [head, last]
+    assert not pair.server.is_live(1)
+
+
+def test_a_batch_is_checked_frame_by_frame(pair: ConnectionPair) -> None:
+    pair.open(1)
+    # Data on a stream that was never opened, behind a valid frame: a protocol error.
+    bad = codec.encode_batch([encode(Ping(nonce=1)), codec.encode_data(9, b"x")])
+    with pytest.raises(RemoteProtocolError):
+        pair.agent.receive(bad)
+
+
+def test_credit_is_accounted_across_a_batch(pair: ConnectionPair) -> None:
+    pair.open(1)
+    window = pair.agent.credit(1)
+    chunk = b"x" * (window // 2 + 1)
+    # Two frames within the window each, over it together: the receiver counts the batch whole.
+    batch = codec.encode_batch(
+        [
+            encode(Response(stream_id=1, status=200)),
+            codec.encode_data(1, chunk),
+            codec.encode_data(1, chunk),
+        ]
+    )
+    with pytest.raises(RemoteProtocolError):
+        pair.server.receive(batch)

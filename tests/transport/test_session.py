@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import trio
 import trio.testing
@@ -225,3 +227,39 @@ async def test_draining_agent_refuses_new_streams(autojump_clock: trio.testing.M
         with pytest.raises(StreamReset) as info:
             await stream.receive_response()
         assert info.value.code == ResetCode.DRAINING
+
+
+async def test_queued_frames_go_out_as_one_batch(autojump_clock: trio.testing.MockClock) -> None:
+    """The head and body of a small exchange travel as one message each way."""
+    from nfrx.protocol import codec
+
+    sent: list[str | bytes] = []
+
+    async def handler(stream: IncomingStream) -> None:
+        body = await stream.receive_all(1000)
+        await stream.send_response(200, (), data=b"re:" + body, end=True)
+
+    async with open_tunnel(handler) as tunnel:
+        await trio.testing.wait_all_tasks_blocked()
+        for conn in (tunnel.server._conn, tunnel.agent._conn):
+            original = conn.receive
+
+            def spy(
+                message: str | bytes, original: Callable[[str | bytes], None] = original
+            ) -> None:
+                sent.append(message)
+                original(message)
+
+            conn.receive = spy  # type: ignore[method-assign]
+        await trio.testing.wait_all_tasks_blocked()
+        stream = tunnel.server.open_stream("POST", "/x", ())
+        await stream.send_data(b"hi", end=True)
+        head = await stream.receive_response()
+        assert head.status == 200
+        assert not head.end
+        assert await stream.receive_all(1000) == b"re:hi"
+        assert await stream.receive_some() == b""
+        assert tunnel.server.live_streams == 0
+    assert len(sent) == 2
+    assert all(codec.is_batch(message) for message in sent)
+    assert [len(codec.split_batch(m)) for m in sent if isinstance(m, bytes)] == [2, 2]
