@@ -7,9 +7,12 @@ cannot be served (unknown model, or unknown agent on a targeted route).
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any
 
 from nfrx.server.http_errors import HttpError, model_not_found
+from nfrx.server.queue import Ticket
+from nfrx.server.scheduler import aliases_allowed
 
 if TYPE_CHECKING:
     from quart import Blueprint
@@ -31,6 +34,7 @@ class ModelCatalog:
     def __init__(self, gateway: Gateway, kind: str) -> None:
         self.registry = gateway.registry
         self.kind = kind
+        self.min_score = gateway.config.llm_min_score
 
     def table(self, agent_id: str | None) -> dict[str, list[AgentRecord]]:
         """Model id -> agents serving it (only agent ``agent_id``, 404 if it is not connected)."""
@@ -54,6 +58,18 @@ class ModelCatalog:
         if agent_id is not None and self.registry.get(self.kind, agent_id) is None:
             return agent_not_found(self.kind, agent_id)
         return model_not_found(model)
+
+    def ticket(self, model: str, request_id: str, agent_id: str | None) -> Ticket:
+        """A request for ``model`` (on agent ``agent_id`` only, if given), alias routing as
+        ``LLM_MIN_SCORE`` allows."""
+        return Ticket(
+            kind=self.kind,
+            model=model,
+            request_id=request_id,
+            agent_id=agent_id,
+            aliases=aliases_allowed(self.min_score),
+            missing=functools.partial(self.missing, agent_id, model),
+        )
 
     def add_routes(self, bp: Blueprint) -> None:
         """The models routes, under the blueprint's prefix."""

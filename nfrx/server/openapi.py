@@ -262,29 +262,34 @@ ASSET_TYPES = {
 INITIALIZER = "swagger-initializer.js"
 
 
+def _model_routes(prefix: str, where: str, tag: str, listing: str, noun: str) -> list[Route]:
+    """``GET <prefix>/models`` and ``/models/{model_id}`` (the LLM and ASR catalogues)."""
+    return [
+        Route(
+            "get",
+            f"{prefix}/models",
+            listing + where,
+            tag,
+            "api_key",
+            (Answer(200, "The models.", ((JSON, _ref("ModelList")),)),),
+            (401, 404, 503),
+        ),
+        Route(
+            "get",
+            f"{prefix}/models/{{model_id}}",
+            f"Retrieve one {noun}{where}",
+            tag,
+            "api_key",
+            (Answer(200, "The model.", ((JSON, _ref("Model")),)),),
+            (401, 404, 503),
+        ),
+    ]
+
+
 def _llm_routes() -> list[Route]:
     rows: list[Route] = []
     for prefix, where in _LLM_PREFIXES:
-        rows += [
-            Route(
-                "get",
-                f"{prefix}/models",
-                f"List the connected agents' models{where}",
-                "llm",
-                "api_key",
-                (Answer(200, "The models.", ((JSON, _ref("ModelList")),)),),
-                (401, 404, 503),
-            ),
-            Route(
-                "get",
-                f"{prefix}/models/{{model_id}}",
-                f"Retrieve one model{where}",
-                "llm",
-                "api_key",
-                (Answer(200, "The model.", ((JSON, _ref("Model")),)),),
-                (401, 404, 503),
-            ),
-        ]
+        rows += _model_routes(prefix, where, "llm", "List the connected agents' models", "model")
         rows += [
             Route(
                 "post",
@@ -340,26 +345,13 @@ def _connect(kind: str) -> Route:
 def _asr_routes() -> list[Route]:
     rows: list[Route] = []
     for prefix, where in _ASR_PREFIXES:
-        rows += [
-            Route(
-                "get",
-                f"{prefix}/models",
-                f"List the connected speech-to-text models{where}",
-                "asr",
-                "api_key",
-                (Answer(200, "The models.", ((JSON, _ref("ModelList")),)),),
-                (401, 404, 503),
-            ),
-            Route(
-                "get",
-                f"{prefix}/models/{{model_id}}",
-                f"Retrieve one speech-to-text model{where}",
-                "asr",
-                "api_key",
-                (Answer(200, "The model.", ((JSON, _ref("Model")),)),),
-                (401, 404, 503),
-            ),
-        ]
+        rows += _model_routes(
+            prefix,
+            where,
+            "asr",
+            "List the connected speech-to-text models",
+            "speech-to-text model",
+        )
         rows += [
             Route(
                 "post",

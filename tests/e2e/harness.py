@@ -96,10 +96,21 @@ def clean_env(extra: Mapping[str, str]) -> dict[str, str]:
 
 @asynccontextmanager
 async def nfrx(name: str, args: list[str], env: Mapping[str, str]) -> AsyncIterator[NfrxProcess]:
-    """Run ``python -m nfrx <args>``; on exit SIGTERM it (then SIGKILL after 5 s)."""
+    """Run ``python -m nfrx <args>`` with a clean environment (see :func:`run_process`)."""
+    async with run_process(name, [sys.executable, "-m", "nfrx", *args], clean_env(env)) as proc:
+        yield proc
+
+
+@asynccontextmanager
+async def run_process(
+    name: str, argv: list[str], env: Mapping[str, str], *, cwd: str | None = None
+) -> AsyncIterator[NfrxProcess]:
+    """Run ``argv`` with its output collected; on exit SIGTERM it twice (nfrx: stop at once),
+    then SIGKILL after 5 s, by its pid."""
     process = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "nfrx", *args],
-        env=clean_env(env),
+        argv,
+        env=dict(env),
+        cwd=cwd,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -9,7 +9,6 @@ state and metrics are the LLM plugin's, through :class:`~nfrx.server.proxy.Job`.
 
 from __future__ import annotations
 
-import functools
 from typing import TYPE_CHECKING
 
 from quart import Blueprint, Response, request
@@ -18,8 +17,6 @@ from nfrx.server.agent_socket import serve_agent
 from nfrx.server.catalog import ModelCatalog
 from nfrx.server.http_errors import HttpError
 from nfrx.server.proxy import Job
-from nfrx.server.queue import Ticket
-from nfrx.server.scheduler import aliases_allowed
 from nfrx.server.upload import multipart_boundary, read_field
 
 if TYPE_CHECKING:
@@ -68,15 +65,8 @@ def blueprint(gateway: Gateway) -> Blueprint:
         if not model:
             raise _bad_request("missing_model", "the form needs a 'model' field (non-empty)")
         prefix = f"/api/{KIND}" + (f"/id/{agent_id}" if agent_id else "")
-        ticket = Ticket(
-            kind=KIND,
-            model=model,
-            request_id=request_id,
-            agent_id=agent_id,
-            # Same alias rule as the LLM routes; the spooled form field is renamed on replay.
-            aliases=aliases_allowed(gateway.config.llm_min_score),
-            missing=functools.partial(catalog.missing, agent_id, model),
-        )
+        # Same alias rule as the LLM routes; the spooled form field is renamed on replay.
+        ticket = catalog.ticket(model, request_id, agent_id)
         cleanups = gateway.cleanups()
         job = Job.relay(
             gateway,

@@ -7,7 +7,6 @@ read ``model`` (for routing) and to reject what no backend could accept.
 
 from __future__ import annotations
 
-import functools
 import json
 from typing import TYPE_CHECKING, Any, cast
 
@@ -18,8 +17,6 @@ from nfrx.server.agent_socket import serve_agent
 from nfrx.server.catalog import ModelCatalog
 from nfrx.server.http_errors import HttpError
 from nfrx.server.proxy import Job, streaming_response
-from nfrx.server.queue import Ticket
-from nfrx.server.scheduler import aliases_allowed
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -91,14 +88,7 @@ def blueprint(gateway: Gateway) -> Blueprint:
         payload = parse_body(body)
         model = payload["model"]
         prefix = f"/api/{KIND}" + (f"/id/{agent_id}" if agent_id else "")
-        ticket = Ticket(
-            kind=KIND,
-            model=model,
-            request_id=request_id,
-            agent_id=agent_id,
-            aliases=aliases_allowed(gateway.config.llm_min_score),
-            missing=functools.partial(catalog.missing, agent_id, model),
-        )
+        ticket = catalog.ticket(model, request_id, agent_id)
         cleanups = gateway.cleanups()
         job = Job.relay(
             gateway,
