@@ -377,9 +377,12 @@ class Job:
             return _empty()
         return relay_body(exchange, event_stream, self.style, self.gateway.config.llm_idle_timeout)
 
-    async def queued_event_stream(self, cleanups: list[Callable[[], None]]) -> AsyncIterator[bytes]:
-        """The body of a streaming request that had to wait: ``nfrx.queue`` events while it waits
-        (at once, then every ``LLM_QUEUE_UPDATE_SECONDS``), then the agent's event stream.
+    async def queued_event_stream(
+        self, cleanups: list[Callable[[], None]], *, named: bool = False
+    ) -> AsyncIterator[bytes]:
+        """The body of a streaming request that had to wait: ``nfrx.queue`` updates while it waits
+        (at once, then every ``LLM_QUEUE_UPDATE_SECONDS``), then the agent's event stream. The
+        updates are SSE comments, or named events with ``named`` (see :meth:`queue_event`).
 
         The status line (200) has been sent, so every later failure -- queue timeout, upstream
         error status, agent failure -- is a final SSE ``error`` event.
@@ -389,7 +392,7 @@ class Job:
         try:
             while True:  # until a response head arrived
                 while grant is None:
-                    yield self.queue_event()
+                    yield self.queue_event(named=named)
                     until = trio.current_time() + every if every > 0 else math.inf
                     grant = await self.wait(until)
                 try:
@@ -414,14 +417,22 @@ class Job:
         quoted = await read_bounded(exchange, ERROR_BODY_LIMIT)
         yield upstream_error_event(head.status, quoted, self.style)
 
-    def queue_event(self) -> bytes:
-        payload = {
-            "type": "nfrx.queue",
-            "request_id": self.request_id,
-            "model": self.ticket.model,
-            "position": self.position(),
-        }
-        return b"event: nfrx.queue\ndata: " + _json(payload) + b"\n\n"
+    def queue_event(self, *, named: bool = False) -> bytes:
+        """The request's place in the queue as an SSE comment (``: nfrx.queue {...}``), which
+        every SSE client skips, or with ``named`` as the original's ``event: nfrx.queue``, which
+        SDKs that read every event as a chunk (the openai SDK) turn into a chunk without
+        ``choices``. Either way the JSON is the same (one line: compact JSON has no newline)."""
+        payload = _json(
+            {
+                "type": "nfrx.queue",
+                "request_id": self.request_id,
+                "model": self.ticket.model,
+                "position": self.position(),
+            }
+        )
+        if named:
+            return b"event: nfrx.queue\ndata: " + payload + b"\n\n"
+        return b": nfrx.queue " + payload + b"\n\n"
 
 
 class AttemptFailed(Exception):
