@@ -92,6 +92,8 @@ class Exchange:
     started: float = attrs.field(factory=trio.current_time)
     status: int | None = None
     failed: bool = False
+    cancelled: bool = False
+    """The client gave up (disconnected, or timed out on its side) before the answer ended."""
     usage: Usage | None = None
     ended: float | None = None
     owns_slot: bool = True
@@ -105,7 +107,13 @@ class Exchange:
         return end - self.started
 
     def finish(self, *, code: str = ResetCode.CANCELLED, failed: bool | None = None) -> None:
-        """End the exchange: reset the stream if it is still live, free the slot. Idempotent."""
+        """End the exchange: reset the stream if it is still live, free the slot. Idempotent.
+
+        ``failed`` says how it ended. Left out while the stream is still live, the exchange
+        was cut from the client's side -- quart-trio cancelled the request or closed its body
+        iterator because the client left -- and counts as cancelled, not as the agent's
+        failure.
+        """
         if self._finished:
             return
         self._finished = True
@@ -113,14 +121,20 @@ class Exchange:
         if self.stream.live:
             self.stream.reset(code)
             if failed is None:
-                failed = True
+                self.cancelled = True
         if failed is not None:
             self.failed = failed
         if self.owns_slot:
-            self.gateway.registry.release(self.agent, failed=self.failed)
+            self.gateway.registry.release(self.agent, failed=self.failed, cancelled=self.cancelled)
         if self.usage is not None:
             self.gateway.record_usage(self.agent, self.model, self.usage)
         self.gateway.exchange_finished(self)
+        if self.cancelled:
+            ending = " (cancelled by client)"
+        elif self.failed and self.status is not None:
+            ending = " (failed)"  # after its head arrived: the answer was cut or unusable
+        else:
+            ending = ""
         log.info(
             "%s agent=%s status=%s duration=%.3fs%s request_id=%s%s",
             self.label,
@@ -131,7 +145,7 @@ class Exchange:
             if self.usage is None
             else f" tokens_in={self.usage.input_tokens} tokens_out={self.usage.output_tokens}",
             self.request_id,
-            " (abandoned)" if self.failed and self.status is not None else "",
+            ending,
         )
 
 
