@@ -17,10 +17,10 @@ if TYPE_CHECKING:
 HELP = (
     "Show what a server or an agent is doing. By default it reads the local server's /api/state "
     "(http://127.0.0.1:8080, or the HOST, PORT, TLS_CERT and API_KEY that 'nfrx serve' would "
-    "use: environment, then CONFIG_FILE or /etc/nfrx/server.yaml) and prints its agents, "
-    "models and queue; --server URL reads another server's (with API_KEY); --agent URL reads a "
-    "local agent's /status (its STATUS_ADDR). --json prints the raw JSON; --watch refreshes it "
-    "every --interval seconds until Ctrl-C."
+    "use, from the environment or its config file) and prints its agents, models and queue; "
+    "--server URL reads another server's (with API_KEY); --agent URL reads a local agent's "
+    "/status (its STATUS_ADDR). --json prints the raw JSON; --watch refreshes it every "
+    "--interval seconds until Ctrl-C."
 )
 
 TIMEOUT = 10.0
@@ -292,7 +292,7 @@ def command(
     api_key: Annotated[
         str | None,
         typer.Option(
-            envvar="API_KEY", help="API key for --server. [env: API_KEY]", show_envvar=False
+            envvar="API_KEY", help="API key for the server. [env: API_KEY]", show_envvar=False
         ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the raw JSON.")] = False,
