@@ -143,7 +143,7 @@ class ServerConfig:
     llm_queue_update_seconds: float = setting(
         10.0,
         env="LLM_QUEUE_UPDATE_SECONDS",
-        doc="Seconds between nfrx.queue events while a streaming request waits (0: only the "
+        doc="Seconds between nfrx.queue updates while a streaming request waits (0: only the "
         "first one).",
         minimum=0,
     )

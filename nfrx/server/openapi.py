@@ -134,7 +134,8 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "EventStream": {
         "type": "string",
         "description": "Server-sent events, relayed as they arrive. While the request waits in "
-        "the queue: `event: nfrx.queue` events; a failure after the start: a final "
+        "the queue: `: nfrx.queue {...}` comment lines (named `event: nfrx.queue` events with "
+        "the request header `X-Nfrx-Queue-Events: events`); a failure after the start: a final "
         "`event: error`.",
     },
     "Model": {
