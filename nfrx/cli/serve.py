@@ -55,6 +55,9 @@ def command(
             help=doc(ServerConfig, "llm_queue_events"),
         ),
     ] = None,
+    llm_queue_event_style: Annotated[
+        str | None, typer.Option(help=doc(ServerConfig, "llm_queue_event_style"))
+    ] = None,
     llm_queue_update_seconds: Annotated[
         float | None, typer.Option(help=doc(ServerConfig, "llm_queue_update_seconds"))
     ] = None,

@@ -12,11 +12,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Mapping, Sequence
 
 HELP = (
-    "Show what a server or an agent is doing. --server URL reads the server's /api/state (with "
-    "API_KEY) and prints its agents, models and queue; --agent URL reads a local agent's "
+    "Show what a server or an agent is doing. By default it reads the local server's /api/state "
+    "(http://127.0.0.1:8080, or the HOST, PORT, TLS_CERT and API_KEY that 'nfrx serve' would "
+    "use, from the environment or its config file) and prints its agents, models and queue; "
+    "--server URL reads another server's (with API_KEY); --agent URL reads a local agent's "
     "/status (its STATUS_ADDR). --json prints the raw JSON; --watch refreshes it every "
     "--interval seconds until Ctrl-C."
 )
@@ -40,6 +42,20 @@ def state_url(server: str) -> str:
     """``/api/state`` of a server given by its base URL (a full ``.../api/state`` is kept)."""
     base = server.rstrip("/")
     return base if base.endswith("/api/state") else f"{base}/api/state"
+
+
+def local_server(environ: Mapping[str, str] | None = None) -> tuple[str, str]:
+    """The base URL and API key of the server ``nfrx serve`` would run here, from the same
+    settings (defaults < config file < ``environ``). Raises ConfigError."""
+    from nfrx.config.load import load
+    from nfrx.config.model import ServerConfig
+
+    config = load(ServerConfig, {}, environ)
+    host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(config.host, config.host)
+    if ":" in host:
+        host = f"[{host}]"
+    scheme = "https" if config.tls_cert else "http"
+    return f"{scheme}://{host}:{config.port}", config.api_key
 
 
 def agent_url(agent: str) -> str:
@@ -131,11 +147,13 @@ def render_server(state: dict[str, Any]) -> str:
         agent_rows = [
             [
                 agent.get("name") or agent.get("id", "?"),
+                agent.get("id", "?"),
                 agent.get("status", "?"),
                 _names(agent.get("models", [])),
                 f"{agent.get('inflight', 0)}/{agent.get('max_concurrency', 0)}",
                 agent.get("processed_total", 0),
                 agent.get("failures_total", 0),
+                agent.get("cancelled_total", 0),
                 f"{agent.get('input_tokens_total', 0)}/{agent.get('output_tokens_total', 0)}",
             ]
             for agent in agents
@@ -146,11 +164,13 @@ def render_server(state: dict[str, Any]) -> str:
                 table(
                     [
                         "NAME",
+                        "ID",
                         "STATUS",
                         "MODELS",
                         "INFLIGHT",
                         "PROCESSED",
                         "FAILURES",
+                        "CANCELLED",
                         "TOKENS IN/OUT",
                     ],
                     agent_rows,
@@ -260,7 +280,10 @@ def render_agent(status: dict[str, Any]) -> str:
 def command(
     server: Annotated[
         str | None,
-        typer.Option(help="Base URL of an nfrx server (http://host:port); reads /api/state."),
+        typer.Option(
+            help="Base URL of an nfrx server (http://host:port); reads /api/state. [default: "
+            "the local server, from HOST and PORT]"
+        ),
     ] = None,
     agent: Annotated[
         str | None,
@@ -269,7 +292,7 @@ def command(
     api_key: Annotated[
         str | None,
         typer.Option(
-            envvar="API_KEY", help="API key for --server. [env: API_KEY]", show_envvar=False
+            envvar="API_KEY", help="API key for the server. [env: API_KEY]", show_envvar=False
         ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the raw JSON.")] = False,
@@ -285,18 +308,26 @@ def command(
         ),
     ] = None,
 ) -> None:
-    if (server is None) == (agent is None):
-        typer.echo("nfrx status: give exactly one of --server URL or --agent URL", err=True)
+    if server is not None and agent is not None:
+        typer.echo("nfrx status: give one of --server URL or --agent URL, not both", err=True)
         raise typer.Exit(2)
     if interval is not None and not interval > 0:
         typer.echo("nfrx status: --interval needs a positive number of seconds", err=True)
         raise typer.Exit(2)
     render: Callable[[dict[str, Any]], str]
-    if server is not None:
+    if agent is not None:
+        url, key, render = agent_url(agent), "", render_agent
+    elif server is not None:
         url, key, render = state_url(server), api_key or "", render_server
     else:
-        assert agent is not None
-        url, key, render = agent_url(agent), "", render_agent
+        from nfrx.config.load import ConfigError
+
+        try:
+            local, local_key = local_server()
+        except ConfigError as exc:
+            typer.echo(f"nfrx status: configuration error: {exc} (or give --server URL)", err=True)
+            raise typer.Exit(2) from None
+        url, key, render = state_url(local), api_key or local_key, render_server
     try:
         if watch or interval is not None:
             _watch(url, key, render, as_json, interval or DEFAULT_WATCH)

@@ -40,6 +40,9 @@ T = TypeVar("T")
 
 LOG_FORMATS = ("text", "json")
 
+QUEUE_EVENT_STYLES = ("comments", "events")
+"""``LLM_QUEUE_EVENT_STYLE`` (and the ``X-Nfrx-Queue-Events`` request header)."""
+
 
 class _OsDefault:
     def __repr__(self) -> str:
@@ -150,6 +153,8 @@ def validate(config: Any, labels: Mapping[str, str] | None = None) -> None:
             raise ConfigError(f"{env}: {value!r} is not one of debug, info, warning, error")
         if field.name == "log_format" and value.lower() not in LOG_FORMATS:
             raise ConfigError(f"{env}: {value!r} is not one of {', '.join(LOG_FORMATS)}")
+        if field.name == "llm_queue_event_style" and value.lower() not in QUEUE_EVENT_STYLES:
+            raise ConfigError(f"{env}: {value!r} is not one of {', '.join(QUEUE_EVENT_STYLES)}")
         if field.name == "plugins":
             try:
                 enabled_plugins(value)

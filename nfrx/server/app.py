@@ -19,6 +19,7 @@ from quart import Blueprint, Response, jsonify, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
+from nfrx._version import __version__
 from nfrx.config.load import enabled_plugins
 from nfrx.plugins import SERVER_PLUGINS
 from nfrx.server import metrics, openapi, state
@@ -98,6 +99,17 @@ def create_quart_app(gateway: Gateway) -> QuartTrio:
         }.get(status, error.description or "error")
         return await _answer(HttpError(status, code, message))
 
+    @app.get("/")
+    async def index() -> Response:
+        # People land on the dashboard; an API client (JSON, or */*) gets where things are.
+        if request.accept_mimetypes.best_match([JSON, "text/html"]) == "text/html":
+            response = Response(b"", status=302)
+            response.headers["Location"] = DASHBOARD
+        else:
+            response = jsonify(index_document(gateway))
+        response.headers["Vary"] = "Accept"
+        return response
+
     @app.get("/healthz")
     async def healthz() -> Response:
         registry = gateway.registry
@@ -121,6 +133,36 @@ def create_quart_app(gateway: Gateway) -> QuartTrio:
         metrics.register_route(app, gateway.metrics)
     app.register_blueprint(state.blueprint(gateway))
     return app
+
+
+JSON = "application/json"
+DASHBOARD = "/state"
+
+PLUGIN_APIS = {
+    "llm": "/api/llm/v1",
+    "mcp": "/api/mcp/id/{id}",
+    "docling": "/api/docling/v1",
+    "asr": "/api/asr/v1",
+}
+"""Where each plugin's client API starts (for ``GET /``)."""
+
+
+def index_document(gateway: Gateway) -> dict[str, Any]:
+    """``GET /`` for API clients: what this server is and where its routes start."""
+    return {
+        "name": "nfrx",
+        "version": __version__,
+        "dashboard": DASHBOARD,
+        "docs": f"{openapi.PREFIX}/",
+        "openapi": f"{openapi.PREFIX}/openapi.json",
+        "health": "/healthz",
+        "state": "/api/state",
+        "apis": {
+            name: PLUGIN_APIS[name]
+            for name in enabled_plugins(gateway.config.plugins)
+            if name in PLUGIN_APIS
+        },
+    }
 
 
 def _disabled_plugin(name: str) -> Blueprint:

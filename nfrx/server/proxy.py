@@ -92,6 +92,8 @@ class Exchange:
     started: float = attrs.field(factory=trio.current_time)
     status: int | None = None
     failed: bool = False
+    cancelled: bool = False
+    """The client gave up (disconnected, or timed out on its side) before the answer ended."""
     usage: Usage | None = None
     ended: float | None = None
     owns_slot: bool = True
@@ -105,7 +107,13 @@ class Exchange:
         return end - self.started
 
     def finish(self, *, code: str = ResetCode.CANCELLED, failed: bool | None = None) -> None:
-        """End the exchange: reset the stream if it is still live, free the slot. Idempotent."""
+        """End the exchange: reset the stream if it is still live, free the slot. Idempotent.
+
+        ``failed`` says how it ended. Left out while the stream is still live, the exchange
+        was cut from the client's side -- quart-trio cancelled the request or closed its body
+        iterator because the client left -- and counts as cancelled, not as the agent's
+        failure.
+        """
         if self._finished:
             return
         self._finished = True
@@ -113,14 +121,20 @@ class Exchange:
         if self.stream.live:
             self.stream.reset(code)
             if failed is None:
-                failed = True
+                self.cancelled = True
         if failed is not None:
             self.failed = failed
         if self.owns_slot:
-            self.gateway.registry.release(self.agent, failed=self.failed)
+            self.gateway.registry.release(self.agent, failed=self.failed, cancelled=self.cancelled)
         if self.usage is not None:
             self.gateway.record_usage(self.agent, self.model, self.usage)
         self.gateway.exchange_finished(self)
+        if self.cancelled:
+            ending = " (cancelled by client)"
+        elif self.failed and self.status is not None:
+            ending = " (failed)"  # after its head arrived: the answer was cut or unusable
+        else:
+            ending = ""
         log.info(
             "%s agent=%s status=%s duration=%.3fs%s request_id=%s%s",
             self.label,
@@ -131,7 +145,7 @@ class Exchange:
             if self.usage is None
             else f" tokens_in={self.usage.input_tokens} tokens_out={self.usage.output_tokens}",
             self.request_id,
-            " (abandoned)" if self.failed and self.status is not None else "",
+            ending,
         )
 
 
@@ -377,9 +391,12 @@ class Job:
             return _empty()
         return relay_body(exchange, event_stream, self.style, self.gateway.config.llm_idle_timeout)
 
-    async def queued_event_stream(self, cleanups: list[Callable[[], None]]) -> AsyncIterator[bytes]:
-        """The body of a streaming request that had to wait: ``nfrx.queue`` events while it waits
-        (at once, then every ``LLM_QUEUE_UPDATE_SECONDS``), then the agent's event stream.
+    async def queued_event_stream(
+        self, cleanups: list[Callable[[], None]], *, named: bool = False
+    ) -> AsyncIterator[bytes]:
+        """The body of a streaming request that had to wait: ``nfrx.queue`` updates while it waits
+        (at once, then every ``LLM_QUEUE_UPDATE_SECONDS``), then the agent's event stream. The
+        updates are SSE comments, or named events with ``named`` (see :meth:`queue_event`).
 
         The status line (200) has been sent, so every later failure -- queue timeout, upstream
         error status, agent failure -- is a final SSE ``error`` event.
@@ -389,7 +406,7 @@ class Job:
         try:
             while True:  # until a response head arrived
                 while grant is None:
-                    yield self.queue_event()
+                    yield self.queue_event(named=named)
                     until = trio.current_time() + every if every > 0 else math.inf
                     grant = await self.wait(until)
                 try:
@@ -414,14 +431,22 @@ class Job:
         quoted = await read_bounded(exchange, ERROR_BODY_LIMIT)
         yield upstream_error_event(head.status, quoted, self.style)
 
-    def queue_event(self) -> bytes:
-        payload = {
-            "type": "nfrx.queue",
-            "request_id": self.request_id,
-            "model": self.ticket.model,
-            "position": self.position(),
-        }
-        return b"event: nfrx.queue\ndata: " + _json(payload) + b"\n\n"
+    def queue_event(self, *, named: bool = False) -> bytes:
+        """The request's place in the queue as an SSE comment (``: nfrx.queue {...}``), which
+        every SSE client skips, or with ``named`` as the original's ``event: nfrx.queue``, which
+        SDKs that read every event as a chunk (the openai SDK) turn into a chunk without
+        ``choices``. Either way the JSON is the same (one line: compact JSON has no newline)."""
+        payload = _json(
+            {
+                "type": "nfrx.queue",
+                "request_id": self.request_id,
+                "model": self.ticket.model,
+                "position": self.position(),
+            }
+        )
+        if named:
+            return b"event: nfrx.queue\ndata: " + payload + b"\n\n"
+        return b": nfrx.queue " + payload + b"\n\n"
 
 
 class AttemptFailed(Exception):

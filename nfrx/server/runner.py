@@ -28,6 +28,7 @@ from hypercorn.trio import serve
 from nfrx.config.load import enabled_plugins
 from nfrx.plugins import SERVER_PLUGINS
 from nfrx.protocol import Drain
+from nfrx.server import reason_phrase
 from nfrx.server.app import create_app
 from nfrx.server.gateway import Gateway
 from nfrx.server.metrics import metrics_asgi
@@ -78,6 +79,7 @@ async def run_server(
     config: ServerConfig, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED
 ) -> None:
     """Serve until a signal ends it; ``task_status.started`` gets the bound URLs."""
+    reason_phrase.install()
     gateway = Gateway(config)
     app = create_app(gateway)
     shutdown = trio.Event()

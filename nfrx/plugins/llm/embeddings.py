@@ -168,7 +168,7 @@ async def _run_agents(
     retryable: list[HttpError] = []
 
     async def worker(agent: AgentRecord, concrete: str) -> None:
-        failed = False
+        failed = cancelled = False
         try:
             while (
                 batch := plan.take(batch_size(agent.embedding_batch_size, plan.share))
@@ -189,8 +189,13 @@ async def _run_agents(
                     fatal.append(exc)
                     nursery.cancel_scope.cancel()
                     return
+        except trio.Cancelled:
+            # The client left (or another agent's failure ended the request): not this
+            # agent's failure.
+            cancelled = not failed
+            raise
         finally:
-            job.gateway.registry.release(agent, failed=failed)
+            job.gateway.registry.release(agent, failed=failed, cancelled=cancelled)
 
     async with trio.open_nursery() as nursery:
         for agent, concrete in agents:
