@@ -23,6 +23,7 @@ from nfrx.config.load import enabled_plugins
 from nfrx.plugins import SERVER_PLUGINS
 from nfrx.server import metrics, openapi, state
 from nfrx.server.cors import cors
+from nfrx.server.guard import guarded
 from nfrx.server.http_errors import HttpError
 from nfrx.server.proxy import RelayBroken
 from nfrx.server.request_body import BoundedConnection, BoundedRequest
@@ -143,7 +144,8 @@ def _disabled_plugin(name: str) -> Blueprint:
 
 
 def create_app(gateway: Gateway) -> Any:
-    """The ASGI callable that hypercorn serves (see the module docstring), behind CORS."""
+    """The ASGI callable that hypercorn serves (see the module docstring), behind CORS, behind
+    the last-resort guard (:mod:`nfrx.server.guard`)."""
     app = create_quart_app(gateway)
 
     async def asgi(scope: Any, receive: Any, send: Any) -> None:
@@ -162,4 +164,4 @@ def create_app(gateway: Gateway) -> Any:
             for cleanup in cleanups:
                 cleanup()
 
-    return cors(asgi, gateway.config.allowed_origins)
+    return guarded(cors(asgi, gateway.config.allowed_origins))

@@ -308,7 +308,7 @@ class Job:
             "%s: agent %s failed before answering (%s); retrying elsewhere",
             self.label,
             agent.name,
-            error.message,
+            error.code,
         )
         self.ticket.exclude = self.ticket.exclude | {agent.id}
         self.ticket.missing = lambda: error
@@ -348,7 +348,10 @@ class Job:
         headers = response_headers(head.headers)
         event_stream = is_event_stream(headers)
         if event_stream:
-            headers = [(k, v) for k, v in headers if k.lower() != "cache-control"]
+            # The relay may end the stream with an error event of its own: no content-length.
+            headers = [
+                (k, v) for k, v in headers if k.lower() not in ("cache-control", "content-length")
+            ]
             headers.append(("Cache-Control", "no-store"))
         headers.append(("X-Request-Id", self.request_id))
         return headers, event_stream
@@ -469,7 +472,7 @@ async def open_exchange(
     except TunnelClosed as exc:
         if owns_slot:
             gateway.registry.release(agent, failed=True)
-        raise AttemptFailed(from_tunnel_error(exc), retryable=True) from None
+        raise AttemptFailed(from_tunnel_error(exc, request_id), retryable=True) from None
     exchange = Exchange(
         gateway,
         agent,
@@ -495,7 +498,14 @@ async def open_exchange(
         exchange.finish(failed=False)
         raise AttemptFailed(refused, retryable=False) from None
     except (StreamReset, TunnelClosed) as exc:
-        error = from_tunnel_error(exc)
+        error = from_tunnel_error(exc, request_id)
+        log.warning(
+            "%s: agent %s failed before answering: %s request_id=%s",
+            exchange.label,
+            agent.name,
+            error.detail,
+            request_id,
+        )
         exchange.status = error.status
         exchange.finish(failed=True)
         timed_out = isinstance(exc, StreamReset) and exc.code == ResetCode.TIMEOUT
@@ -599,8 +609,16 @@ async def relay_body(
     except (StreamReset, TunnelClosed) as exc:
         exchange.usage = meter.usage
         exchange.finish(failed=True)
+        error = from_tunnel_error(exc, exchange.request_id)
+        log.warning(
+            "%s agent=%s: the answer broke off: %s request_id=%s",
+            exchange.label,
+            exchange.agent.name,
+            error.detail,
+            exchange.request_id,
+        )
         if not event_stream:
-            raise RelayBroken(str(exc)) from None
-        yield from_tunnel_error(exc).sse_event(style)
+            raise RelayBroken(error.message) from None
+        yield error.sse_event(style)
     finally:
         exchange.finish()
