@@ -32,7 +32,7 @@ _nfrx() {
             "nfrx asr:--server-url"|"nfrx asr:--client-key"|"nfrx asr:--client-id"|"nfrx asr:--client-name"|"nfrx asr:--asr-base-url"|"nfrx asr:--asr-api-key"|"nfrx asr:--asr-models"|"nfrx asr:--max-concurrency"|"nfrx asr:--request-timeout"|"nfrx asr:--drain-timeout"|"nfrx asr:--config"|"nfrx asr:--status-addr"|"nfrx asr:--metrics-port"|"nfrx asr:--ca-file"|"nfrx asr:--log-format"|"nfrx asr:--log-dir"|"nfrx asr:--log-level")
                 vopt=$word
                 if [[ ${COMP_WORDS[i+1]-} == "=" ]]; then ((i += 2)); else ((i += 1)); fi ;;
-            "nfrx status:--server"|"nfrx status:--agent"|"nfrx status:--api-key"|"nfrx status:--interval")
+            "nfrx status:--server"|"nfrx status:--agent"|"nfrx status:--api-key"|"nfrx status:--token-file"|"nfrx status:--interval")
                 vopt=$word
                 if [[ ${COMP_WORDS[i+1]-} == "=" ]]; then ((i += 2)); else ((i += 1)); fi ;;
             *:-*) ;;
@@ -67,7 +67,7 @@ _nfrx() {
             fi ;;
         "nfrx docling") words="--server-url --client-key --client-id --client-name --doc-base-url --doc-api-key --max-concurrency --reconnect -r --request-timeout --drain-timeout --config --status-addr --metrics-port --ca-file --log-format --log-dir --log-level --print-config --help" ;;
         "nfrx asr") words="--server-url --client-key --client-id --client-name --asr-base-url --asr-api-key --asr-models --max-concurrency --reconnect -r --request-timeout --drain-timeout --config --status-addr --metrics-port --ca-file --log-format --log-dir --log-level --print-config --help" ;;
-        "nfrx status") words="--server --agent --api-key --json --watch -w --interval --help" ;;
+        "nfrx status") words="--server --agent --api-key --token-file --json --watch -w --interval --help" ;;
         "nfrx completion")
             if [[ $cur == -* ]]; then
                 words="--help"

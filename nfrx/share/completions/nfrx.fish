@@ -165,6 +165,7 @@ complete -c nfrx -n '__fish_seen_subcommand_from asr' -l help -d 'Show this mess
 complete -c nfrx -n '__fish_seen_subcommand_from status' -l server -r -F -d 'Base URL of an nfrx server (http://host:port); reads /api/state'
 complete -c nfrx -n '__fish_seen_subcommand_from status' -l agent -r -F -d 'URL of an agent\'s status API (its STATUS_ADDR, http://127.0.0.1:4555)'
 complete -c nfrx -n '__fish_seen_subcommand_from status' -l api-key -r -F -d 'API key for --server'
+complete -c nfrx -n '__fish_seen_subcommand_from status' -l token-file -r -F -d 'The agent\'s control token file for --agent'
 complete -c nfrx -n '__fish_seen_subcommand_from status' -l json -d 'Print the raw JSON'
 complete -c nfrx -n '__fish_seen_subcommand_from status' -l watch -s w -d 'Refresh until Ctrl-C (see --interval)'
 complete -c nfrx -n '__fish_seen_subcommand_from status' -l interval -r -F -d 'Seconds between refreshes with --watch (implies it)'
