@@ -11,6 +11,12 @@ the exception crosses both nurseries and ends ``nfrx serve`` (issue 13: an agent
 :func:`guarded` is the outermost ASGI layer of the server's app (:func:`nfrx.server.app.create_app`
 installs it); for every HTTP request a :class:`ResponseGuard` wraps the ASGI ``send``:
 
+* the final body message is sent shielded from cancellation (for at most
+  :data:`FINAL_SEND_SECONDS`): hypercorn ends the request -- recycles the keep-alive connection,
+  or closes it after a ``Connection: close`` answer -- inside that ``send``, in the app's task,
+  and quart-trio cancels that task as soon as hypercorn reports the end of the request to it. A
+  cancellation there left the connection neither usable nor closed (most often after a refusal
+  sent before the request body had arrived), and the client hanging;
 * a response start that fails :func:`~nfrx.headers.check_response_head` never reaches hypercorn:
   the client gets a 500 JSON instead (logged at ERROR) and the rest of that response is dropped;
 * an exception that left the app (:meth:`ResponseGuard.fail`) is logged once, with its
@@ -37,6 +43,9 @@ if TYPE_CHECKING:
     Asgi = Callable[[Any, Any, Any], Awaitable[None]]
 
 log = logging.getLogger("nfrx.server")
+
+FINAL_SEND_SECONDS: Final = 60.0
+"""Bound on the shielded final send (hypercorn's own writes are bounded by TCP_USER_TIMEOUT)."""
 
 INTERNAL_ERROR: Final = json.dumps(
     {
@@ -86,6 +95,10 @@ class ResponseGuard:
                 await self._internal_error()
                 return
             self.started = True
+        elif message["type"] == "http.response.body" and not message.get("more_body", False):
+            with trio.move_on_after(FINAL_SEND_SECONDS, shield=True):
+                await self._send(message)
+            return
         await self._send(message)
 
     async def fail(self, error: BaseException) -> None:
