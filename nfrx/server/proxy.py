@@ -32,6 +32,7 @@ from werkzeug.datastructures import Headers
 
 from nfrx.headers import HOP_BY_HOP
 from nfrx.protocol import ResetCode
+from nfrx.server.event_stream import EventCutter
 from nfrx.server.http_errors import (
     ErrorStyle,
     HttpError,
@@ -577,11 +578,16 @@ def upstream_error_event(status: int, body: bytes, style: ErrorStyle) -> bytes:
 async def relay_body(
     exchange: Exchange, event_stream: bool, style: ErrorStyle, idle: float
 ) -> AsyncIterator[bytes]:
-    """The agent's response body, chunk by chunk, with the deadline and idle timeout applied."""
+    """The agent's response body, chunk by chunk, with the deadline and idle timeout applied.
+
+    An event stream goes out in whole events (:class:`EventCutter`), so that a final error
+    event never lands inside a half-sent one.
+    """
     # The cancel scope wraps each receive only, never a yield (structured concurrency in an async
     # generator); GeneratorExit (client gone while we were parked at yield) runs the finally.
     stream = exchange.stream
     meter = UsageMeter(event_stream=event_stream)
+    cutter = EventCutter() if event_stream else None
     deadline = exchange.deadline
     try:
         while True:
@@ -596,16 +602,21 @@ async def relay_body(
                     if trio.current_time() >= deadline
                     else idle_timeout(idle)
                 )
-                if event_stream:
-                    yield error.sse_event(style)
+                if cutter is not None:
+                    yield _final_event(cutter, error.sse_event(style))
                     return
                 raise RelayBroken(error.message)
             if not chunk:
                 exchange.usage = meter.usage
                 exchange.finish(failed=False)
+                if cutter is not None and (rest := cutter.rest()):
+                    yield rest
                 return
             meter.feed(chunk)
-            yield chunk
+            if cutter is None:
+                yield chunk
+            elif whole := cutter.feed(chunk):
+                yield whole
     except (StreamReset, TunnelClosed) as exc:
         exchange.usage = meter.usage
         exchange.finish(failed=True)
@@ -617,8 +628,15 @@ async def relay_body(
             error.detail,
             exchange.request_id,
         )
-        if not event_stream:
+        if cutter is None:
             raise RelayBroken(error.message) from None
-        yield error.sse_event(style)
+        yield _final_event(cutter, error.sse_event(style))
     finally:
         exchange.finish()
+
+
+def _final_event(cutter: EventCutter, event: bytes) -> bytes:
+    """``event`` as the last bytes of a failed event stream: the held incomplete event dropped,
+    and a blank line first if the client is inside an event already (one let out unfinished)."""
+    cutter.drop()
+    return b"\n\n" + event if cutter.mid_event else event

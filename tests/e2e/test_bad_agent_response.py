@@ -384,3 +384,43 @@ async def test_docling_and_asr_relays_refuse_a_bad_head_too() -> None:
                 assert_bad_agent_response(response, kind)
                 await hostile.wait_reset(1)
         assert server.proc.process.returncode is None
+
+
+# -- an event stream that breaks off mid-event -------------------------------------------------
+
+
+async def test_a_stream_that_breaks_mid_event_ends_with_a_clean_error_event(
+    server: Server,
+) -> None:
+    def script(frame: Open) -> list[str | bytes]:
+        sid = frame.stream_id
+        return [
+            codec.encode(
+                Response(
+                    stream_id=sid, status=200, headers=(("content-type", "text/event-stream"),)
+                )
+            ),
+            codec.encode_data(sid, b'data: {"n": 1}\n\ndata: {"n": 2, "ha'),
+            codec.encode(Reset(stream_id=sid, code=ResetCode.UPSTREAM_ERROR, message="gone")),
+        ]
+
+    async with (
+        raw_agent(server, script),
+        httpx.AsyncClient(timeout=30) as http,
+        http.stream(
+            "POST",
+            f"{server.api_base}/chat/completions",
+            headers={**server.headers(), "X-Request-Id": "mid-event"},
+            json={**CHAT, "stream": True},
+        ) as response,
+    ):
+        assert response.status_code == 200
+        text = (await response.aread()).decode()
+    first, last, empty = text.split("\n\n")
+    assert first == 'data: {"n": 1}'
+    name, data = last.split("\n")
+    assert name == "event: error"
+    error = json.loads(data.removeprefix("data: "))["error"]
+    assert error["code"] == "upstream_error"
+    assert error["message"] == "the agent's backend failed (request id mid-event)"
+    assert empty == ""
