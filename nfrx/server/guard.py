@@ -20,9 +20,9 @@ installs it); for every HTTP request a :class:`ResponseGuard` wraps the ASGI ``s
 * a response start that fails :func:`~nfrx.headers.check_response_head` never reaches hypercorn:
   the client gets a 500 JSON instead (logged at ERROR) and the rest of that response is dropped;
 * an exception that left the app (:meth:`ResponseGuard.fail`) is logged once, with its
-  traceback; the client gets a 500 JSON if nothing was sent yet, else
-  the call ends without its final body message and hypercorn cuts the connection (a truncated
-  answer must not look complete).
+  traceback (a socket write that failed because the client left is only noted, at INFO); the
+  client gets a 500 JSON if nothing was sent yet, else the call ends without its final body
+  message and hypercorn cuts the connection (a truncated answer must not look complete).
 
 Nothing here raises: hypercorn is always left in a state it can finish from.
 """
@@ -102,7 +102,11 @@ class ResponseGuard:
         await self._send(message)
 
     async def fail(self, error: BaseException) -> None:
-        """Answer for an exception that left the app (logged here, with its traceback)."""
+        """Answer for an exception that left the app (logged here, with its traceback, unless
+        it only says that the connection went away)."""
+        if _connection_lost(error):
+            log.info("the connection closed while the answer was being sent (%r)", error)
+            return
         log.error("request failed", exc_info=error)
         if self.started or self._replaced:
             return  # ending the call without the final body message cuts the connection
@@ -125,6 +129,18 @@ class ResponseGuard:
             }
         )
         await self._send({"type": "http.response.body", "body": INTERNAL_ERROR})
+
+
+_LOST: Final = (trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError)
+"""What hypercorn's socket writes raise when the client left: BusyResourceError too, from the
+race between a last write and hypercorn's own ``send_eof`` when it sees the client close (its
+``send_eof`` takes no lock; stack.md P5)."""
+
+
+def _connection_lost(error: BaseException) -> bool:
+    if isinstance(error, BaseExceptionGroup):
+        return all(_connection_lost(inner) for inner in error.exceptions)
+    return isinstance(error, _LOST)
 
 
 def _check_start(message: Any) -> str | None:
