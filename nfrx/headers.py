@@ -11,6 +11,12 @@ connection or, for a 101, end the whole server process. It is called in exactly 
   the body that follows is held to its ``content-length`` there too;
 * the server's last-resort guard (:mod:`nfrx.server.guard`), on every response start the app
   hands hypercorn, which only ever catches a bug of ours.
+
+A ``content-length`` passed on to the client binds the body that follows: h11 (hypercorn's
+HTTP/1.1) refuses to send a byte more or to end the body a byte short, raising mid-response (a
+traceback in the log, the connection cut). The tunnel therefore holds an agent's body to its
+declared length and fails the stream on a mismatch, so the server reports it itself; relayed
+event streams drop the header, since the relay may end them with an error event of its own.
 """
 
 from __future__ import annotations
