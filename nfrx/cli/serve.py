@@ -30,6 +30,9 @@ def command(
     max_upload_bytes: Annotated[
         int | None, typer.Option(help=doc(ServerConfig, "max_upload_bytes"))
     ] = None,
+    body_timeout: Annotated[
+        float | None, typer.Option(help=doc(ServerConfig, "body_timeout"))
+    ] = None,
     heartbeat_interval: Annotated[
         float | None, typer.Option(help=doc(ServerConfig, "heartbeat_interval"))
     ] = None,

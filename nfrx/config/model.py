@@ -91,6 +91,13 @@ class ServerConfig:
         "the agent, never held in memory), in bytes.",
         minimum=0,
     )
+    body_timeout: float = setting(
+        60.0,
+        env="BODY_TIMEOUT",
+        doc="Seconds a client may pause while sending a request body (no byte arrives) "
+        "before the request is answered 408 and its connection closed.",
+        positive=True,
+    )
     heartbeat_interval: float = setting(
         5.0, env="HEARTBEAT_INTERVAL", doc="Seconds between tunnel pings (both directions)."
     )

@@ -15,15 +15,17 @@ import logging
 from typing import TYPE_CHECKING, Any, cast
 
 import trio
-from quart import Blueprint, Response, jsonify, request
+from quart import Blueprint, Response, has_request_context, jsonify, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing.exceptions import WebsocketMismatch
 
 from nfrx._version import __version__
 from nfrx.config.load import enabled_plugins
 from nfrx.plugins import SERVER_PLUGINS
 from nfrx.server import metrics, openapi, state
 from nfrx.server.cors import cors
+from nfrx.server.guard import guarded
 from nfrx.server.http_errors import HttpError
 from nfrx.server.proxy import RelayBroken
 from nfrx.server.request_body import BoundedConnection, BoundedRequest
@@ -65,8 +67,12 @@ async def _discard_body() -> bool:
 
 
 async def _answer(error: HttpError) -> Response:
+    if not has_request_context():
+        # A WebSocket upgrade refused before accept(): this HTTP response is its answer (there
+        # is no request body to discard, and no error style but the default).
+        return Response(error.json_bytes(), status=error.status, content_type="application/json")
     response = error_response(error)
-    if error.status == 413 or not await _discard_body():
+    if error.status in (408, 413) or not await _discard_body():
         # An unread body would make the connection unusable for the client's next request
         # (hypercorn drops it at a moment the client cannot predict): say so explicitly.
         response.headers["Connection"] = "close"
@@ -79,7 +85,8 @@ def create_quart_app(gateway: Gateway) -> QuartTrio:
     app.request_class = BoundedRequest
     app.asgi_http_class = BoundedConnection
     # Streams (SSE generations, uploads) may legitimately last long: nfrx enforces its own
-    # deadlines (REQUEST_TIMEOUT) with cancel scopes, so Quart's blanket 60 s limits are off.
+    # deadlines (REQUEST_TIMEOUT; BODY_TIMEOUT between body chunks, see request_body) with cancel
+    # scopes, so Quart's blanket 60 s limits are off.
     app.config["RESPONSE_TIMEOUT"] = None
     app.config["BODY_TIMEOUT"] = None
     app.config["MAX_CONTENT_LENGTH"] = None
@@ -91,6 +98,17 @@ def create_quart_app(gateway: Gateway) -> QuartTrio:
 
     @app.errorhandler(HTTPException)
     async def handle_werkzeug(error: HTTPException) -> Response:
+        if isinstance(error, WebsocketMismatch):
+            # A WebSocket upgrade on a plain HTTP route (or the reverse).
+            return await _answer(
+                HttpError(
+                    400,
+                    "websocket_mismatch",
+                    "this route does not take WebSocket connections"
+                    if not has_request_context()
+                    else "this route takes WebSocket connections only",
+                )
+            )
         status = error.code or 500
         code = {404: "not_found", 405: "method_not_allowed"}.get(status, "http_error")
         message = {
@@ -185,7 +203,8 @@ def _disabled_plugin(name: str) -> Blueprint:
 
 
 def create_app(gateway: Gateway) -> Any:
-    """The ASGI callable that hypercorn serves (see the module docstring), behind CORS."""
+    """The ASGI callable that hypercorn serves (see the module docstring), behind CORS, behind
+    the last-resort guard (:mod:`nfrx.server.guard`)."""
     app = create_quart_app(gateway)
 
     async def asgi(scope: Any, receive: Any, send: Any) -> None:
@@ -204,4 +223,4 @@ def create_app(gateway: Gateway) -> Any:
             for cleanup in cleanups:
                 cleanup()
 
-    return cors(asgi, gateway.config.allowed_origins)
+    return guarded(cors(asgi, gateway.config.allowed_origins))

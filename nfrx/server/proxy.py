@@ -32,6 +32,7 @@ from werkzeug.datastructures import Headers
 
 from nfrx.headers import HOP_BY_HOP
 from nfrx.protocol import ResetCode
+from nfrx.server.event_stream import EventCutter
 from nfrx.server.http_errors import (
     ErrorStyle,
     HttpError,
@@ -322,7 +323,7 @@ class Job:
             "%s: agent %s failed before answering (%s); retrying elsewhere",
             self.label,
             agent.name,
-            error.message,
+            error.code,
         )
         self.ticket.exclude = self.ticket.exclude | {agent.id}
         self.ticket.missing = lambda: error
@@ -362,7 +363,10 @@ class Job:
         headers = response_headers(head.headers)
         event_stream = is_event_stream(headers)
         if event_stream:
-            headers = [(k, v) for k, v in headers if k.lower() != "cache-control"]
+            # The relay may end the stream with an error event of its own: no content-length.
+            headers = [
+                (k, v) for k, v in headers if k.lower() not in ("cache-control", "content-length")
+            ]
             headers.append(("Cache-Control", "no-store"))
         headers.append(("X-Request-Id", self.request_id))
         return headers, event_stream
@@ -494,7 +498,7 @@ async def open_exchange(
     except TunnelClosed as exc:
         if owns_slot:
             gateway.registry.release(agent, failed=True)
-        raise AttemptFailed(from_tunnel_error(exc), retryable=True) from None
+        raise AttemptFailed(from_tunnel_error(exc, request_id), retryable=True) from None
     exchange = Exchange(
         gateway,
         agent,
@@ -520,7 +524,14 @@ async def open_exchange(
         exchange.finish(failed=False)
         raise AttemptFailed(refused, retryable=False) from None
     except (StreamReset, TunnelClosed) as exc:
-        error = from_tunnel_error(exc)
+        error = from_tunnel_error(exc, request_id)
+        log.warning(
+            "%s: agent %s failed before answering: %s request_id=%s",
+            exchange.label,
+            agent.name,
+            error.detail,
+            request_id,
+        )
         exchange.status = error.status
         exchange.finish(failed=True)
         timed_out = isinstance(exc, StreamReset) and exc.code == ResetCode.TIMEOUT
@@ -592,11 +603,16 @@ def upstream_error_event(status: int, body: bytes, style: ErrorStyle) -> bytes:
 async def relay_body(
     exchange: Exchange, event_stream: bool, style: ErrorStyle, idle: float
 ) -> AsyncIterator[bytes]:
-    """The agent's response body, chunk by chunk, with the deadline and idle timeout applied."""
+    """The agent's response body, chunk by chunk, with the deadline and idle timeout applied.
+
+    An event stream goes out in whole events (:class:`EventCutter`), so that a final error
+    event never lands inside a half-sent one.
+    """
     # The cancel scope wraps each receive only, never a yield (structured concurrency in an async
     # generator); GeneratorExit (client gone while we were parked at yield) runs the finally.
     stream = exchange.stream
     meter = UsageMeter(event_stream=event_stream)
+    cutter = EventCutter() if event_stream else None
     deadline = exchange.deadline
     try:
         while True:
@@ -611,21 +627,41 @@ async def relay_body(
                     if trio.current_time() >= deadline
                     else idle_timeout(idle)
                 )
-                if event_stream:
-                    yield error.sse_event(style)
+                if cutter is not None:
+                    yield _final_event(cutter, error.sse_event(style))
                     return
                 raise RelayBroken(error.message)
             if not chunk:
                 exchange.usage = meter.usage
                 exchange.finish(failed=False)
+                if cutter is not None and (rest := cutter.rest()):
+                    yield rest
                 return
             meter.feed(chunk)
-            yield chunk
+            if cutter is None:
+                yield chunk
+            elif whole := cutter.feed(chunk):
+                yield whole
     except (StreamReset, TunnelClosed) as exc:
         exchange.usage = meter.usage
         exchange.finish(failed=True)
-        if not event_stream:
-            raise RelayBroken(str(exc)) from None
-        yield from_tunnel_error(exc).sse_event(style)
+        error = from_tunnel_error(exc, exchange.request_id)
+        log.warning(
+            "%s agent=%s: the answer broke off: %s request_id=%s",
+            exchange.label,
+            exchange.agent.name,
+            error.detail,
+            exchange.request_id,
+        )
+        if cutter is None:
+            raise RelayBroken(error.message) from None
+        yield _final_event(cutter, error.sse_event(style))
     finally:
         exchange.finish()
+
+
+def _final_event(cutter: EventCutter, event: bytes) -> bytes:
+    """``event`` as the last bytes of a failed event stream: the held incomplete event dropped,
+    and a blank line first if the client is inside an event already (one let out unfinished)."""
+    cutter.drop()
+    return b"\n\n" + event if cutter.mid_event else event

@@ -89,6 +89,18 @@ async def run_server(
         log.warning("CLIENT_KEY is not set: ANY agent can connect and serve requests")
     if config.api_key and config.api_key == config.client_key:
         log.warning("API_KEY and CLIENT_KEY are equal: clients could register as agents")
+    for setting, roles, grants in (
+        ("API_HTTP_ROLES", config.api_http_roles, "API access"),
+        ("CLIENT_HTTP_ROLES", config.client_http_roles, "agent tunnels"),
+    ):
+        if roles:
+            log.warning(
+                "%s is set: the X-User-Roles request header grants %s; anyone who can reach "
+                "this port can send it, so only run this behind a trusted proxy that sets it and "
+                "strips what clients send",
+                setting,
+                grants,
+            )
     async with trio.open_nursery() as nursery:
 
         async def run_hypercorn(*, task_status: trio.TaskStatus[list[str]]) -> None:

@@ -208,6 +208,26 @@ def test_agent_lines() -> None:
     }
 
 
+def test_agent_lines_without_the_token() -> None:
+    text = render_agent(
+        {
+            "state": "connected",
+            "connected_to_server": True,
+            "connected_to_backend": True,
+            "models": [],
+            "current_jobs": 0,
+            "max_concurrency": 1,
+            "version": "0.1.0",
+            "client_id": "box-1",
+            "client_name": "box",
+        }
+    )
+    lines = {k: v.strip() for k, v in (line.split(":", 1) for line in text.splitlines())}
+    for label in ("server", "backend", "last error"):
+        assert lines[label] == "(needs the control token)"
+    assert lines["models"] == "-"
+
+
 def test_urls() -> None:
     assert state_url("http://h:8080/") == "http://h:8080/api/state"
     assert state_url("http://h:8080/api/state") == "http://h:8080/api/state"
@@ -250,12 +270,24 @@ async def test_agent_status_and_json(
         assert "models:               fixture-model, org/llama3:8b" in lines
         assert "jobs:                 0/1" in lines
 
+        # The token file is not where this process looks: the reduced view.
+        assert "backend:              (needs the control token)" in lines
         raw = await nfrx_status("--agent", agent.url, "--json")
         assert raw.returncode == 0, raw.stderr
         document = json.loads(raw.stdout)
         async with httpx.AsyncClient() as http:
             direct = (await http.get(agent.url + "/status")).json()
         assert document == direct
+        assert "backend_url" not in document
+
+        # Where the agent keeps it (XDG_CONFIG_HOME here), or named: the whole document.
+        for args, env in (
+            ([], {"XDG_CONFIG_HOME": str(tmp_path / "xdg")}),
+            (["--token-file", str(agent.token_file)], {}),
+        ):
+            full = await nfrx_status("--agent", agent.url, *args, env=env)
+            assert full.returncode == 0, full.stderr
+            assert f"backend:              {backend.base_url}" in full.stdout.decode().splitlines()
 
 
 async def test_server_status_tables_and_json(

@@ -49,6 +49,7 @@ from nfrx.config.load import ConfigError
 from nfrx.config.values import split_list
 from nfrx.plugins.mcp import wire
 from nfrx.protocol import ResetCode
+from nfrx.redact import redact
 from nfrx.transport.errors import StreamReset, TunnelClosed
 
 if TYPE_CHECKING:
@@ -438,14 +439,15 @@ class McpHttpBackend:
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             watch.answered = True  # nothing reached the provider: nothing to cancel
             stream.reset(
-                ResetCode.UPSTREAM_UNREACHABLE, f"cannot reach the MCP provider at {url}: {exc}"
+                ResetCode.UPSTREAM_UNREACHABLE,
+                redact(f"cannot reach the MCP provider at {url}: {exc}"),
             )
             return Outcome.UNREACHABLE
         except httpx.HTTPError as exc:
             watch.answered = True  # the connection is gone; so is the provider's request
             stream.reset(
                 ResetCode.UPSTREAM_ERROR,
-                f"the MCP provider at {url} failed: {type(exc).__name__}: {exc}",
+                redact(f"the MCP provider at {url} failed: {type(exc).__name__}: {exc}"),
             )
             return Outcome.BROKEN
 

@@ -38,6 +38,7 @@ from werkzeug.datastructures import Headers
 from nfrx.plugins.mcp import wire
 from nfrx.plugins.mcp.sessions import Call, EndedBy
 from nfrx.protocol import ResetCode
+from nfrx.redact import redact
 from nfrx.server.proxy import is_event_stream, streaming_response
 from nfrx.transport.errors import StreamReset, TunnelClosed
 
@@ -56,12 +57,14 @@ SSE_HEADERS: Final = (("cache-control", "no-cache"), ("x-accel-buffering", "no")
 
 
 def tunnel_error(request_id: str | None, exc: StreamReset | TunnelClosed, req_id: str) -> bytes:
-    """The JSON-RPC error a client gets when the tunnel stream failed under its request."""
+    """The JSON-RPC error a client gets when the tunnel stream failed under its request: the
+    reset code, never the relay's own words (see :func:`nfrx.server.http_errors.from_tunnel_error`;
+    :meth:`McpExchange.tunnel_failed` logs those)."""
     if isinstance(exc, TunnelClosed):
         return wire.relay_error(
             request_id,
             wire.RelayCode.PROVIDER_UNAVAILABLE,
-            f"the relay disconnected ({exc.reason})",
+            "the relay disconnected",
             retryable=True,
             req_id=req_id,
         )
@@ -69,7 +72,7 @@ def tunnel_error(request_id: str | None, exc: StreamReset | TunnelClosed, req_id
         return wire.relay_error(
             request_id,
             wire.RelayCode.TIMEOUT,
-            f"the relay gave up waiting for the provider ({exc.message or 'deadline passed'})",
+            "the relay gave up waiting for the provider",
             retryable=True,
             req_id=req_id,
         )
@@ -77,14 +80,15 @@ def tunnel_error(request_id: str | None, exc: StreamReset | TunnelClosed, req_id
         return wire.relay_error(
             request_id,
             wire.RelayCode.PROVIDER_UNAVAILABLE,
-            f"the provider is not available ({exc.message or exc.code})",
+            f"the provider is not available ({exc.code})",
             retryable=True,
             req_id=req_id,
         )
+    known = exc.code in (ResetCode.UPSTREAM_ERROR, ResetCode.BAD_AGENT_RESPONSE, ResetCode.INTERNAL)
     return wire.relay_error(
         request_id,
         wire.RelayCode.UPSTREAM_ERROR,
-        f"the provider failed ({exc.message or exc.code})",
+        f"the provider failed ({exc.code if known else 'agent_error'})",
         retryable=False,
         req_id=req_id,
     )
@@ -149,6 +153,16 @@ class McpExchange:
         )
 
     # -- outcomes ------------------------------------------------------------------------------
+
+    def tunnel_failed(self, exc: StreamReset | TunnelClosed) -> bytes:
+        """End the exchange after its stream failed; log why (the relay's words, redacted) and
+        return the client's JSON-RPC error (which has only the code)."""
+        self.finish()
+        reason = exc.reason if isinstance(exc, TunnelClosed) else f"{exc.code[:64]}: {exc.message}"
+        log.warning(
+            "%s relay=%s: %s request_id=%s", self.label, self.agent.id, redact(reason), self.req_id
+        )
+        return tunnel_error(self.call.request_id, exc, self.req_id)
 
     def _stopped_code(self) -> str:
         """The reset code for a call whose scope was cancelled (and log a timeout)."""
@@ -223,8 +237,7 @@ class McpExchange:
                 method, path, headers, timeout=timeout, end=not body
             )
         except TunnelClosed as exc:
-            self.finish()
-            error = tunnel_error(self.request_id, exc, self.req_id)
+            error = self.tunnel_failed(exc)
             return self._json(error, 200 if self.request_id is not None else 503), None
         try:
             with self.call.watch() as scope:
@@ -232,8 +245,7 @@ class McpExchange:
                     await stream.send_data(body, end=True)
                 head = await stream.receive_response()
         except (StreamReset, TunnelClosed) as exc:
-            self.finish()
-            error = tunnel_error(self.request_id, exc, self.req_id)
+            error = self.tunnel_failed(exc)
             return self._json(error, 200 if self.request_id is not None else 502), None
         if scope.cancelled_caught:
             code = self._stopped_code()
@@ -264,8 +276,7 @@ class McpExchange:
                         break
                     parts.append(chunk)
         except (StreamReset, TunnelClosed) as exc:
-            self.finish()
-            error = tunnel_error(self.request_id, exc, self.req_id)
+            error = self.tunnel_failed(exc)
             return self._json(error, 200 if self.request_id is not None else 502)
         if scope.cancelled_caught:
             self.finish(code=self._stopped_code())
@@ -329,9 +340,9 @@ class McpExchange:
                             self.relay.touch_session(call.session_id)
                     yield event.raw
         except (StreamReset, TunnelClosed) as exc:
-            self.finish()
+            error = self.tunnel_failed(exc)
             if call.request_id is not None:
-                yield wire.sse_message(tunnel_error(call.request_id, exc, self.req_id))
+                yield wire.sse_message(error)
         finally:
             self.finish()
 

@@ -55,6 +55,7 @@ from nfrx.server.agent_socket import serve_agent
 from nfrx.server.cors import OriginPolicy
 from nfrx.server.http_errors import HttpError
 from nfrx.server.registry import AgentStatus
+from nfrx.server.request_body import BodyTimeout, next_chunk
 
 if TYPE_CHECKING:
     from nfrx.protocol import Response as ResponseHead
@@ -260,7 +261,19 @@ def blueprint(gateway: Gateway) -> Blueprint:
             raise _refuse(relay_id, too_large)
         parts: list[bytes] = []
         size = 0
-        async for chunk in request.body:
+        body_iter = aiter(request.body)
+        while True:
+            try:
+                chunk = await next_chunk(body_iter, config.body_timeout)
+            except BodyTimeout as stalled:
+                raise _refuse(
+                    relay_id,
+                    McpRefusal(
+                        408, wire.RelayCode.INVALID_MESSAGE, stalled.message, retryable=True
+                    ),
+                ) from None
+            if chunk is None:
+                break
             size += len(chunk)
             if size > limit:
                 raise _refuse(relay_id, too_large)
