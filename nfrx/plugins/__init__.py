@@ -4,3 +4,9 @@ from __future__ import annotations
 
 SERVER_PLUGINS: tuple[str, ...] = ("llm", "mcp", "docling", "asr")
 """Plugin ids mounted by ``nfrx serve`` (module ``nfrx.plugins.<id>.server``)."""
+
+SERVICE_PLUGINS: tuple[str, ...] = ("transfer", "jobs")
+"""Plugins without agents, always mounted (like the original's, ``PLUGINS`` does not list them):
+generic APIs of their own. Module ``nfrx.plugins.<id>.server`` has ``blueprint(gateway)`` and
+``run(gateway, *, task_status)``, the plugin's background work, started in the server's root
+nursery."""

@@ -20,7 +20,7 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from nfrx.config.load import enabled_plugins
-from nfrx.plugins import SERVER_PLUGINS
+from nfrx.plugins import SERVER_PLUGINS, SERVICE_PLUGINS
 from nfrx.server import metrics, openapi, state
 from nfrx.server.cors import cors
 from nfrx.server.http_errors import HttpError
@@ -116,6 +116,10 @@ def create_quart_app(gateway: Gateway) -> QuartTrio:
             app.register_blueprint(module.blueprint(gateway))
         else:
             app.register_blueprint(_disabled_plugin(name))
+    for name in SERVICE_PLUGINS:
+        app.register_blueprint(
+            importlib.import_module(f"nfrx.plugins.{name}.server").blueprint(gateway)
+        )
     app.register_blueprint(openapi.blueprint())
     if not gateway.config.metrics_port:  # else only the METRICS_PORT listener serves it
         metrics.register_route(app, gateway.metrics)
