@@ -240,7 +240,7 @@ class MemoryJobStore:
         entry = self._hold(job_id, lease, Op.OFFER_TRANSFER)
         job = entry.job
         if len(job.payloads) + len(job.results) >= MAX_TRANSFERS_PER_JOB:
-            raise InvalidState(job.status, f"more than {MAX_TRANSFERS_PER_JOB} transfers")
+            raise InvalidState(job.status, f"it has {MAX_TRANSFERS_PER_JOB} transfers already")
         self._publish(entry, kind, info.view())
         if kind == "payload":
             self._set(entry, Status.AWAITING_PAYLOAD, payloads={**job.payloads, info.key: info})
@@ -403,7 +403,7 @@ class MemoryJobStore:
         InvalidState (the state forbids ``op``), LeaseMismatch (not the holder)."""
         entry = self._entry(job_id)
         if entry.job.status not in ALLOWED_FROM[op]:
-            raise InvalidState(entry.job.status, op)
+            raise InvalidState(entry.job.status)
         if lease is None:
             if self.settings.lease_required:
                 raise LeaseMismatch("no lease token: send the claim's lease_token")

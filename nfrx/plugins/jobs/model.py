@@ -92,8 +92,12 @@ class JobNotFound(JobError):
 class InvalidState(JobError):
     """The job's state does not allow the operation: 409 ``invalid_state``."""
 
-    def __init__(self, status: str, op: str) -> None:
-        super().__init__(f"the job is {status}: {op.replace('_', ' ')} is not possible now")
+    def __init__(self, status: str, why: str = "") -> None:
+        if not why:
+            why = "it is finished" if status in TERMINAL else "no worker holds it"
+            if status in HELD:
+                why = "this is not possible in that state"
+        super().__init__(f"the job is {status}: {why}")
         self.status = status
 
 
