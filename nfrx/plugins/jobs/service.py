@@ -124,8 +124,11 @@ class JobsService:
             for job in await self.store.expire():
                 reason = "the client went away" if job.status == Status.CANCELED else "lease lost"
                 self.channels.close_job(job.id, reason)
-            if self.on_change is not None:
-                self.on_change()
+            self._changed()
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
 
     # -- client side ---------------------------------------------------------------------------
 
@@ -200,6 +203,7 @@ class JobsService:
         """The first job ``claimer`` accepts, waiting up to ``max_wait`` seconds for one; None
         if none came."""
         self.activity.seen(claimer, ClaimMode.POLL)
+        self._changed()  # the state lists the worker now
         deadline = trio.current_time() + max_wait
         while True:
             seen = await self.store.queue_version()  # before trying: no lost wake-up
@@ -221,6 +225,7 @@ class JobsService:
         mine: dict[str, int] = {}
         """Jobs this stream handed out and still holds: id -> claim number."""
         self.activity.stream_opened(claimer)
+        self._changed()
         try:
             last_write = trio.current_time()
             while True:
@@ -255,6 +260,7 @@ class JobsService:
                     self.activity.seen(claimer, ClaimMode.STREAM)
         finally:
             self.activity.stream_closed(claimer)
+            self._changed()
 
     async def _revoked(self, mine: dict[str, int]) -> list[bytes]:
         """``cancel`` events for the jobs of ``mine`` that left their worker other than by its

@@ -335,11 +335,12 @@ class TransferChannels:
 
     def state(self) -> dict[str, Any]:
         """The ``transfer`` section of ``/api/state``."""
-        waiting = sum(1 for channel in self._open.values() if not channel.attached)
+        waiting = [channel for channel in self._open.values() if not channel.attached]
         return {
             "open": len(self._open),
-            "waiting": waiting,
-            "streaming": len(self._open) - waiting,
+            "waiting": len(waiting),
+            "streaming": len(self._open) - len(waiting),
+            "sides_waiting": sum(channel.reader + channel.writer for channel in waiting),
             "completed_total": self.totals[Outcome.COMPLETE],
             "failed_total": self.totals[Outcome.FAILED],
             "expired_total": self.totals[Outcome.EXPIRED],

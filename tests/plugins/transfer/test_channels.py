@@ -104,6 +104,7 @@ async def test_the_sweeper_expires_channels_nobody_attached(
             "open": 1,
             "waiting": 0,
             "streaming": 1,
+            "sides_waiting": 0,
             "completed_total": 0,
             "failed_total": 0,
             "expired_total": 2,
