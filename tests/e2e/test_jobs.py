@@ -173,6 +173,8 @@ async def test_client_routes_refuse_bad_requests_with_the_originals_codes(
         (b'{"type": 3}', "invalid_request"),
         (b'{"type": "t", "metadata": [1]}', "invalid_request"),
         (b'{"type": "t", "priority": "high"}', "invalid_request"),
+        (b'{"type": "t", "priority": 1e40}', "invalid_request"),
+        (b'{"type": "t", "priority": 4294967296}', "invalid_request"),
         (b'{"type": "t", "worker_id": 7}', "invalid_request"),
     ]:
         assert_error(await http.post(jobs, content=body, headers=headers), 400, code)
@@ -197,6 +199,7 @@ async def test_worker_routes_refuse_bad_requests_and_strangers(
         b'{"types": [1]}',
         b'{"max_wait_seconds": -1}',
         b'{"max_wait_seconds": "soon"}',
+        b'{"max_wait_seconds": NaN}',
     ):
         assert_error(
             await http.post(f"{jobs}/claim", content=body, headers=worker), 400, "invalid_request"
@@ -207,6 +210,8 @@ async def test_worker_routes_refuse_bad_requests_and_strangers(
     assert_error(
         await http.get(f"{jobs}/stream?max_active=-1", headers=worker), 400, "invalid_request"
     )
+    head = await http.head(f"{jobs}/stream", headers=worker)  # would claim into the void
+    assert head.status_code == 405
 
     for action in ("payload", "result", "status", "heartbeat"):
         body = {"state": "running"} if action == "status" else {}

@@ -105,6 +105,7 @@ async def test_a_taken_side_answers_409_and_a_stranger_401(
         nursery.start_soon(read)
         await wait_state(server, http, sides_waiting(1))
         assert_error(await http.get(url, headers=server.headers()), 409, "transfer_in_use")
+        assert (await http.head(url, headers=server.headers())).status_code == 405
         refused = await http.post(url, content=b"x")
         assert_error(refused, 401, "unauthorized")
         assert refused.headers["www-authenticate"] == 'Bearer realm="nfrx"'

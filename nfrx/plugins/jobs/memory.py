@@ -172,7 +172,7 @@ class MemoryJobStore:
         entry = self._entry(job_id)
         if entry.job.status not in ALLOWED_FROM[Op.CANCEL]:
             return self._snapshot(entry), False
-        self._set(entry, Status.CANCELED, error=error)
+        self._set(entry, Status.CANCELED, **({} if error is None else {"error": error}))
         return self._snapshot(entry), True
 
     # -- worker side ---------------------------------------------------------------------------
@@ -447,6 +447,7 @@ class MemoryJobStore:
             claimed_worker_id="",
             claimed_worker_group="",
             progress=None,
+            error=None,
             payloads={},
             results={},
         )

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 from typing import TYPE_CHECKING, Any, Final
 
 from quart import Blueprint, Response, jsonify, request
@@ -30,7 +31,7 @@ from nfrx.plugins.jobs.model import (
     job_view,
 )
 from nfrx.plugins.jobs.service import JobsService
-from nfrx.plugins.transfer.access import authorize, plain_errors
+from nfrx.plugins.transfer.access import authorize, plain_errors, refuse_head
 from nfrx.plugins.transfer.channels import TransferError, rfc3339_seconds
 from nfrx.plugins.transfer.server import http_error
 from nfrx.server.gateway import header
@@ -44,6 +45,9 @@ if TYPE_CHECKING:
     from nfrx.server.gateway import Gateway
 
 LEASE_HEADER: Final = "X-Nfrx-Lease"
+
+MAX_NUMBER: Final = 2**31 - 1
+"""Bound of ``priority`` and ``max_wait_seconds`` (a store may pack a priority into a score)."""
 
 MAX_BODY: Final = 64 * 1024
 """Largest JSON body of a jobs route, in bytes (metadata and progress are kept in memory, for
@@ -114,12 +118,19 @@ def _object(body: dict[str, Any], name: str) -> dict[str, Any] | None:
 
 
 def _number(body: dict[str, Any], name: str, *, integer: bool) -> float:
+    """A finite number field (0 when absent), within +-:data:`MAX_NUMBER`."""
     value = body.get(name, 0)
     kinds = (int,) if integer else (int, float)
     if value is None:
         return 0
-    if isinstance(value, bool) or not isinstance(value, kinds):
-        raise _bad("invalid_request", f"'{name}' must be a{'n integer' if integer else ' number'}")
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, kinds)
+        or not math.isfinite(value)
+        or abs(value) > MAX_NUMBER
+    ):
+        kind = "an integer" if integer else "a number"
+        raise _bad("invalid_request", f"'{name}' must be {kind} within +-{MAX_NUMBER}")
     return value
 
 
@@ -182,6 +193,7 @@ def blueprint(gateway: Gateway) -> Blueprint:
     @bp.get("/<job_id>/events")
     async def events(job_id: str) -> Response:
         client()
+        refuse_head()
         with _translated():
             await service.get(job_id)  # 404 now, not an empty stream
         return _event_stream(service.events(job_id))
@@ -218,6 +230,7 @@ def blueprint(gateway: Gateway) -> Blueprint:
     @bp.get("/stream")
     async def stream() -> Response:
         worker()
+        refuse_head()
         args = request.args
         types = {t.strip() for value in args.getlist("types") for t in value.split(",")}
         try:

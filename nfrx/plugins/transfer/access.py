@@ -25,6 +25,16 @@ def plain_errors() -> None:
     cast("dict[str, Any]", request.scope)["nfrx.error_style"] = "plain"
 
 
+def refuse_head() -> None:
+    """405 for ``HEAD`` on a route whose ``GET`` takes something (a transfer's bytes, a claimed
+    job): werkzeug answers ``HEAD`` with the ``GET`` handler, and the body it drops would be lost.
+    """
+    if request.method == "HEAD":
+        raise HttpError(
+            405, "method_not_allowed", "HEAD is not allowed here: its GET has side effects"
+        )
+
+
 def authorize(gateway: Gateway, *, api: bool, client: bool) -> None:
     """Raise 401 ``unauthorized`` unless the request holds the key (or a role) of one of the
     allowed sides: ``api`` (API_KEY, API_HTTP_ROLES) or ``client`` (CLIENT_KEY,

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from quart import Blueprint, Response, jsonify, request
 
-from nfrx.plugins.transfer.access import authorize, plain_errors
+from nfrx.plugins.transfer.access import authorize, plain_errors, refuse_head
 from nfrx.plugins.transfer.channels import Side, TransferChannels, TransferError, rfc3339_seconds
 from nfrx.server.http_errors import HttpError
 
@@ -49,6 +49,7 @@ def blueprint(gateway: Gateway) -> Blueprint:
 
     @bp.get("/<channel_id>")
     async def read(channel_id: str) -> Response:
+        refuse_head()
         try:
             channel = channels.attach(channel_id, Side.READER)
             # Also covers a reader that leaves after this returns but before its body started.

@@ -363,3 +363,19 @@ async def test_summary_counts_states_and_averages(
     assert summary["avg_end_to_end_ms"] == 5000
     assert summary["last_completed_at"].endswith("Z")
     assert [j.status for j in jobs.recent(12)] == [Status.COMPLETED, Status.QUEUED]
+
+
+async def test_a_cancel_keeps_the_workers_error_and_a_requeue_clears_it() -> None:
+    jobs = store()
+    job = await jobs.create(JobSpec(type="t"))
+    claim = await jobs.claim_next(Claimer())
+    assert claim is not None
+    error = {"code": "slow", "message": "retrying the backend"}
+    await jobs.set_status(job.id, claim.lease_token, Status.RUNNING, error=error)
+    requeued = await jobs.set_status(job.id, claim.lease_token, Status.QUEUED)
+    assert requeued.error is None
+    claim = await jobs.claim_next(Claimer())
+    assert claim is not None
+    await jobs.set_status(job.id, claim.lease_token, Status.RUNNING, error=error)
+    canceled, _ = await jobs.cancel(job.id)
+    assert (canceled.status, canceled.error) == (Status.CANCELED, error)
