@@ -226,6 +226,22 @@ JOBS_SCHEMAS: dict[str, dict[str, Any]] = {
 }
 
 
+PLAIN_ERROR_MEANINGS = {
+    400: "The body or a field is invalid (`invalid_request`, `missing_type`, `missing_state`, "
+    "`unknown_state`).",
+    401: "Missing or wrong key (`unauthorized`).",
+    403: "The worker does not hold the job's lease (`lease_mismatch`).",
+    404: "Unknown job or channel (`not_found`, `transfer_not_found`).",
+    409: "Not possible in the job's state (`invalid_state`), or the channel's side is taken "
+    "(`transfer_in_use`).",
+    410: "The channel expired before both sides attached (`transfer_expired`) or was closed with "
+    "its job (`transfer_closed`).",
+    413: "The JSON body is larger than 64 KiB.",
+    502: "The other side of the transfer left or failed (`transfer_failed`).",
+    503: "Too many jobs (`too_many_jobs`) or open channels (`too_many_transfers`).",
+}
+
+
 def _jobs_routes() -> list[Route]:
     def json_answer(schema: str, description: str) -> tuple[Answer, ...]:
         return (Answer(200, description, ((JSON, _ref(schema)),)),)
@@ -402,6 +418,8 @@ def _transfer_routes() -> list[Route]:
     ]
 
 
+# -- end of jobs and transfer ------------------------------------------------------------------
+
 SCHEMAS: dict[str, dict[str, Any]] = {
     "Error": {
         "type": "object",
@@ -558,21 +576,6 @@ MCP_ERROR_MEANINGS = {
     429: "The relay's request or stream cap is reached; see Retry-After.",
     503: "The relay is offline, its provider unreachable, its session table full, or the "
     "server draining; see Retry-After.",
-}
-
-PLAIN_ERROR_MEANINGS = {
-    400: "The body or a field is invalid (`invalid_request`, `missing_type`, `missing_state`, "
-    "`unknown_state`).",
-    401: "Missing or wrong key (`unauthorized`).",
-    403: "The worker does not hold the job's lease (`lease_mismatch`).",
-    404: "Unknown job or channel (`not_found`, `transfer_not_found`).",
-    409: "Not possible in the job's state (`invalid_state`), or the channel's side is taken "
-    "(`transfer_in_use`).",
-    410: "The channel expired before both sides attached (`transfer_expired`) or was closed with "
-    "its job (`transfer_closed`).",
-    413: "The JSON body is larger than 64 KiB.",
-    502: "The other side of the transfer left or failed (`transfer_failed`).",
-    503: "Too many jobs (`too_many_jobs`) or open channels (`too_many_transfers`).",
 }
 
 PARAMETERS = {

@@ -27,6 +27,7 @@ from tests.e2e.jobs_client import (
     get,
     post,
 )
+from tests.e2e.test_transfer import sides_waiting, wait_state
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -338,6 +339,7 @@ async def test_a_client_cancel_reaches_the_worker_stream_its_posts_and_its_chann
 
             nursery.start_soon(read_payload)
             await follow.until("status", status="awaiting_payload")
+            await wait_state(server, http, sides_waiting(1))  # the worker waits on its channel
             canceled = await http.post(f"{jobs}/{job_id}/cancel", headers=as_client(server))
             assert canceled.json() == {"status": "canceled"}
             name, revoked = await work.next()

@@ -77,7 +77,8 @@ async def test_a_silent_workers_job_fails_when_requeueing_is_off(http: httpx.Asy
 async def test_a_job_nobody_follows_is_canceled_after_the_client_ttl(
     http: httpx.AsyncClient,
 ) -> None:
-    async with run_server(env={"JOBS_CLIENT_TTL": "1"}) as server:
+    # 3 s: time enough, even on a loaded machine, to subscribe between create and the TTL.
+    async with run_server(env={"JOBS_CLIENT_TTL": "3"}) as server:
         followed = await create(http, server)
         url = f"{server.url}/api/jobs/{followed}/events"
         async with http.stream("GET", url, headers=as_client(server)) as response:

@@ -179,23 +179,24 @@ async def test_a_writer_dying_mid_transfer_cuts_the_reader_instead_of_ending_it(
     channel = await open_channel(server, http)
     url = f"{server.url}/api/transfer/{channel}"
     received = 0
+    cut: list[httpx.RemoteProtocolError] = []
 
     async def read() -> None:
         nonlocal received
-        async with http.stream("GET", url, headers=server.headers()) as response:
-            assert response.status_code == 200
-            async for chunk in response.aiter_raw():
-                received += len(chunk)
+        try:
+            async with http.stream("GET", url, headers=server.headers()) as response:
+                assert response.status_code == 200
+                async for chunk in response.aiter_raw():
+                    received += len(chunk)
+        except httpx.RemoteProtocolError as exc:  # not a clean end of the body
+            cut.append(exc)
 
     async with trio.open_nursery() as nursery:
-
-        async def write() -> None:
-            with pytest.raises(RuntimeError, match="the writer died"):
-                await http.post(url, content=DyingBody(4 * MiB), headers=server.headers())
-
-        nursery.start_soon(write)
-        with pytest.raises(httpx.RemoteProtocolError):  # not a clean end of the body
-            await read()
+        nursery.start_soon(read)
+        await wait_state(server, http, sides_waiting(1))  # the reader waits on the channel
+        with pytest.raises(RuntimeError, match="the writer died"):
+            await http.post(url, content=DyingBody(4 * MiB), headers=server.headers())
+    assert len(cut) == 1
     assert 0 < received <= 4 * MiB + 64 * 1024
     await server.proc.wait_for_line(rf"transfer {channel} failed .*the writer left")
 
