@@ -185,7 +185,7 @@ def build_snapshot(gateway: Gateway, server: ServerInfo, clocks: Clocks) -> dict
         "plugins": {
             **{kind: _plugin_state(gateway, kind, clocks) for kind in SERVER_PLUGINS},
             # Plugins without agents: sections of their own shape.
-            "jobs": JobsService.of(gateway).state(),
+            "jobs": JobsService.of(gateway).state(clocks.trio),
             "transfer": TransferChannels.of(gateway).state(),
         },
     }

@@ -69,10 +69,9 @@ class WorkerActivity:
         if worker is not None:
             worker.streams -= 1
 
-    def state(self) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    def state(self, now: float) -> tuple[list[dict[str, Any]], dict[str, int]]:
         """The workers (sorted by key) and the counts ``active_workers``, ``recent_workers``
-        and ``streaming_workers``."""
-        now = trio.current_time()
+        and ``streaming_workers``, as of ``now`` (``trio.current_time()`` clock)."""
         self._prune(now)
         views = []
         counts = {"active_workers": 0, "recent_workers": 0, "streaming_workers": 0}

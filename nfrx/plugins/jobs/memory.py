@@ -360,8 +360,7 @@ class MemoryJobStore:
             "lease_expired": t.lease_expired,
         }
 
-    def summary(self) -> dict[str, Any]:
-        now = trio.current_time()
+    def summary(self, now: float) -> dict[str, Any]:
         t, counts = self._totals, self._counts
         queued = [self._jobs[job_id].created for _, _, job_id in self._queue]
         held = [self._jobs[job_id].claimed or now for job_id in self._held]

@@ -333,11 +333,12 @@ class JobsService:
 
     # -- state ---------------------------------------------------------------------------------
 
-    def state(self) -> dict[str, Any]:
-        """The ``jobs`` section of ``/api/state`` (the original's shape)."""
-        workers, worker_counts = self.activity.state()
+    def state(self, now: float) -> dict[str, Any]:
+        """The ``jobs`` section of ``/api/state`` (the original's shape) as of ``now``
+        (``trio.current_time()`` clock)."""
+        workers, worker_counts = self.activity.state(now)
         return {
-            "summary": {**self.store.summary(), **worker_counts},
+            "summary": {**self.store.summary(now), **worker_counts},
             "workers": workers,
             "jobs": [job_view(job) for job in self.store.recent(STATE_JOBS)],
         }
@@ -364,7 +365,7 @@ class _Collector:
         for status in sorted(TERMINAL):
             finished.add_metric([status], totals[status])
         expired.add_metric([], totals["lease_expired"])
-        oldest.add_metric([], store.summary()["oldest_queued_seconds"])
+        oldest.add_metric([], store.summary(trio.current_time())["oldest_queued_seconds"])
         return families
 
     @staticmethod

@@ -200,8 +200,9 @@ class JobStore(Protocol):
         ``lease_expired``."""
         ...
 
-    def summary(self) -> dict[str, Any]:
-        """The job fields of the original's state summary (see :mod:`.service`)."""
+    def summary(self, now: float) -> dict[str, Any]:
+        """The job fields of the original's state summary (see :mod:`.service`), ages at
+        ``now`` (``trio.current_time()`` clock)."""
         ...
 
     def recent(self, limit: int) -> list[Job]:

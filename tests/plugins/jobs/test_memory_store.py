@@ -235,7 +235,7 @@ async def test_finished_jobs_are_forgotten_after_retention_but_not_while_followe
     assert await jobs.get(followed.id) is not None  # its subscriber still reads it
     await jobs.unsubscribe(followed.id)
     assert await jobs.get(followed.id) is None
-    assert jobs.summary()["total_jobs"] == 0
+    assert jobs.summary(trio.current_time())["total_jobs"] == 0
     assert jobs.totals()["canceled"] == 2  # lifetime counters outlive the jobs
     assert await jobs.next_deadline() == math.inf
 
@@ -249,7 +249,7 @@ async def test_the_cap_forgets_the_oldest_finished_job_or_refuses() -> None:
     await jobs.cancel(first.id)
     await jobs.create(JobSpec(type="t"))  # room made by forgetting the finished one
     assert await jobs.get(first.id) is None
-    assert jobs.summary()["total_jobs"] == 2
+    assert jobs.summary(trio.current_time())["total_jobs"] == 2
 
 
 async def test_cancel_is_idempotent_and_leaves_finished_jobs_alone() -> None:
@@ -350,13 +350,13 @@ async def test_summary_counts_states_and_averages(
     claim = await jobs.claim_next(Claimer())
     assert claim is not None
     await trio.sleep(3)
-    summary = jobs.summary()
+    summary = jobs.summary(trio.current_time())
     assert summary["queued_jobs"] == 1
     assert summary["claimed_jobs"] == 1
     assert summary["oldest_queued_seconds"] == 5
     assert summary["oldest_inflight_seconds"] == 3
     await jobs.set_status(job.id, claim.lease_token, Status.COMPLETED)
-    summary = jobs.summary()
+    summary = jobs.summary(trio.current_time())
     assert (summary["completed_jobs"], summary["terminal_jobs"]) == (1, 1)
     assert summary["avg_queue_wait_ms"] == 2000
     assert summary["avg_service_ms"] == 3000
