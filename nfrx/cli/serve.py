@@ -101,6 +101,36 @@ def command(
         str | None, typer.Option(help=doc(ServerConfig, "mcp_allowed_hosts"))
     ] = None,
     public_url: Annotated[str | None, typer.Option(help=doc(ServerConfig, "public_url"))] = None,
+    transfer_ttl: Annotated[
+        float | None, typer.Option(help=doc(ServerConfig, "transfer_ttl"))
+    ] = None,
+    jobs_client_ttl: Annotated[
+        float | None, typer.Option(help=doc(ServerConfig, "jobs_client_ttl"))
+    ] = None,
+    jobs_sse_close_delay: Annotated[
+        float | None, typer.Option(help=doc(ServerConfig, "jobs_sse_close_delay"))
+    ] = None,
+    jobs_lease_seconds: Annotated[
+        float | None, typer.Option(help=doc(ServerConfig, "jobs_lease_seconds"))
+    ] = None,
+    jobs_requeue_expired: Annotated[
+        bool | None,
+        typer.Option(
+            "--jobs-requeue-expired/--no-jobs-requeue-expired",
+            help=doc(ServerConfig, "jobs_requeue_expired"),
+        ),
+    ] = None,
+    jobs_lease_required: Annotated[
+        bool | None,
+        typer.Option(
+            "--jobs-lease-required/--no-jobs-lease-required",
+            help=doc(ServerConfig, "jobs_lease_required"),
+        ),
+    ] = None,
+    jobs_retention: Annotated[
+        float | None, typer.Option(help=doc(ServerConfig, "jobs_retention"))
+    ] = None,
+    jobs_max: Annotated[int | None, typer.Option(help=doc(ServerConfig, "jobs_max"))] = None,
     config_file: Annotated[
         str | None, typer.Option("--config", help=doc(ServerConfig, "config_file"))
     ] = None,

@@ -162,6 +162,11 @@ def render_server(state: dict[str, Any]) -> str:
         head += ", DRAINING"
     parts = [head]
     for kind, plugin in state.get("plugins", {}).items():
+        if "agents" not in plugin:  # a plugin without agents (jobs, transfer)
+            line = _render_agentless(kind, plugin)
+            if line:
+                parts.append(line)
+            continue
         agents = plugin.get("agents", [])
         agent_rows = [
             [
@@ -221,6 +226,26 @@ def render_server(state: dict[str, Any]) -> str:
                 f"\n{kind}: queue {queue.get('length', 0)}/{queue.get('capacity', 0)} waiting"
             )
     return "\n".join(parts)
+
+
+def _render_agentless(kind: str, plugin: dict[str, Any]) -> str:
+    """One line for the jobs and transfer sections (empty for an unknown section)."""
+    if kind == "jobs":
+        s = plugin.get("summary", {})
+        return (
+            f"\njobs: {s.get('queued_jobs', 0)} queued, {s.get('claimed_jobs', 0)} claimed, "
+            f"{s.get('running_jobs', 0)} running, {s.get('awaiting_transfers', 0)} awaiting "
+            f"transfers; {s.get('completed_jobs', 0)} completed, {s.get('failed_jobs', 0)} "
+            f"failed, {s.get('canceled_jobs', 0)} canceled; {s.get('active_workers', 0)} "
+            "active workers"
+        )
+    if kind == "transfer":
+        return (
+            f"\ntransfer: {plugin.get('waiting', 0)} waiting, {plugin.get('streaming', 0)} "
+            f"streaming; {plugin.get('completed_total', 0)} completed, "
+            f"{plugin.get('failed_total', 0)} failed"
+        )
+    return ""
 
 
 def _render_relays(kind: str, relays: list[dict[str, Any]]) -> str:

@@ -245,6 +245,65 @@ class ServerConfig:
         "its own address (MCP OAuth metadata of pass-through relays). Empty: taken from each "
         "request's Host.",
     )
+    # -- jobs and transfer APIs (/api/jobs, /api/transfer) -----------------------------------
+    transfer_ttl: float = setting(
+        60.0,
+        env="TRANSFER_TTL",
+        doc="Seconds a transfer channel waits for both its reader and its writer to attach; "
+        "a side still waiting then gets 410 transfer_expired.",
+        positive=True,
+    )
+    jobs_client_ttl: float = setting(
+        30.0,
+        env="JOBS_CLIENT_TTL",
+        doc="Seconds a job that is not finished may go without its client (no event stream "
+        "open, no poll, no cancel) before it is canceled with error client_inactive (0: never).",
+        minimum=0,
+    )
+    jobs_sse_close_delay: float = setting(
+        5.0,
+        env="JOBS_SSE_CLOSE_DELAY",
+        doc="Seconds a job's event stream stays open after its final status event (0: closes "
+        "at once; negative: stays open).",
+    )
+    jobs_lease_seconds: float = setting(
+        120.0,
+        env="JOBS_LEASE_SECONDS",
+        doc="Seconds a worker holds a claimed job without a sign of life; every status, "
+        "payload, result or heartbeat post renews it. When it runs out, the job goes back to "
+        "the queue (see JOBS_REQUEUE_EXPIRED).",
+        positive=True,
+    )
+    jobs_requeue_expired: bool = setting(
+        True,
+        env="JOBS_REQUEUE_EXPIRED",
+        doc="A job whose worker's lease ran out goes back to the queue (false: it fails with "
+        "error lease_expired).",
+        flag="--jobs-requeue-expired / --no-jobs-requeue-expired",
+    )
+    jobs_lease_required: bool = setting(
+        True,
+        env="JOBS_LEASE_REQUIRED",
+        doc="Workers must send the claim's lease token (X-Nfrx-Lease header or lease_token "
+        "field) to post to a job (false: a post without one is accepted, for workers written "
+        "for the original nfrx; a wrong token is still refused).",
+        flag="--jobs-lease-required / --no-jobs-lease-required",
+    )
+    jobs_retention: float = setting(
+        300.0,
+        env="JOBS_RETENTION",
+        doc="Seconds a finished job (completed, failed, canceled) stays readable before it is "
+        "forgotten.",
+        minimum=0,
+    )
+    jobs_max: int = setting(
+        10_000,
+        env="JOBS_MAX",
+        doc="Jobs the server holds at most, finished ones included (the oldest finished ones "
+        "are forgotten first); creating one more answers 503 too_many_jobs.",
+        positive=True,
+    )
+    # -----------------------------------------------------------------------------------------
     config_file: str = setting(
         "",
         env="CONFIG_FILE",

@@ -22,7 +22,7 @@ from werkzeug.routing.exceptions import WebsocketMismatch
 
 from nfrx._version import __version__
 from nfrx.config.load import enabled_plugins
-from nfrx.plugins import SERVER_PLUGINS
+from nfrx.plugins import SERVER_PLUGINS, SERVICE_PLUGINS
 from nfrx.server import metrics, openapi, state
 from nfrx.server.cors import cors
 from nfrx.server.guard import guarded
@@ -146,6 +146,10 @@ def create_quart_app(gateway: Gateway) -> QuartTrio:
             app.register_blueprint(module.blueprint(gateway))
         else:
             app.register_blueprint(_disabled_plugin(name))
+    for name in SERVICE_PLUGINS:
+        app.register_blueprint(
+            importlib.import_module(f"nfrx.plugins.{name}.server").blueprint(gateway)
+        )
     app.register_blueprint(openapi.blueprint())
     if not gateway.config.metrics_port:  # else only the METRICS_PORT listener serves it
         metrics.register_route(app, gateway.metrics)

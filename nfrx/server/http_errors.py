@@ -2,7 +2,8 @@
 
 Routes raise :class:`HttpError`; the app's error handler turns it into a JSON body in the style of
 the API the client speaks: OpenAI's ``{"error": {"message", "type", "code"}}`` by default,
-Anthropic's ``{"type": "error", "error": {"type", "message"}}`` on ``/v1/messages`` (the route
+Anthropic's ``{"type": "error", "error": {"type", "message"}}`` on ``/v1/messages``, and the
+original nfrx's flat ``{"error": "<code>", "message"}`` on the jobs and transfer APIs (the route
 sets ``scope["nfrx.error_style"]``). Failures of the tunnel (:class:`StreamReset`,
 :class:`TunnelClosed`) are translated by :func:`from_tunnel_error`, both for the JSON answer
 (nothing sent yet) and for the final SSE event (a stream already under way).
@@ -22,7 +23,7 @@ from nfrx.protocol import ResetCode
 from nfrx.redact import redact
 from nfrx.transport.errors import StreamReset, TunnelClosed
 
-ErrorStyle = Literal["openai", "anthropic"]
+ErrorStyle = Literal["openai", "anthropic", "plain"]
 
 _ANTHROPIC_TYPES = {
     400: "invalid_request_error",
@@ -62,6 +63,8 @@ class HttpError(Exception):
         self, style: ErrorStyle = "openai", extra: dict[str, Any] | None = None
     ) -> dict[str, Any]:
         extra = extra or {}
+        if style == "plain":  # the original's {"error":"<code>"}, plus a message for people
+            return {"error": self.code, "message": self.message, **extra}
         if style == "anthropic":
             error_type = _ANTHROPIC_TYPES.get(self.status, "api_error")
             return {

@@ -25,10 +25,18 @@ import trio
 from quart import Blueprint, Response
 
 from nfrx._version import __version__
+from nfrx.plugins.jobs.model import STATUSES as JOB_STATUSES
 from nfrx.server.http_errors import HttpError
 
-Auth = Literal["none", "api_key", "api_key_or_x_api_key", "api_key_or_relay_token", "client_key"]
-ErrorStyle = Literal["openai", "anthropic", "jsonrpc"]
+Auth = Literal[
+    "none",
+    "api_key",
+    "api_key_or_x_api_key",
+    "api_key_or_relay_token",
+    "client_key",
+    "api_key_or_client_key",
+]
+ErrorStyle = Literal["openai", "anthropic", "jsonrpc", "plain"]
 
 PREFIX = "/api/client"
 
@@ -67,6 +75,350 @@ def _ref(name: str) -> dict[str, Any]:
 JSON = "application/json"
 SSE = "text/event-stream"
 HTML = "text/html"
+
+# -- jobs and transfer (nfrx.plugins.jobs, nfrx.plugins.transfer) --------------------------------
+
+JOBS_SCHEMAS: dict[str, dict[str, Any]] = {
+    "PlainError": {
+        "type": "object",
+        "description": "The original nfrx's error (jobs and transfer routes), with a message.",
+        "required": ["error"],
+        "properties": {
+            "error": {"type": "string", "examples": ["not_found"]},
+            "message": {"type": "string", "description": "for people"},
+        },
+    },
+    "JobCreate": {
+        "type": "object",
+        "required": ["type"],
+        "properties": {
+            "type": {"type": "string", "minLength": 1, "examples": ["asr.transcribe"]},
+            "metadata": {"type": "object", "description": "opaque to nfrx"},
+            "worker_id": {"type": "string", "description": "only this worker may claim it"},
+            "worker_group": {"type": "string", "description": "only this group may claim it"},
+            "priority": {"type": "integer", "description": "higher first; FIFO within one"},
+        },
+    },
+    "JobCreated": {
+        "type": "object",
+        "required": ["job_id", "status"],
+        "properties": {"job_id": {"type": "string"}, "status": {"const": "queued"}},
+    },
+    "Job": {
+        "type": "object",
+        "description": "A job as its client sees it (empty fields are left out).",
+        "required": ["id", "type", "status", "created_at", "updated_at"],
+        "properties": {
+            "id": {"type": "string"},
+            "type": {"type": "string"},
+            "status": {"enum": list(JOB_STATUSES)},
+            "priority": {"type": "integer"},
+            "metadata": {"type": "object"},
+            "worker_id": {"type": "string"},
+            "worker_group": {"type": "string"},
+            "claimed_worker_id": {"type": "string"},
+            "claimed_worker_group": {"type": "string"},
+            "progress": {"type": "object"},
+            "error": {"$ref": "#/components/schemas/JobError"},
+            "payloads": {"type": "object", "additionalProperties": _ref("TransferInfo")},
+            "results": {"type": "object", "additionalProperties": _ref("TransferInfo")},
+            "queue_position": {"type": "integer", "description": "1-based, while queued"},
+            "created_at": {"type": "string", "format": "date-time"},
+            "updated_at": {"type": "string", "format": "date-time"},
+        },
+    },
+    "JobError": {
+        "type": "object",
+        "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+    },
+    "TransferInfo": {
+        "type": "object",
+        "description": "A channel offered on a job: the client POSTs a payload, GETs a result.",
+        "required": ["channel_id", "method", "url", "expires_at"],
+        "properties": {
+            "channel_id": {"type": "string"},
+            "method": {"enum": ["POST", "GET"]},
+            "url": {"type": "string"},
+            "expires_at": {"type": "string", "format": "date-time"},
+            "key": {"type": "string"},
+            "properties": {"type": "object"},
+        },
+    },
+    "ClaimRequest": {
+        "type": "object",
+        "properties": {
+            "types": {"type": "array", "items": {"type": "string"}},
+            "max_wait_seconds": {"type": "number", "minimum": 0},
+            "worker_id": {"type": "string"},
+            "worker_group": {"type": "string"},
+        },
+    },
+    "Claim": {
+        "type": "object",
+        "description": "A claimed job. Send `lease_token` back (X-Nfrx-Lease) on every post.",
+        "required": ["job_id", "type", "lease_token", "lease_expires_at"],
+        "properties": {
+            "job_id": {"type": "string"},
+            "type": {"type": "string"},
+            "metadata": {"type": ["object", "null"]},
+            "worker_id": {"type": "string"},
+            "worker_group": {"type": "string"},
+            "claimed_worker_id": {"type": "string"},
+            "claimed_worker_group": {"type": "string"},
+            "lease_token": {"type": "string"},
+            "lease_expires_at": {"type": "string", "format": "date-time"},
+            "lease_seconds": {"type": "number"},
+        },
+    },
+    "TransferRequest": {
+        "type": "object",
+        "properties": {
+            "key": {"type": "string"},
+            "properties": {"type": "object", "description": "opaque to nfrx"},
+            "lease_token": {"type": "string"},
+        },
+    },
+    "TransferOffer": {
+        "type": "object",
+        "description": "The worker's side of a job's channel: it GETs `reader_url` (payload) or "
+        "POSTs to `writer_url` (result).",
+        "required": ["key", "channel_id", "expires_at"],
+        "properties": {
+            "key": {"type": "string"},
+            "channel_id": {"type": "string"},
+            "reader_url": {"type": "string"},
+            "writer_url": {"type": "string"},
+            "expires_at": {"type": "string", "format": "date-time"},
+            "properties": {"type": "object"},
+        },
+    },
+    "StatusUpdate": {
+        "type": "object",
+        "required": ["state"],
+        "properties": {
+            "state": {"enum": list(JOB_STATUSES)},
+            "progress": {"type": "object"},
+            "error": {"$ref": "#/components/schemas/JobError"},
+            "lease_token": {"type": "string"},
+        },
+    },
+    "JobStatus": {
+        "type": "object",
+        "required": ["status"],
+        "properties": {
+            "status": {"enum": list(JOB_STATUSES)},
+            "lease_expires_at": {"type": "string", "format": "date-time"},
+        },
+    },
+    "TransferChannel": {
+        "type": "object",
+        "required": ["channel_id", "expires_at"],
+        "properties": {
+            "channel_id": {"type": "string"},
+            "expires_at": {"type": "string", "format": "date-time"},
+        },
+    },
+    "TransferDone": {
+        "type": "object",
+        "required": ["status"],
+        "properties": {"status": {"const": "ok"}, "bytes": {"type": "integer"}},
+    },
+}
+
+
+PLAIN_ERROR_MEANINGS = {
+    400: "The body or a field is invalid (`invalid_request`, `missing_type`, `missing_state`, "
+    "`unknown_state`).",
+    401: "Missing or wrong key (`unauthorized`).",
+    403: "The worker does not hold the job's lease (`lease_mismatch`).",
+    404: "Unknown job or channel (`not_found`, `transfer_not_found`).",
+    409: "Not possible in the job's state (`invalid_state`), or the channel's side is taken "
+    "(`transfer_in_use`).",
+    410: "The channel expired before both sides attached (`transfer_expired`) or was closed with "
+    "its job (`transfer_closed`).",
+    413: "The JSON body is larger than 64 KiB.",
+    502: "The other side of the transfer left or failed (`transfer_failed`).",
+    503: "Too many jobs (`too_many_jobs`) or open channels (`too_many_transfers`).",
+}
+
+
+def _jobs_routes() -> list[Route]:
+    def json_answer(schema: str, description: str) -> tuple[Answer, ...]:
+        return (Answer(200, description, ((JSON, _ref(schema)),)),)
+
+    def row(
+        method: Literal["get", "post"],
+        path: str,
+        summary: str,
+        auth: Auth,
+        answers: tuple[Answer, ...],
+        errors: tuple[int, ...],
+        body: str = "",
+        description: str = "",
+    ) -> Route:
+        return Route(
+            method,
+            f"/api/jobs{path}",
+            summary,
+            "jobs",
+            auth,
+            answers,
+            errors,
+            error_style="plain",
+            body=bool(body),
+            body_content=((JSON, _ref(body)),) if body else (),
+            description=description,
+        )
+
+    events = (Answer(200, "Server-sent events.", ((SSE, {"type": "string"}),)),)
+    lease = "The worker sends the claim's lease token (X-Nfrx-Lease header or `lease_token`)."
+    worker_post = (400, 401, 403, 404, 409, 413)
+    return [
+        row(
+            "post",
+            "",
+            "Create a job",
+            "api_key",
+            json_answer("JobCreated", "Queued."),
+            (400, 401, 413, 503),
+            "JobCreate",
+        ),
+        row(
+            "get",
+            "/{job_id}",
+            "A job, with its queue position",
+            "api_key",
+            json_answer("Job", "The job."),
+            (401, 404),
+            description="A poll counts as the client being there (JOBS_CLIENT_TTL).",
+        ),
+        row(
+            "get",
+            "/{job_id}/events",
+            "A job's events",
+            "api_key",
+            events,
+            (401, 404),
+            description="`status` (a Job), `payload` and `result` (a TransferInfo) events; the "
+            "stream ends JOBS_SSE_CLOSE_DELAY after the final status.",
+        ),
+        row(
+            "post",
+            "/{job_id}/cancel",
+            "Cancel a job",
+            "api_key",
+            json_answer("JobStatus", "The job's status (a finished job is left as it is)."),
+            (401, 404),
+        ),
+        row(
+            "post",
+            "/claim",
+            "Claim a job (long poll)",
+            "client_key",
+            (
+                *json_answer("Claim", "A job, now the caller's."),
+                Answer(204, "No job within max_wait_seconds."),
+            ),
+            (400, 401, 413),
+            "ClaimRequest",
+        ),
+        row(
+            "get",
+            "/stream",
+            "Claim jobs as they come",
+            "client_key",
+            events,
+            (400, 401),
+            description="Query: `types` (comma-separated), `worker_id`, `worker_group`, "
+            "`max_active`. `job` events carry claims; `cancel` events say a job was taken "
+            "away.",
+        ),
+        row(
+            "post",
+            "/{job_id}/payload",
+            "Open the job's payload channel",
+            "client_key",
+            json_answer("TransferOffer", "The worker reads `reader_url`."),
+            (*worker_post, 503),
+            "TransferRequest",
+            lease,
+        ),
+        row(
+            "post",
+            "/{job_id}/result",
+            "Open the job's result channel",
+            "client_key",
+            json_answer("TransferOffer", "The worker writes to `writer_url`."),
+            (*worker_post, 503),
+            "TransferRequest",
+            lease,
+        ),
+        row(
+            "post",
+            "/{job_id}/status",
+            "Set a job's state and progress",
+            "client_key",
+            json_answer("JobStatus", "The new state."),
+            worker_post,
+            "StatusUpdate",
+            lease,
+        ),
+        row(
+            "post",
+            "/{job_id}/heartbeat",
+            "Renew the lease on a job",
+            "client_key",
+            json_answer("JobStatus", "The state and the lease's new end."),
+            worker_post,
+            description=lease,
+        ),
+    ]
+
+
+def _transfer_routes() -> list[Route]:
+    return [
+        Route(
+            "post",
+            "/api/transfer",
+            "Open a transfer channel",
+            "transfer",
+            "api_key_or_client_key",
+            (Answer(200, "The channel.", ((JSON, _ref("TransferChannel")),)),),
+            (401, 503),
+            error_style="plain",
+        ),
+        Route(
+            "get",
+            "/api/transfer/{channel_id}",
+            "Read a channel (waits for its writer)",
+            "transfer",
+            "api_key_or_client_key",
+            (
+                Answer(
+                    200,
+                    "The writer's bytes; a writer that fails cuts the connection.",
+                    (("application/octet-stream", {"type": "string"}),),
+                ),
+            ),
+            (401, 404, 409, 410, 502),
+            error_style="plain",
+        ),
+        Route(
+            "post",
+            "/api/transfer/{channel_id}",
+            "Write a channel (waits for its reader)",
+            "transfer",
+            "api_key_or_client_key",
+            (Answer(200, "The reader got every byte.", ((JSON, _ref("TransferDone")),)),),
+            (401, 404, 409, 410, 502),
+            error_style="plain",
+            body=True,
+            body_content=(("application/octet-stream", {"type": "string"}),),
+        ),
+    ]
+
+
+# -- end of jobs and transfer ------------------------------------------------------------------
 
 SCHEMAS: dict[str, dict[str, Any]] = {
     "Error": {
@@ -222,6 +574,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "description": "A snapshot of the server, its agents and queues.",
         "additionalProperties": True,
     },
+    **JOBS_SCHEMAS,
 }
 
 ERROR_MEANINGS = {
@@ -252,6 +605,9 @@ PARAMETERS = {
     "asset": "One of Swagger UI's static files.",
     "task_id": "The id an async docling conversion answered; served by the agent that issued it.",
     "relay_id": "The MCP relay's CLIENT_ID (the `nfrx mcp` agent serving one provider).",
+    "job_id": "The id `POST /api/jobs` answered.",
+    "channel_id": "The id of a transfer channel (`POST /api/transfer`, or a job's payload or "
+    "result).",
 }
 
 _RELAYED = (
@@ -548,6 +904,8 @@ ROUTES: tuple[Route, ...] = (
     *_docling_routes(),
     _connect("asr"),
     *_asr_routes(),
+    *_jobs_routes(),
+    *_transfer_routes(),
     Route(
         "get",
         "/api/state",
@@ -616,6 +974,7 @@ _SECURITY: dict[Auth, list[dict[str, list[str]]]] = {
     "api_key_or_x_api_key": [{"apiKey": []}, {"xApiKey": []}],
     "api_key_or_relay_token": [{"apiKey": []}, {"relayToken": []}],
     "client_key": [{"clientKey": []}],
+    "api_key_or_client_key": [{"apiKey": []}, {"clientKey": []}],
 }
 
 SECURITY_SCHEMES = {
@@ -648,6 +1007,7 @@ _STYLE_NAMES: dict[ErrorStyle, tuple[str, str]] = {
     "openai": ("OpenAI", "Error"),
     "anthropic": ("Anthropic", "AnthropicError"),
     "jsonrpc": ("JsonRpc", "JsonRpcError"),
+    "plain": ("Plain", "PlainError"),
 }
 """Error style -> (prefix of the shared response names, body schema)."""
 
@@ -666,7 +1026,9 @@ def _operation(route: Route, error_responses: dict[str, Any]) -> dict[str, Any]:
     for status in route.errors:
         name = _error_name(route.error_style, status)
         schema = _STYLE_NAMES[route.error_style][1]
-        meanings = MCP_ERROR_MEANINGS if route.error_style == "jsonrpc" else ERROR_MEANINGS
+        meanings = {"jsonrpc": MCP_ERROR_MEANINGS, "plain": PLAIN_ERROR_MEANINGS}.get(
+            route.error_style, ERROR_MEANINGS
+        )
         error_responses[name] = {
             "description": meanings.get(status, "Error."),
             "content": {JSON: {"schema": _ref(schema)}},
@@ -743,6 +1105,8 @@ def build_document() -> dict[str, Any]:
             {"name": "mcp", "description": "MCP relays (Streamable HTTP, both protocol eras)"},
             {"name": "docling", "description": "Document conversion (docling-serve)"},
             {"name": "asr", "description": "Speech to text (OpenAI-compatible)"},
+            {"name": "jobs", "description": "Jobs for your own workers (the original's API)"},
+            {"name": "transfer", "description": "One-time byte streams between two peers"},
             {"name": "server", "description": "The server itself"},
             {"name": "state", "description": "State, dashboard and metrics"},
             {"name": "agents", "description": "Where agents connect"},

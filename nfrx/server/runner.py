@@ -3,6 +3,7 @@
 Task tree (every task has this one owner)::
 
     run_server
+    +-- each agentless plugin's background work (jobs: expiry and leases; transfer: channel TTLs)
     +-- hypercorn serve (HTTP API + agent WebSockets; one task per connection inside it)
     +-- hypercorn serve on METRICS_PORT (only /metrics; when set), stopped by the same shutdown
     +-- signal watcher: 1st SIGTERM/SIGINT -> drain, 2nd -> close the tunnels (in-flight clients
@@ -14,6 +15,7 @@ Task tree (every task has this one owner)::
 from __future__ import annotations
 
 import functools
+import importlib
 import logging
 import math
 import signal
@@ -26,7 +28,7 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
 from nfrx.config.load import enabled_plugins
-from nfrx.plugins import SERVER_PLUGINS
+from nfrx.plugins import SERVER_PLUGINS, SERVICE_PLUGINS
 from nfrx.protocol import Drain
 from nfrx.server import reason_phrase
 from nfrx.server.app import create_app
@@ -102,6 +104,9 @@ async def run_server(
                 grants,
             )
     async with trio.open_nursery() as nursery:
+        for name in SERVICE_PLUGINS:
+            plugin = importlib.import_module(f"nfrx.plugins.{name}.server")
+            await nursery.start(plugin.run, gateway)
 
         async def run_hypercorn(*, task_status: trio.TaskStatus[list[str]]) -> None:
             await serve(

@@ -26,7 +26,9 @@ from quart import Blueprint, Response
 
 from nfrx._build import build_info
 from nfrx.plugins import SERVER_PLUGINS
+from nfrx.plugins.jobs.service import JobsService
 from nfrx.plugins.mcp.sessions import McpRelays
+from nfrx.plugins.transfer.channels import TransferChannels
 from nfrx.server.registry import AgentStatus
 from nfrx.server.usage import Usage
 
@@ -181,7 +183,12 @@ def build_snapshot(gateway: Gateway, server: ServerInfo, clocks: Clocks) -> dict
             "draining": gateway.draining,
             "plugins": list(SERVER_PLUGINS),
         },
-        "plugins": {kind: _plugin_state(gateway, kind, clocks) for kind in SERVER_PLUGINS},
+        "plugins": {
+            **{kind: _plugin_state(gateway, kind, clocks) for kind in SERVER_PLUGINS},
+            # Plugins without agents: sections of their own shape.
+            "jobs": JobsService.of(gateway).state(clocks.trio),
+            "transfer": TransferChannels.of(gateway).state(),
+        },
     }
 
 
@@ -195,7 +202,16 @@ def _fingerprint(snapshot: dict[str, Any]) -> str:
             "agents": [{**agent, "last_heartbeat": None} for agent in plugin["agents"]],
         }
         for kind, plugin in snapshot["plugins"].items()
+        if kind in SERVER_PLUGINS
     }
+    jobs = snapshot["plugins"]["jobs"]
+    ages = ("oldest_queued_seconds", "oldest_inflight_seconds")
+    stable["plugins"]["jobs"] = {
+        **jobs,
+        "summary": {k: v for k, v in jobs["summary"].items() if k not in ages},
+        "workers": [{**w, "active": None} for w in jobs["workers"]],
+    }
+    stable["plugins"]["transfer"] = snapshot["plugins"]["transfer"]
     return json.dumps(stable, sort_keys=True)
 
 

@@ -316,7 +316,13 @@ async def test_server_status_tables_and_json(
             "0/0",
         ]
         assert "llm: queue 0/100 waiting" in lines
-        assert lines[-1] == "asr: queue 0/100 waiting"  # every plugin has its section
+        assert "asr: queue 0/100 waiting" in lines  # every plugin has its section
+        assert lines[-3:] == [  # and the agentless ones a line each
+            "jobs: 0 queued, 0 claimed, 0 running, 0 awaiting transfers; 0 completed, "
+            "0 failed, 0 canceled; 0 active workers",
+            "",
+            "transfer: 0 waiting, 0 streaming; 0 completed, 0 failed",
+        ]
 
         raw = await nfrx_status("--server", server.url, "--api-key", server.api_key, "--json")
         assert raw.returncode == 0, raw.stderr

@@ -1,0 +1,85 @@
+"""The transfer API, server side: ``/api/transfer`` routes over :mod:`.channels`.
+
+``POST /api/transfer`` opens a channel; ``GET /api/transfer/{id}`` is its reader and ``POST
+/api/transfer/{id}`` its writer. Either key may call them (:mod:`.access`). The reader's response
+head goes out once both sides are there; the writer is answered when the reader has been handed its
+last byte (200) or the transfer failed (502). :func:`run` is the plugin's background task.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import TYPE_CHECKING
+
+from quart import Blueprint, Response, jsonify, request
+
+from nfrx.plugins.transfer.access import authorize, plain_errors, refuse_head
+from nfrx.plugins.transfer.channels import Side, TransferChannels, TransferError, rfc3339_seconds
+from nfrx.server.http_errors import HttpError
+
+if TYPE_CHECKING:
+    import trio
+
+    from nfrx.server.gateway import Gateway
+
+
+def http_error(exc: TransferError) -> HttpError:
+    headers = {"Retry-After": "1"} if exc.status == 503 else None
+    return HttpError(exc.status, exc.code, exc.message, headers=headers)
+
+
+def blueprint(gateway: Gateway) -> Blueprint:
+    bp = Blueprint("transfer", __name__, url_prefix="/api/transfer")
+    channels = TransferChannels.of(gateway)
+
+    @bp.before_request
+    async def admit() -> None:
+        plain_errors()
+        authorize(gateway, api=True, client=True)
+
+    @bp.post("")
+    async def create() -> Response:
+        try:
+            channel = channels.create()
+        except TransferError as exc:
+            raise http_error(exc) from None
+        return jsonify(
+            {"channel_id": channel.id, "expires_at": rfc3339_seconds(channel.expires_wall)}
+        )
+
+    @bp.get("/<channel_id>")
+    async def read(channel_id: str) -> Response:
+        refuse_head()
+        try:
+            channel = channels.attach(channel_id, Side.READER)
+            # Also covers a reader that leaves after this returns but before its body started.
+            gateway.cleanups().append(functools.partial(channel.abandon, Side.READER))
+            await channel.wait_ready()
+        except TransferError as exc:
+            raise http_error(exc) from None
+        response = Response(
+            channel.read(),
+            content_type="application/octet-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
+        response.timeout = None  # a transfer may take long; Quart's 60 s default would cut it
+        return response
+
+    @bp.post("/<channel_id>")
+    async def write(channel_id: str) -> Response:
+        try:
+            channel = channels.attach(channel_id, Side.WRITER)
+            gateway.cleanups().append(functools.partial(channel.abandon, Side.WRITER))
+            await channel.wait_ready()
+            size = await channel.write(request.body)
+        except TransferError as exc:
+            raise http_error(exc) from None
+        return jsonify({"status": "ok", "bytes": size})
+
+    return bp
+
+
+async def run(gateway: Gateway, *, task_status: trio.TaskStatus[None]) -> None:
+    """The transfer plugin's background work (channel expiry), owned by the server's root
+    nursery."""
+    await TransferChannels.of(gateway).run(task_status=task_status)
