@@ -17,6 +17,13 @@ from quart import Response, websocket
 from nfrx._version import __version__
 from nfrx.protocol import PROTOCOL_VERSION, Frame, Goodbye, Refuse, Status, Welcome
 from nfrx.server import auth
+from nfrx.server.announcements import (
+    OVER_LIMIT,
+    AnnouncementLimits,
+    OverLimit,
+    check_hello,
+    check_status,
+)
 from nfrx.server.registry import AgentRecord, DuplicateAgent
 from nfrx.transport.errors import HandshakeFailed
 from nfrx.transport.handshake import receive_hello
@@ -78,6 +85,12 @@ async def serve_agent(gateway: Gateway, kind: str) -> Response | None:
     if not hello.agent_id:
         await refuse("missing_id", "the agent sent an empty id")
         return None
+    limits = AnnouncementLimits.of(config)
+    try:
+        check_hello(hello, limits)
+    except OverLimit as exc:
+        await refuse(OVER_LIMIT, str(exc))
+        return None
 
     record: AgentRecord | None = None
 
@@ -86,21 +99,38 @@ async def serve_agent(gateway: Gateway, kind: str) -> Response | None:
             # Every frame the agent sent before has been handled: closing now loses nothing.
             session.close(f"agent said goodbye ({frame.reason})")
         elif isinstance(frame, Status) and record is not None:
-            gateway.registry.update(
-                record,
-                models=frame.models,
-                max_concurrency=frame.max_concurrency,
-                status=frame.status,
-                embedding_batch_size=frame.embedding_batch_size,
-            )
-            log.info(
-                "%s agent %s: %s, %d models, capacity %d",
-                kind,
-                record.name,
-                frame.status,
-                len(frame.models),
-                frame.max_concurrency,
-            )
+            on_status(record, frame)
+
+    def on_status(record: AgentRecord, frame: Status) -> None:
+        try:
+            check_status(frame, limits)
+        except OverLimit as exc:
+            log.warning("%s agent %s (%s): status refused: %s", kind, record.name, record.id, exc)
+            session.close(f"status over limit: {exc}", CLOSE_POLICY)
+            return
+        announced = (frame.models, frame.max_concurrency, frame.status, frame.embedding_batch_size)
+        if announced == (
+            record.models,
+            record.max_concurrency,
+            record.status,
+            record.embedding_batch_size,
+        ):
+            return  # nothing changed: no wake-ups, no log line
+        gateway.registry.update(
+            record,
+            models=frame.models,
+            max_concurrency=frame.max_concurrency,
+            status=frame.status,
+            embedding_batch_size=frame.embedding_batch_size,
+        )
+        log.info(
+            "%s agent %s: %s, %d models, capacity %d",
+            kind,
+            record.name,
+            frame.status,
+            len(frame.models),
+            frame.max_concurrency,
+        )
 
     session = TunnelSession(
         transport, conn, settings, on_frame=on_frame, name=f"{kind}:{hello.name}"
