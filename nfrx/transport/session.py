@@ -67,7 +67,7 @@ BATCH_BYTES = 256 * 1024
 """The writer stops adding queued messages to a batch once it holds this many bytes (or
 :data:`~nfrx.protocol.codec.MAX_BATCH_FRAMES` messages)."""
 
-CHECKPOINT_FRAMES = 64
+CHECKPOINT_FRAMES = 32
 """The reader yields to the other tasks after this many frames of one batch."""
 
 CLOSE_NORMAL = 1000

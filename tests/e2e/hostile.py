@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import struct
+import urllib.parse
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -214,33 +215,47 @@ async def hostile_agent(
     key: str | None = None,
     kind: str = "llm",
     read: bool = True,
+    receive_buffer: int | None = None,
 ) -> AsyncIterator[HostileAgent]:
     """A raw WebSocket to ``server``'s ``/api/<kind>/connect`` with ``key`` (default: the
-    server's client key) as the bearer; closed when the block ends."""
+    server's client key) as the bearer; closed when the block ends.
+
+    ``read=False``: nothing is ever read (see the module docstring); ``receive_buffer`` sets the
+    socket's ``SO_RCVBUF``, so that the server's writes back up after a few KiB instead of
+    several MiB.
+    """
     bearer = server.client_key if key is None else key
     headers = [(b"authorization", f"Bearer {bearer}".encode())] if bearer else []
-    url = server.url.replace("http", "ws", 1) + f"/api/{kind}/connect"
-    try:
-        async with (
-            trio_websocket.open_websocket_url(
-                url,
+    url = urllib.parse.urlsplit(server.url)
+    host, port = url.hostname or "127.0.0.1", url.port or 80
+    sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_STREAM)
+    if receive_buffer is not None:  # before connecting: it decides the window scale
+        sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_RCVBUF, receive_buffer)
+    with trio.fail_after(10):
+        await sock.connect((host, port))
+    stream = trio.SocketStream(sock)
+    async with stream, trio.open_nursery() as nursery:
+        with trio.fail_after(10):
+            ws = await trio_websocket.wrap_client_stream(
+                nursery,
+                stream,
+                f"{host}:{port}",
+                f"/api/{kind}/connect",
                 extra_headers=headers,
                 max_message_size=MAX_MESSAGE_BYTES,
                 receive_buffer_size=RECEIVE_BUFFER_BYTES,
-                connect_timeout=10,
-                disconnect_timeout=2,
-            ) as ws,
-            trio.open_nursery() as nursery,
-        ):
-            agent = HostileAgent(ws)
-            if read:
-                nursery.start_soon(agent._read)
-            try:
-                yield agent
-            finally:
-                nursery.cancel_scope.cancel()
-    except* trio_websocket.DisconnectionTimeout:
-        pass  # the server did not answer our close in time (it may be what the test provoked)
+            )
+        agent = HostileAgent(ws)
+        if read:
+            nursery.start_soon(agent._read)
+        try:
+            yield agent
+        finally:
+            # A server that does not answer our close (or an agent that never reads, so never
+            # sees the answer) must not hold the test up.
+            with trio.move_on_after(2 if read else 0.1, shield=True):
+                await ws.aclose()
+            nursery.cancel_scope.cancel()
 
 
 def control(obj: dict[str, Any]) -> str:
