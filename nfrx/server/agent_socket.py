@@ -8,6 +8,7 @@ runs.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from typing import TYPE_CHECKING, Any, cast
@@ -25,7 +26,7 @@ from nfrx.server.announcements import (
     check_status,
 )
 from nfrx.server.registry import AgentRecord, DuplicateAgent
-from nfrx.transport.errors import HandshakeFailed
+from nfrx.transport.errors import HandshakeFailed, TransportClosed
 from nfrx.transport.handshake import receive_hello
 from nfrx.transport.session import CLOSE_POLICY, TunnelSession, TunnelSettings
 from nfrx.transport.websocket_server import ServerWebSocket
@@ -68,8 +69,9 @@ async def serve_agent(gateway: Gateway, kind: str) -> Response | None:
         return None
 
     async def refuse(code: str, message: str) -> None:
-        log.warning("refused %s agent %r: %s", kind, hello.agent_id, message)
-        await transport.send_message(conn.send(Refuse(code=code, message=message)))
+        log.warning("refused %s agent %r: %s", kind, hello.agent_id[:64], message)
+        with contextlib.suppress(TransportClosed):  # the agent left meanwhile: nothing to tell
+            await transport.send_message(conn.send(Refuse(code=code, message=message)))
         await transport.aclose(CLOSE_POLICY, code)
 
     if hello.version != PROTOCOL_VERSION:
@@ -80,7 +82,7 @@ async def serve_agent(gateway: Gateway, kind: str) -> Response | None:
         )
         return None
     if hello.kind != kind:
-        await refuse("wrong_kind", f"this endpoint is for {kind} agents, not {hello.kind}")
+        await refuse("wrong_kind", f"this endpoint is for {kind} agents, not {hello.kind[:32]}")
         return None
     if not hello.agent_id:
         await refuse("missing_id", "the agent sent an empty id")
@@ -173,19 +175,16 @@ async def serve_agent(gateway: Gateway, kind: str) -> Response | None:
         except DuplicateAgent:  # yet another agent with this id got in meanwhile
             await refuse("id_in_use", f"another {kind} agent with id {hello.agent_id!r} connected")
             return None
+    welcome = Welcome(
+        version=PROTOCOL_VERSION,
+        server_version=__version__,
+        agent_id=hello.agent_id,
+        heartbeat_interval=settings.heartbeat_interval,
+        dead_after=settings.dead_after,
+        window=settings.window,
+    )
     try:
-        await transport.send_message(
-            conn.send(
-                Welcome(
-                    version=PROTOCOL_VERSION,
-                    server_version=__version__,
-                    agent_id=hello.agent_id,
-                    heartbeat_interval=settings.heartbeat_interval,
-                    dead_after=settings.dead_after,
-                    window=settings.window,
-                )
-            )
-        )
+        await transport.send_message(conn.send(welcome))
         log.info(
             "%s agent %s (%s) connected from %s: %s, %d models, capacity %d",
             kind,
@@ -197,6 +196,8 @@ async def serve_agent(gateway: Gateway, kind: str) -> Response | None:
             hello.max_concurrency,
         )
         await session.run()
+    except TransportClosed as exc:  # the agent left before the Welcome went out
+        session.close(f"connection closed during the handshake ({exc.reason})")
     finally:
         gateway.registry.remove(record)
         log.info(

@@ -21,8 +21,8 @@ says why).
 
 The outbound queue is bounded: Data frames by the credit granted on each live stream, control
 frames by :attr:`TunnelSettings.max_queued_control_bytes` (a peer that lets more pile up is not
-reading: the session closes). Pongs never queue: however many Pings arrive before the writer runs,
-one Pong answers them (with the newest nonce).
+reading: the session closes). Pongs never queue: one Pong answers all the Pings of a message, and
+the Pongs the writer has not sent yet, with the newest nonce.
 """
 
 from __future__ import annotations
@@ -122,6 +122,8 @@ class TunnelSession:
         self._outbox: collections.deque[str | bytes] = collections.deque()
         self._queued_control = 0
         """Characters of control frames in ``_outbox``."""
+        self._ping_seen: int | None = None
+        """The nonce of the newest Ping of the message being read."""
         self._pong_due: int | None = None
         """The nonce of the newest Ping not answered yet (the writer sends its Pong)."""
         self._sending_since: float | None = None
@@ -350,6 +352,11 @@ class TunnelSession:
                 return
             if self.closed_reason is not None:
                 return
+            if self._ping_seen is not None:
+                # One Pong per message at most, however many Pings it held; if the writer has
+                # not sent the last one yet, this one replaces it.
+                self._pong_due, self._ping_seen = self._ping_seen, None
+                self._outbox_ready.unpark()
 
     async def _receive_batch(self, message: bytes) -> None:
         """Process a batch's frames in order, yielding every CHECKPOINT_FRAMES frames (nothing
@@ -392,9 +399,7 @@ class TunnelSession:
         elif isinstance(frame, Open):
             self._start_incoming(frame)
         elif isinstance(frame, Ping):
-            if self._pong_due is None:
-                self._outbox_ready.unpark()
-            self._pong_due = frame.nonce
+            self._ping_seen = frame.nonce
         elif isinstance(frame, Pong):
             pass  # arrival already refreshed _last_heard
         elif self._on_frame is not None:

@@ -138,9 +138,10 @@ class HostileAgent:
         Raises :class:`HandshakeRefusedByServer` if the server refuses it.
         """
         await self.send(hello_frame(**overrides))
-        answer = await self.receive(Welcome, Refuse)
+        answer: Frame = await self.receive(Welcome, Refuse)
         if isinstance(answer, Refuse):
             raise HandshakeRefusedByServer(answer)
+        assert isinstance(answer, Welcome)
         return answer
 
     async def answer(
@@ -192,7 +193,10 @@ class HostileAgent:
         try:
             while True:
                 message = await self.ws.get_message()
-                items = codec.split_batch(message) if codec.is_batch(message) else [message]
+                if isinstance(message, bytes) and codec.is_batch(message):
+                    items = codec.split_batch(message)
+                else:
+                    items = [message]
                 self.frames.extend(codec.decode(item) for item in items)
                 self._wake()
         except trio_websocket.ConnectionClosed as exc:
