@@ -203,12 +203,14 @@ async def test_closing_fails_streams_while_the_writer_is_stuck(
         return stuck[0]
 
     async with raw_peer(server_transport=wrap) as peer:
-        stream = peer.session.open_stream("GET", "/", (), end=True)
-        await trio.testing.wait_all_tasks_blocked()
-        peer.session.close("enough")
-        with trio.fail_after(1), pytest.raises(TunnelClosed, match="enough"):
-            await stream.receive_response()
-        stuck[0].released.set()
+        try:
+            stream = peer.session.open_stream("GET", "/", (), end=True)
+            await trio.testing.wait_all_tasks_blocked()
+            peer.session.close("enough")
+            with trio.fail_after(1), pytest.raises(TunnelClosed, match="enough"):
+                await stream.receive_response()
+        finally:
+            stuck[0].released.set()  # else the session could not end
 
 
 async def test_a_batch_lets_other_tasks_run_and_keeps_its_order(
