@@ -314,5 +314,5 @@ def check_ranges(frame: Frame) -> None:
 def _excerpt(value: object, limit: int = 40) -> str:
     """``repr`` of ``value``, cut to about ``limit`` characters (error messages echo what a peer
     sent: it must not make them arbitrarily long)."""
-    text = repr(value)
+    text = repr(value[:limit] if isinstance(value, str) else value)
     return text if len(text) <= limit else text[:limit] + "..."

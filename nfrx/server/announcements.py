@@ -115,6 +115,10 @@ def _utf8_size(text: str) -> int:
 
 
 def _excerpt(text: str, limit: int = 16) -> str:
-    """``repr`` of the start of ``text`` (control characters escaped): messages name what was
-    refused without echoing all of it (and fit in a WebSocket close reason)."""
-    return repr(text) if len(text) <= limit else repr(text[:limit]) + "..."
+    """The start of ``text``, quoted, in ASCII with control characters escaped, at most ``limit``
+    characters of it: messages name what was refused without echoing all of it (and fit in a
+    WebSocket close reason)."""
+    shown = ascii(text[:limit])[1:-1]
+    if len(shown) > limit or len(text) > limit:
+        return f"'{shown[:limit]}'..."
+    return f"'{shown}'"
