@@ -11,8 +11,11 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 from typing import TYPE_CHECKING, Any, cast
 
+import attrs
+import trio
 from quart import Response, websocket
 
 from nfrx._version import __version__
@@ -94,45 +97,19 @@ async def serve_agent(gateway: Gateway, kind: str) -> Response | None:
         await refuse(OVER_LIMIT, str(exc))
         return None
 
-    record: AgentRecord | None = None
+    statuses: _StatusUpdates | None = None
 
     def on_frame(frame: Frame) -> None:
         if isinstance(frame, Goodbye):
             # Every frame the agent sent before has been handled: closing now loses nothing.
             session.close(f"agent said goodbye ({frame.reason})")
-        elif isinstance(frame, Status) and record is not None:
-            on_status(record, frame)
-
-    def on_status(record: AgentRecord, frame: Status) -> None:
-        try:
-            check_status(frame, limits)
-        except OverLimit as exc:
-            log.warning("%s agent %s (%s): status refused: %s", kind, record.name, record.id, exc)
-            session.close(f"status over limit: {exc}", CLOSE_POLICY)
-            return
-        announced = (frame.models, frame.max_concurrency, frame.status, frame.embedding_batch_size)
-        if announced == (
-            record.models,
-            record.max_concurrency,
-            record.status,
-            record.embedding_batch_size,
-        ):
-            return  # nothing changed: no wake-ups, no log line
-        gateway.registry.update(
-            record,
-            models=frame.models,
-            max_concurrency=frame.max_concurrency,
-            status=frame.status,
-            embedding_batch_size=frame.embedding_batch_size,
-        )
-        log.info(
-            "%s agent %s: %s, %d models, capacity %d",
-            kind,
-            record.name,
-            frame.status,
-            len(frame.models),
-            frame.max_concurrency,
-        )
+        elif isinstance(frame, Status) and statuses is not None:
+            try:
+                statuses.apply(frame)
+            except OverLimit as exc:
+                agent = statuses.record
+                log.warning("%s agent %s (%s): status refused: %s", kind, agent.name, agent.id, exc)
+                session.close(f"status over limit: {exc}", CLOSE_POLICY)
 
     session = TunnelSession(
         transport, conn, settings, on_frame=on_frame, name=f"{kind}:{hello.name}"
@@ -149,6 +126,7 @@ async def serve_agent(gateway: Gateway, kind: str) -> Response | None:
         embedding_batch_size=hello.embedding_batch_size,
         options=dict(hello.options),
     )
+    statuses = _StatusUpdates(gateway, record, limits)
     try:
         gateway.registry.add(record)
     except DuplicateAgent:
@@ -204,3 +182,52 @@ async def serve_agent(gateway: Gateway, kind: str) -> Response | None:
             "%s agent %s (%s) disconnected: %s", kind, record.name, record.id, session.closed_reason
         )
     return None
+
+
+STATUS_LOG_INTERVAL = 1.0
+"""Seconds between two status changes of one agent logged at info (those in between go to debug:
+an agent flipping its status as fast as it can does not flood the log)."""
+
+
+@attrs.define
+class _StatusUpdates:
+    """Applies one agent's Status frames to the registry."""
+
+    gateway: Gateway
+    record: AgentRecord
+    limits: AnnouncementLimits
+    logged_at: float = -math.inf
+
+    def apply(self, frame: Status) -> None:
+        """Check ``frame`` against the limits (raises OverLimit) and apply it; a Status that
+        changes nothing costs nothing (no wake-ups, no log line)."""
+        check_status(frame, self.limits)
+        record = self.record
+        announced = (frame.models, frame.max_concurrency, frame.status, frame.embedding_batch_size)
+        if announced == (
+            record.models,
+            record.max_concurrency,
+            record.status,
+            record.embedding_batch_size,
+        ):
+            return
+        self.gateway.registry.update(
+            record,
+            models=frame.models,
+            max_concurrency=frame.max_concurrency,
+            status=frame.status,
+            embedding_batch_size=frame.embedding_batch_size,
+        )
+        now = trio.current_time()
+        level = logging.INFO if now - self.logged_at >= STATUS_LOG_INTERVAL else logging.DEBUG
+        if level == logging.INFO:
+            self.logged_at = now
+        log.log(
+            level,
+            "%s agent %s: %s, %d models, capacity %d",
+            record.kind,
+            record.name,
+            frame.status,
+            len(frame.models),
+            frame.max_concurrency,
+        )

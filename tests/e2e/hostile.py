@@ -14,6 +14,9 @@ Use it against a real ``nfrx serve`` (:func:`tests.e2e.harness.run_server`)::
 Everything the server sends is read by a background task (batches split, frames decoded) into
 :attr:`HostileAgent.frames`, unless ``read=False``: then nothing is read at all, as an agent that
 never reads its pongs would behave (the server's writes then back up into the kernel buffers).
+
+After an attack, :func:`assert_whole` checks what must always hold: the server runs and logged no
+traceback, a good agent still answers, and no request is stuck in a slot or in the queue.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import attrs
+import httpx
 import trio
 import trio_websocket
 
@@ -265,3 +269,45 @@ async def hostile_agent(
 def control(obj: dict[str, Any]) -> str:
     """A control message from a plain dict (for frames the attrs classes cannot express)."""
     return json.dumps(obj, separators=(",", ":"))
+
+
+# -- what must hold after any attack -----------------------------------------------------------
+
+
+async def chat(http: httpx.AsyncClient, server: Server, model: str) -> httpx.Response:
+    """A minimal chat completion request for ``model``."""
+    body = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
+    return await http.post(
+        f"{server.api_base}/chat/completions", headers=server.headers(), json=body
+    )
+
+
+async def llm_state(http: httpx.AsyncClient, server: Server) -> dict[str, Any]:
+    """The ``llm`` part of ``/api/state``."""
+    response = await http.get(f"{server.url}/api/state", headers=server.headers())
+    assert response.status_code == 200, response.text
+    llm: dict[str, Any] = response.json()["plugins"]["llm"]
+    return llm
+
+
+async def assert_whole(
+    server: Server, *, good_model: str = "fixture-model", log_from: int = 0
+) -> None:
+    """The server process runs and logged no traceback (from its line ``log_from`` on), an agent
+    serving ``good_model`` answers a chat completion, and once the attacker's requests have
+    unwound (waited for, 15 s at most) no agent has a request in flight and the queue is empty."""
+    assert server.proc.process.returncode is None, server.proc.output()
+    async with httpx.AsyncClient(timeout=20) as http:
+        response = await chat(http, server, good_model)
+        assert response.status_code == 200, response.text
+        assert response.json()["object"] == "chat.completion"
+        with trio.fail_after(15):
+            while True:
+                llm = await llm_state(http, server)
+                busy = [agent["name"] for agent in llm["agents"] if agent["inflight"]]
+                if not busy and llm["queue"]["length"] == 0:
+                    break
+                # Another process's state, visible only over HTTP: polling is the way.
+                await trio.sleep(0.05)
+    logged = "\n".join(server.proc.lines[log_from:])
+    assert "Traceback" not in logged, logged

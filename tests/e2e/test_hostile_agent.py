@@ -12,7 +12,8 @@ import itertools
 import json
 import re
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 import attrs
@@ -39,11 +40,13 @@ from nfrx.protocol import (
 )
 from nfrx.protocol.frames import MAX_STREAM_ID, MAX_WINDOW
 from nfrx.transport.session import CLOSE_POLICY, CLOSE_PROTOCOL_ERROR
-from tests.e2e.harness import NfrxProcess, Server, run_agent, run_server
+from tests.e2e.harness import Server, run_agent, run_server
 from tests.e2e.hostile import (
     HandshakeRefusedByServer,
     Message,
+    assert_whole,
     batch_of,
+    chat,
     control,
     hello_frame,
     hostile_agent,
@@ -64,59 +67,20 @@ def hostile_id() -> str:
     return f"hostile-{next(_ids)}"
 
 
-@attrs.define
-class Scene:
-    server: Server
-    good: NfrxProcess
+@asynccontextmanager
+async def gateway(backend: FixtureBackend, env: dict[str, str]) -> AsyncIterator[Server]:
+    """A server with ``env`` and a good agent ("good", a real ``nfrx llm``) connected."""
+    async with (
+        run_server(env={**TIMEOUTS, **env}) as server,
+        run_agent(server, backend.base_url, name="good"),
+    ):
+        yield server
 
 
 @pytest.fixture
-async def scene(backend: FixtureBackend) -> AsyncIterator[Scene]:
-    async with (
-        run_server(env=TIMEOUTS) as server,
-        run_agent(server, backend.base_url, name="good") as good,
-    ):
-        yield Scene(server, good)
-
-
-# -- what must hold after every attack ---------------------------------------------------------
-
-
-async def chat(
-    http: httpx.AsyncClient, server: Server, model: str = "fixture-model"
-) -> httpx.Response:
-    body = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
-    return await http.post(
-        f"{server.api_base}/chat/completions", headers=server.headers(), json=body
-    )
-
-
-async def state(http: httpx.AsyncClient, server: Server) -> dict[str, Any]:
-    response = await http.get(f"{server.url}/api/state", headers=server.headers())
-    assert response.status_code == 200, response.text
-    llm: dict[str, Any] = response.json()["plugins"]["llm"]
-    return llm
-
-
-async def assert_whole(scene: Scene, *, log_from: int = 0) -> None:
-    """The server runs and logged no traceback, the good agent answers, nothing is stuck."""
-    server = scene.server
-    assert server.proc.process.returncode is None, server.proc.output()
-    async with httpx.AsyncClient(timeout=20) as http:
-        response = await chat(http, server)
-        assert response.status_code == 200, response.text
-        assert response.json()["object"] == "chat.completion"
-        # Slots are given back as the hostile agent's requests unwind: wait for it, boundedly.
-        with trio.fail_after(15):
-            while True:
-                llm = await state(http, server)
-                stuck = [a["name"] for a in llm["agents"] if a["inflight"]]
-                if not stuck and llm["queue"]["length"] == 0:
-                    break
-                await trio.sleep(0.05)
-        assert "good" in [a["name"] for a in llm["agents"]]
-    logged = "\n".join(server.proc.lines[log_from:])
-    assert "Traceback" not in logged, logged
+async def server(backend: FixtureBackend) -> AsyncIterator[Server]:
+    async with gateway(backend, {}) as server:
+        yield server
 
 
 async def requests_to_hostile(
@@ -172,11 +136,10 @@ print(json.dumps(latencies))
 flood) must not delay the measurement."""
 
 
-async def test_a_flood_leaves_healthz_and_the_other_agents_responsive(scene: Scene) -> None:
+async def test_a_flood_leaves_healthz_and_the_other_agents_responsive(server: Server) -> None:
     """The hostile agent sends as fast as it can: full batches of pings, status changes and
     pongs, then a batch of 200,000 pings (over the cap: the tunnel is closed, so it reconnects),
     and again. Before the fix each such batch froze the server for seconds."""
-    server = scene.server
     full = [
         batch_of([Ping(nonce=i) for i in range(codec.MAX_BATCH_FRAMES)]),
         batch_of(
@@ -209,7 +172,7 @@ async def test_a_flood_leaves_healthz_and_the_other_agents_responsive(scene: Sce
     async def good_chats() -> None:
         async with httpx.AsyncClient(timeout=60) as http:
             for _ in range(10):
-                chats.append((await chat(http, server)).status_code)
+                chats.append((await chat(http, server, "fixture-model")).status_code)
                 await trio.sleep(0.2)
 
     with trio.fail_after(90):
@@ -217,7 +180,7 @@ async def test_a_flood_leaves_healthz_and_the_other_agents_responsive(scene: Sce
             nursery.start_soon(flood)
             nursery.start_soon(good_chats)
             probe = await trio.run_process(
-                [sys.executable, "-c", PROBE, f"{server.url}/healthz", "5"],
+                [sys.executable, "-c", PROBE, f"{server.url}/healthz", "4"],
                 capture_stdout=True,
             )
             nursery.cancel_scope.cancel()
@@ -234,7 +197,7 @@ async def test_a_flood_leaves_healthz_and_the_other_agents_responsive(scene: Sce
     assert chats == [200] * 10
     logged = "\n".join(server.proc.lines[log_from:])
     assert not re.search(r"llm agent good \(.*\) disconnected", logged), logged
-    await assert_whole(scene, log_from=log_from)
+    await assert_whole(server, log_from=log_from)
 
 
 async def test_an_agent_that_never_reads_is_cut_off(backend: FixtureBackend) -> None:
@@ -242,38 +205,36 @@ async def test_an_agent_that_never_reads_is_cut_off(backend: FixtureBackend) -> 
     so nothing piles up, and once its writes stall for AGENT_DEAD_AFTER it drops the tunnel.
     Before the fix every Pong was queued for ever (~80 MB a minute) and the agent kept its
     place."""
-    env = {**TIMEOUTS, "AGENT_DEAD_AFTER": "2", "HEARTBEAT_INTERVAL": "0.5"}
-    async with (
-        run_server(env=env) as server,
-        run_agent(server, backend.base_url, name="good") as good,
-    ):
+    env = {"AGENT_DEAD_AFTER": "3", "HEARTBEAT_INTERVAL": "0.5"}
+    async with gateway(backend, env) as server:
         log_from = len(server.proc.lines)
+        # One Ping per message: as many Pongs as the server can send (a Pong answers all the
+        # Pings of one message), so its writes to the small receive buffer stall soonest.
         ping = message_of(Ping(nonce=1))
-        burst = batch_of([Ping(nonce=i) for i in range(codec.MAX_BATCH_FRAMES)])
         async with hostile_agent(server, read=False, receive_buffer=4096) as agent:
             await agent.send(hello_frame(agent_id="deaf"))
             async with trio.open_nursery() as nursery:
 
                 async def flood() -> None:
                     with trio.move_on_after(60):  # a hang guard only; the line below ends it
-                        for index in itertools.count():
-                            await agent.send_raw(burst if index % 10 == 0 else ping)
+                        while True:
+                            await agent.send_raw(ping)
 
                 nursery.start_soon(flood)
                 line = await server.proc.wait_for_line(
-                    r"llm:hostile: peer has not read anything for 2\.0 s", start=log_from
+                    r"llm:hostile: peer has not read anything for 3\.0 s", start=log_from
                 )
                 nursery.cancel_scope.cancel()
         assert "closing the tunnel" in line.string
         async with httpx.AsyncClient(timeout=10) as http:
             health = (await http.get(f"{server.url}/healthz")).json()
         assert health["agents"]["llm"] == 1
-        await assert_whole(Scene(server, good), log_from=log_from)
+        await assert_whole(server, log_from=log_from)
 
 
 # -- finding 3: announcements ------------------------------------------------------------------
 
-LIMITS = {**TIMEOUTS, "AGENT_MAX_MODELS": "3", "AGENT_MAX_MODEL_NAME_BYTES": "16"}
+LIMITS = {"AGENT_MAX_MODELS": "3", "AGENT_MAX_MODEL_NAME_BYTES": "16"}
 
 OVER_LIMIT_HELLOS: list[tuple[dict[str, Any], str]] = [
     ({"models": ("a", "b", "c", "d")}, "4 models announced; at most 3 accepted (AGENT_MAX_MODELS)"),
@@ -292,10 +253,7 @@ OVER_LIMIT_HELLOS: list[tuple[dict[str, Any], str]] = [
 
 
 async def test_hellos_over_the_limits_are_refused(backend: FixtureBackend) -> None:
-    async with (
-        run_server(env=LIMITS) as server,
-        run_agent(server, backend.base_url, name="good") as good,
-    ):
+    async with gateway(backend, LIMITS) as server:
         log_from = len(server.proc.lines)
         for overrides, message in OVER_LIMIT_HELLOS:
             async with hostile_agent(server) as agent:
@@ -311,17 +269,21 @@ async def test_hellos_over_the_limits_are_refused(backend: FixtureBackend) -> No
                 response = await http.get(f"{server.api_base}/models", headers=server.headers())
             listed = {model["id"] for model in response.json()["data"]}
             assert listed == {"a", "b", "é" * 8, "fixture-model", "org/llama3:8b"}
-        await assert_whole(Scene(server, good), log_from=log_from)
+        await assert_whole(server, log_from=log_from)
 
 
 async def test_a_status_over_the_limits_closes_the_tunnel(backend: FixtureBackend) -> None:
-    async with (
-        run_server(env=LIMITS) as server,
-        run_agent(server, backend.base_url, name="good") as good,
-    ):
+    async with gateway(backend, LIMITS) as server:
         log_from = len(server.proc.lines)
         async with hostile_agent(server) as agent:
-            await agent.hello(agent_id="grows", models=("a",))
+            await agent.hello(agent_id="grows", models=("a",), max_concurrency=4)
+            same = Status(models=("a",), max_concurrency=4, status="ready")
+            changed = Status(models=("a",), max_concurrency=2, status="ready")
+            # Repeating what the server knows costs nothing (no log line); a change is logged.
+            await agent.send_batch([same] * 100 + [changed])
+            await server.proc.wait_for_line(
+                r"llm agent hostile: ready, 1 models, capacity 2", start=log_from
+            )
             await agent.send(Status(models=("a", "b", "c", "d"), max_concurrency=1, status="ready"))
             closed = await agent.wait_closed()
         assert closed.code == CLOSE_POLICY
@@ -331,13 +293,15 @@ async def test_a_status_over_the_limits_closes_the_tunnel(backend: FixtureBacken
         await server.proc.wait_for_line(
             r"llm agent hostile \(grows\): status refused", start=log_from
         )
+        status_lines = [line for line in server.proc.lines if "llm agent hostile: " in line]
+        assert len(status_lines) == 1, status_lines
         async with httpx.AsyncClient(timeout=10) as http:
             response = await http.get(f"{server.api_base}/models", headers=server.headers())
         assert {model["id"] for model in response.json()["data"]} == {
             "fixture-model",
             "org/llama3:8b",
         }
-        await assert_whole(Scene(server, good), log_from=log_from)
+        await assert_whole(server, log_from=log_from)
 
 
 async def test_an_agent_over_the_limits_says_why_and_stops() -> None:
@@ -373,130 +337,93 @@ async def test_an_agent_over_the_limits_says_why_and_stops() -> None:
 @attrs.frozen
 class Attack:
     name: str
-    requests: int
-    """Client requests routed to the hostile agent before it attacks (their streams)."""
-    messages: Callable[[list[Open]], list[Message]]
+    messages: Callable[[int], list[Frame | Message]]
+    """What the agent sends, given the id of the first stream the server opened to it."""
     closes: int | None
     """The close code the server answers with, or None: the tunnel stays up."""
+    requests: int = 0
+    """Client requests routed to the hostile agent first (the streams it may abuse)."""
 
 
-def _window_plus_one(opened: list[Open]) -> list[Message]:
-    stream = opened[0].stream_id
-    head = message_of(Response(stream_id=stream, status=200))
-    return [head, codec.encode_data(stream, b"x" * (256 * 1024 + 1))]
+def _json(**fields: Any) -> str:
+    return control(fields)
 
 
 ATTACKS = [
-    Attack("data for a stream never opened", 0, lambda _: [message_of(Data(stream_id=9))], 1002),
-    Attack("a second hello", 0, lambda _: [message_of(hello_frame())], 1002),
-    Attack(
-        "an open from the agent",
-        0,
-        lambda _: [message_of(Open(stream_id=1, method="GET", path="/"))],
-        1002,
-    ),
-    Attack("not json", 0, lambda _: ["{not json"], 1002),
-    Attack(
-        "json of the wrong types",
-        0,
-        lambda _: [control({"type": "credit", "stream_id": "1", "increment": 5})],
-        1002,
-    ),
-    Attack("an unknown binary kind", 0, lambda _: [b"\x07\x00\x00\x00\x00\x01"], 1002),
-    Attack("an empty batch", 0, lambda _: [b"\x02"], 1002),
-    Attack("a truncated batch", 0, lambda _: [b"\x02\x00\x00\x00\x00\x10ab"], 1002),
-    Attack("a batch in a batch", 0, lambda _: [batch_of([batch_of([Ping(nonce=1)])])], 1002),
-    Attack("a batch over the cap", 0, lambda _: [batch_of([Ping(nonce=1)] * 1025)], 1002),
-    Attack(
-        "a ping over its size",
-        0,
-        lambda _: [control({"type": "ping", "nonce": 1, "pad": "x" * 5000})],
-        1002,
-    ),
-    Attack("a huge unknown type", 0, lambda _: [control({"type": "x" * 100_000})], 1002),
+    Attack("data for a stream never opened", lambda _: [Data(stream_id=9)], 1002),
+    Attack("a second hello", lambda _: [hello_frame()], 1002),
+    Attack("an open from the agent", lambda _: [Open(stream_id=1, method="GET", path="/")], 1002),
+    Attack("not json", lambda _: ["{not json"], 1002),
+    Attack("json of the wrong type", lambda _: [_json(type="credit", stream_id="1")], 1002),
+    Attack("an unknown binary kind", lambda _: [b"\x07\x00\x00\x00\x00\x01"], 1002),
+    Attack("an empty batch", lambda _: [b"\x02"], 1002),
+    Attack("a truncated batch", lambda _: [b"\x02\x00\x00\x00\x00\x10ab"], 1002),
+    Attack("a batch in a batch", lambda _: [batch_of([batch_of([Ping(nonce=1)])])], 1002),
+    Attack("a batch over the cap", lambda _: [batch_of([Ping(nonce=1)] * 1025)], 1002),
+    Attack("a ping over its size", lambda _: [_json(type="ping", nonce=1, pad="x" * 5000)], 1002),
+    Attack("a huge unknown type", lambda _: [_json(type="x" * 100_000)], 1002),
     Attack(
         "a stream id out of range",
-        0,
-        lambda _: [control({"type": "reset", "stream_id": MAX_STREAM_ID + 1, "code": "x"})],
+        lambda _: [_json(type="reset", stream_id=MAX_STREAM_ID + 1, code="x")],
         1002,
     ),
     Attack(
         "a negative capacity",
-        0,
-        lambda _: [
-            control({"type": "status", "models": [], "max_concurrency": -1, "status": "ready"})
-        ],
+        lambda _: [_json(type="status", models=[], max_concurrency=-1, status="ready")],
         1002,
     ),
-    Attack("more data than the window", 1, _window_plus_one, 1002),
+    Attack(
+        "more data than the window",
+        lambda s: [Response(stream_id=s, status=200), Data(stream_id=s, payload=b"x" * 262_145)],
+        1002,
+        requests=1,
+    ),
     Attack(
         "a credit overflow",
-        1,
-        lambda o: [message_of(Credit(stream_id=o[0].stream_id, increment=MAX_WINDOW))] * 2,
+        lambda s: [Credit(stream_id=s, increment=MAX_WINDOW)] * 2,
         1002,
+        requests=1,
     ),
+    Attack("two responses", lambda s: [Response(stream_id=s, status=200)] * 2, 1002, requests=1),
     Attack(
         "a reset with a long reason",
-        1,
-        lambda o: [
-            message_of(Reset(stream_id=o[0].stream_id, code="x" * 1000, message="\n" * 1000))
-        ],
+        lambda s: [Reset(stream_id=s, code="x" * 1000, message="\n" * 1000)],
         None,
+        requests=1,
     ),
+    Attack("a head, then silence", lambda s: [Response(stream_id=s, status=200)], None, 2),
     Attack(
-        "two responses",
-        1,
-        lambda o: [message_of(Response(stream_id=o[0].stream_id, status=200))] * 2,
-        1002,
-    ),
-    Attack(
-        "a head and silence",
-        2,
-        lambda o: [message_of(Response(stream_id=o[0].stream_id, status=200))],
+        "frames for a stream it reset",
+        lambda s: [Reset(stream_id=s, code=ResetCode.CANCELLED), Data(stream_id=s, payload=b"x")],
         None,
+        requests=1,
     ),
-    Attack(
-        "frames for ended streams",
-        1,
-        lambda o: [
-            message_of(Reset(stream_id=o[0].stream_id, code=ResetCode.CANCELLED)),
-            message_of(Data(stream_id=o[0].stream_id, payload=b"late")),
-        ],
-        None,
-    ),
-    Attack(
-        "goodbye with requests in flight", 2, lambda _: [message_of(Goodbye(reason="bye"))], 1000
-    ),
+    Attack("goodbye with requests in flight", lambda _: [Goodbye(reason="bye")], 1000, 2),
 ]
 
 
-async def run_attack(scene: Scene, attack: Attack) -> None:
-    server = scene.server
+async def run_attack(server: Server, attack: Attack) -> None:
     log_from = len(server.proc.lines)
     async with trio.open_nursery() as nursery, hostile_agent(server) as agent:
         await agent.hello(agent_id=hostile_id())
         outcomes = await requests_to_hostile(server, attack.requests, nursery)
         opened = [await agent.receive(Open) for _ in range(attack.requests)]
-        try:
-            for message in attack.messages(opened):
-                await agent.send_raw(message)
-        except trio_websocket.ConnectionClosed:
-            pass
+        with suppress(trio_websocket.ConnectionClosed):
+            await agent.send(*attack.messages(opened[0].stream_id if opened else 1))
         if attack.closes is not None:
             closed = await agent.wait_closed()
             assert closed.code == attack.closes, (attack.name, closed)
             if attack.closes == CLOSE_PROTOCOL_ERROR:
                 assert closed.reason.startswith("protocol error: "), closed
-                assert len(closed.reason) <= 123
     for outcome in outcomes:
         check_outcome(outcome)
-    await assert_whole(scene, log_from=log_from)
+    await assert_whole(server, log_from=log_from)
 
 
-async def test_hostile_frames_leave_the_server_whole(scene: Scene) -> None:
+async def test_hostile_frames_leave_the_server_whole(server: Server) -> None:
     for attack in ATTACKS:
         with trio.fail_after(40):
-            await run_attack(scene, attack)
+            await run_attack(server, attack)
 
 
 # -- fuzzed frame sequences ------------------------------------------------------------------
@@ -597,33 +524,30 @@ def build(recipe: tuple[Any, ...], opened: list[Open]) -> Message:
     return message_of(frame)
 
 
-async def run_case(scene: Scene, requests: int, plan: list[list[tuple[Any, ...]]]) -> None:
-    server = scene.server
-    log_from = len(server.proc.lines)
-    async with trio.open_nursery() as nursery, hostile_agent(server) as agent:
-        await agent.hello(agent_id=hostile_id())
-        outcomes = await requests_to_hostile(server, requests, nursery)
-        opened = [await agent.receive(Open) for _ in range(requests)]
-        try:
-            for recipes in plan:
-                built = [build(recipe, opened) for recipe in recipes]
-                await agent.send_raw(built[0] if len(built) == 1 else batch_of(built))
-        except trio_websocket.ConnectionClosed:
-            pass
-    for outcome in outcomes:
-        check_outcome(outcome)
-    await assert_whole(scene, log_from=log_from)
+async def run_case(server: Server, requests: int, plan: list[list[tuple[Any, ...]]]) -> None:
+    with trio.fail_after(40):
+        log_from = len(server.proc.lines)
+        async with trio.open_nursery() as nursery, hostile_agent(server) as agent:
+            await agent.hello(agent_id=hostile_id())
+            outcomes = await requests_to_hostile(server, requests, nursery)
+            opened = [await agent.receive(Open) for _ in range(requests)]
+            try:
+                for recipes in plan:
+                    built = [build(recipe, opened) for recipe in recipes]
+                    await agent.send_raw(built[0] if len(built) == 1 else batch_of(built))
+            except trio_websocket.ConnectionClosed:
+                pass
+        for outcome in outcomes:
+            check_outcome(outcome)
+        await assert_whole(server, log_from=log_from)
 
 
-async def test_fuzzed_frame_sequences(scene: Scene) -> None:
+async def test_fuzzed_frame_sequences(server: Server) -> None:
     """Hypothesis drives the hostile agent from a worker thread; each example runs on this
-    test's Trio loop against the same server (seeded: the same examples on every run)."""
-
-    def run(requests: int, plan: list[list[tuple[Any, ...]]]) -> None:
-        trio.from_thread.run(_bounded, run_case(scene, requests, plan))
+    test's Trio loop against the same server (derandomized: the same examples on every run)."""
 
     @settings(
-        max_examples=25,
+        max_examples=20,
         derandomize=True,
         database=None,
         deadline=None,
@@ -631,11 +555,6 @@ async def test_fuzzed_frame_sequences(scene: Scene) -> None:
     )
     @given(cases)
     def fuzz(case: tuple[int, list[list[tuple[Any, ...]]]]) -> None:
-        run(*case)
+        trio.from_thread.run(run_case, server, *case)
 
     await trio.to_thread.run_sync(fuzz)
-
-
-async def _bounded(work: Awaitable[None]) -> None:
-    with trio.fail_after(40):
-        await work
