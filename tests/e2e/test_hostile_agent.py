@@ -278,9 +278,10 @@ async def test_a_status_over_the_limits_closes_the_tunnel(backend: FixtureBacken
         async with hostile_agent(server) as agent:
             await agent.hello(agent_id="grows", models=("a",), max_concurrency=4)
             same = Status(models=("a",), max_concurrency=4, status="ready")
-            changed = Status(models=("a",), max_concurrency=2, status="ready")
-            # Repeating what the server knows costs nothing (no log line); a change is logged.
-            await agent.send_batch([same] * 100 + [changed])
+            changed = [Status(models=("a",), max_concurrency=c, status="ready") for c in (2, 3)]
+            # Repeating what the server knows costs nothing (no log line); a change is logged,
+            # the next one, within a second, only at debug level (no flood of the log).
+            await agent.send_batch([same] * 100 + changed)
             await server.proc.wait_for_line(
                 r"llm agent hostile: ready, 1 models, capacity 2", start=log_from
             )
