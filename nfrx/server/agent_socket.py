@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 from typing import TYPE_CHECKING, Any, cast
 
 import attrs
@@ -97,7 +96,7 @@ async def serve_agent(gateway: Gateway, kind: str) -> Response | None:
         await refuse(OVER_LIMIT, str(exc))
         return None
 
-    statuses: _StatusUpdates | None = None
+    statuses: StatusUpdates | None = None
 
     def on_frame(frame: Frame) -> None:
         if isinstance(frame, Goodbye):
@@ -126,7 +125,7 @@ async def serve_agent(gateway: Gateway, kind: str) -> Response | None:
         embedding_batch_size=hello.embedding_batch_size,
         options=dict(hello.options),
     )
-    statuses = _StatusUpdates(gateway, record, limits)
+    statuses = StatusUpdates(gateway, record, limits)
     try:
         gateway.registry.add(record)
     except DuplicateAgent:
@@ -184,19 +183,22 @@ async def serve_agent(gateway: Gateway, kind: str) -> Response | None:
     return None
 
 
-STATUS_LOG_INTERVAL = 1.0
-"""Seconds between two status changes of one agent logged at info (those in between go to debug:
-an agent flipping its status as fast as it can does not flood the log)."""
+STATUS_LOG_BURST = 10
+STATUS_LOG_RATE = 1.0
+"""Status changes of one agent are logged at info up to STATUS_LOG_BURST at once, then at
+STATUS_LOG_RATE a second (the others at debug): an agent flipping its status as fast as it can
+does not flood the log, and a person draining and undraining one sees every change."""
 
 
 @attrs.define
-class _StatusUpdates:
+class StatusUpdates:
     """Applies one agent's Status frames to the registry."""
 
     gateway: Gateway
     record: AgentRecord
     limits: AnnouncementLimits
-    logged_at: float = -math.inf
+    log_budget: float = STATUS_LOG_BURST
+    budget_at: float = attrs.field(factory=trio.current_time)
 
     def apply(self, frame: Status) -> None:
         """Check ``frame`` against the limits (raises OverLimit) and apply it; a Status that
@@ -219,9 +221,13 @@ class _StatusUpdates:
             embedding_batch_size=frame.embedding_batch_size,
         )
         now = trio.current_time()
-        level = logging.INFO if now - self.logged_at >= STATUS_LOG_INTERVAL else logging.DEBUG
+        self.log_budget = min(
+            STATUS_LOG_BURST, self.log_budget + (now - self.budget_at) * STATUS_LOG_RATE
+        )
+        self.budget_at = now
+        level = logging.INFO if self.log_budget >= 1 else logging.DEBUG
         if level == logging.INFO:
-            self.logged_at = now
+            self.log_budget -= 1
         log.log(
             level,
             "%s agent %s: %s, %d models, capacity %d",

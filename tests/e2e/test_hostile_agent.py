@@ -277,14 +277,10 @@ async def test_a_status_over_the_limits_closes_the_tunnel(backend: FixtureBacken
         log_from = len(server.proc.lines)
         async with hostile_agent(server) as agent:
             await agent.hello(agent_id="grows", models=("a",), max_concurrency=4)
-            same = Status(models=("a",), max_concurrency=4, status="ready")
-            changed = [Status(models=("a",), max_concurrency=c, status="ready") for c in (2, 3)]
-            # Repeating what the server knows costs nothing (no log line); a change is logged,
-            # the next one, within a second, only at debug level (no flood of the log).
-            await agent.send_batch([same] * 100 + changed)
-            await server.proc.wait_for_line(
-                r"llm agent hostile: ready, 1 models, capacity 2", start=log_from
-            )
+            flips = [
+                Status(models=("a",), max_concurrency=c % 2, status="ready") for c in range(99)
+            ]
+            await agent.send_batch(flips)  # changes a flood of the log would show
             await agent.send(Status(models=("a", "b", "c", "d"), max_concurrency=1, status="ready"))
             closed = await agent.wait_closed()
         assert closed.code == CLOSE_POLICY
@@ -295,7 +291,7 @@ async def test_a_status_over_the_limits_closes_the_tunnel(backend: FixtureBacken
             r"llm agent hostile \(grows\): status refused", start=log_from
         )
         status_lines = [line for line in server.proc.lines if "llm agent hostile: " in line]
-        assert len(status_lines) == 1, status_lines
+        assert 10 <= len(status_lines) < 20, status_lines  # a burst of 10, then 1 a second
         async with httpx.AsyncClient(timeout=10) as http:
             response = await http.get(f"{server.api_base}/models", headers=server.headers())
         assert {model["id"] for model in response.json()["data"]} == {
