@@ -21,8 +21,8 @@ says why).
 
 The outbound queue is bounded: Data frames by the credit granted on each live stream, control
 frames by :attr:`TunnelSettings.max_queued_control_bytes` (a peer that lets more pile up is not
-reading: the session closes). Pongs never queue: one Pong answers all the Pings of a message, and
-the Pongs the writer has not sent yet, with the newest nonce.
+reading: the session closes). Pongs never queue: one Pong, with the newest nonce, answers all the
+Pings of a message and replaces a Pong the writer has not sent yet.
 """
 
 from __future__ import annotations
@@ -92,8 +92,8 @@ class TunnelSettings:
     handshake_timeout: float = 10.0
     """Seconds allowed for Hello -> Welcome."""
     max_queued_control_bytes: int = 4 * 1024 * 1024
-    """Control frames (everything but Data) that may wait for the writer, in bytes of JSON text;
-    more means the peer is not reading, and the session closes."""
+    """Control frames (everything but Data) that may wait for the writer, in characters of JSON
+    text (bytes, for ASCII); more means the peer is not reading, and the session closes."""
 
 
 class TunnelSession:
