@@ -38,6 +38,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("nfrx.agents")
 
+STATUS_LOG_BURST = 10
+STATUS_LOG_RATE = 1.0
+"""Status changes of one agent are logged at info up to STATUS_LOG_BURST at once, then at
+STATUS_LOG_RATE a second (the others at debug): an agent flipping its status as fast as it can
+does not flood the log, and a person draining and undraining one sees every change."""
+
 
 def _json_response(status: int, code: str, message: str) -> Response:
     error = {"message": message, "type": "authentication_error", "code": code}
@@ -181,13 +187,6 @@ async def serve_agent(gateway: Gateway, kind: str) -> Response | None:
             "%s agent %s (%s) disconnected: %s", kind, record.name, record.id, session.closed_reason
         )
     return None
-
-
-STATUS_LOG_BURST = 10
-STATUS_LOG_RATE = 1.0
-"""Status changes of one agent are logged at info up to STATUS_LOG_BURST at once, then at
-STATUS_LOG_RATE a second (the others at debug): an agent flipping its status as fast as it can
-does not flood the log, and a person draining and undraining one sees every change."""
 
 
 @attrs.define
