@@ -418,6 +418,14 @@ async def run_attack(server: Server, attack: Attack) -> None:
 
 
 async def test_hostile_frames_leave_the_server_whole(server: Server) -> None:
+    # First the harness itself: an answer it sends reaches the client as sent.
+    async with trio.open_nursery() as nursery, hostile_agent(server) as agent:
+        await agent.hello(agent_id=hostile_id())
+        outcomes = await requests_to_hostile(server, 1, nursery)
+        await agent.answer(await agent.receive(Open), 200, body=b'{"answered": "by hand"}')
+    (answer,) = outcomes
+    assert isinstance(answer, httpx.Response)
+    assert (answer.status_code, answer.json()) == (200, {"answered": "by hand"})
     for attack in ATTACKS:
         with trio.fail_after(40):
             await run_attack(server, attack)
