@@ -30,6 +30,8 @@ complete -c nfrx -n '__fish_seen_subcommand_from serve' -l max-upload-bytes -r -
 complete -c nfrx -n '__fish_seen_subcommand_from serve' -l body-timeout -r -F -d 'Seconds a client may pause while sending a request body (no byte arrives) before the request is answered 408 and its connection closed'
 complete -c nfrx -n '__fish_seen_subcommand_from serve' -l heartbeat-interval -r -F -d 'Seconds between tunnel pings (both directions)'
 complete -c nfrx -n '__fish_seen_subcommand_from serve' -l agent-dead-after -r -F -d 'Seconds of silence after which an agent\'s tunnel is closed and its models removed'
+complete -c nfrx -n '__fish_seen_subcommand_from serve' -l agent-max-models -r -F -d 'Most models one agent may announce'
+complete -c nfrx -n '__fish_seen_subcommand_from serve' -l agent-max-model-name-bytes -r -F -d 'Longest model name an agent may announce, in UTF-8 bytes (refused like AGENT_MAX_MODELS)'
 complete -c nfrx -n '__fish_seen_subcommand_from serve' -l drain-timeout -r -F -d 'On SIGTERM/SIGINT, seconds to let in-flight requests finish before exiting'
 complete -c nfrx -n '__fish_seen_subcommand_from serve' -l llm-min-score -r -F -d 'Lowest match score a model may have to be routed: 1 is exact, 0.5 another quantization of the same model and size (llama3:8b-q4_0 for llama3:8b)'
 complete -c nfrx -n '__fish_seen_subcommand_from serve' -l llm-queue-size -r -F -d 'Requests that may wait for a busy model (0: no queue, busy answers 503 at once)'

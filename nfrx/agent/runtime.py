@@ -52,8 +52,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("nfrx.agent")
 
-FATAL_REFUSALS = frozenset({"unsupported_version", "wrong_kind", "missing_id", "http_401"})
-"""Refusals that retrying cannot fix: the agent exits even with --reconnect."""
+FATAL_REFUSALS = frozenset(
+    {"unsupported_version", "wrong_kind", "missing_id", "over_limit", "http_401"}
+)
+"""Refusals that retrying cannot fix: the agent exits even with --reconnect (``over_limit``: it
+announces more models, or longer names, than the server accepts; see AGENT_MAX_MODELS)."""
 
 GOODBYE_GRACE = 5.0
 """Seconds a drained agent waits for the server to close the tunnel after its Goodbye."""

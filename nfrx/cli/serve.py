@@ -39,6 +39,12 @@ def command(
     agent_dead_after: Annotated[
         float | None, typer.Option(help=doc(ServerConfig, "agent_dead_after"))
     ] = None,
+    agent_max_models: Annotated[
+        int | None, typer.Option(help=doc(ServerConfig, "agent_max_models"))
+    ] = None,
+    agent_max_model_name_bytes: Annotated[
+        int | None, typer.Option(help=doc(ServerConfig, "agent_max_model_name_bytes"))
+    ] = None,
     drain_timeout: Annotated[
         float | None, typer.Option(help=doc(ServerConfig, "drain_timeout"))
     ] = None,

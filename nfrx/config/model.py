@@ -106,6 +106,20 @@ class ServerConfig:
         env="AGENT_DEAD_AFTER",
         doc="Seconds of silence after which an agent's tunnel is closed and its models removed.",
     )
+    agent_max_models: int = setting(
+        1000,
+        env="AGENT_MAX_MODELS",
+        doc="Most models one agent may announce. An agent that announces more is refused (its "
+        "connection) or disconnected (a later status), with a reason it prints.",
+        positive=True,
+    )
+    agent_max_model_name_bytes: int = setting(
+        256,
+        env="AGENT_MAX_MODEL_NAME_BYTES",
+        doc="Longest model name an agent may announce, in UTF-8 bytes (refused like "
+        "AGENT_MAX_MODELS).",
+        positive=True,
+    )
     drain_timeout: float = setting(
         300.0,
         env="DRAIN_TIMEOUT",

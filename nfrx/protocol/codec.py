@@ -20,8 +20,33 @@ Layout:
       bytes 1-4  length, unsigned 32-bit big-endian
       bytes 5-   the message
 
-  A batch never holds another batch. :func:`split_batch` unpacks one;
-  :meth:`~nfrx.protocol.connection.TunnelConnection.receive` accepts both forms.
+  A batch never holds another batch, nor more than :data:`MAX_BATCH_FRAMES` messages.
+  :func:`split_batch` unpacks one; :meth:`~nfrx.protocol.connection.TunnelConnection.receive`
+  accepts both forms.
+
+Limits (what one message from a peer can make the receiver do is bounded; a message over them is
+a :class:`~nfrx.protocol.errors.RemoteProtocolError`, which closes the tunnel):
+
+* a batch holds at most :data:`MAX_BATCH_FRAMES` (1,024) messages. A sender's writer never packs
+  more; a receiver splits at most that many before refusing the batch.
+* a control frame's JSON text is at most :data:`MAX_CONTROL_CHARS` characters for its type
+  (ASCII: bytes), checked before it is parsed against the largest of them (4 MiB):
+
+  ========================================= =========== ======================================
+  frame                                     limit       why
+  ========================================= =========== ======================================
+  Hello, Status                             4 MiB       model lists (the server's
+                                                        ``AGENT_MAX_MODELS`` and
+                                                        ``AGENT_MAX_MODEL_NAME_BYTES`` bound
+                                                        them far lower by default)
+  Open, Response                            1 MiB       HTTP heads (hypercorn and httpx read
+                                                        at most 16 and 100 KiB of them)
+  Welcome, Refuse, Reset, Drain, Goodbye    64 KiB      reasons and messages
+  Ping, Pong, Credit                        4 KiB       a few numbers
+  ========================================= =========== ======================================
+
+* a Data frame's payload is bounded by the stream's window (the connection enforces it), and a
+  whole WebSocket message by the WebSocket layer (16 MiB on both sides).
 
 :func:`decode` accepts *any* ``str | bytes`` and either returns a valid frame or raises
 :class:`~nfrx.protocol.errors.RemoteProtocolError`; no other exception escapes it (the property
@@ -62,6 +87,28 @@ _BATCH_PREFIX: Final = bytes([BATCH_KIND])
 _BY_TYPE: Final[dict[str, type[Frame]]] = {
     str(attrs.fields(cls).type.default): cls for cls in CONTROL_FRAMES
 }
+
+MAX_BATCH_FRAMES: Final = 1024
+"""Most messages one batch may hold (see the module docstring)."""
+
+_KiB: Final = 1024
+MAX_CONTROL_CHARS: Final[dict[str, int]] = {
+    "hello": 4096 * _KiB,
+    "status": 4096 * _KiB,
+    "open": 1024 * _KiB,
+    "response": 1024 * _KiB,
+    "welcome": 64 * _KiB,
+    "refuse": 64 * _KiB,
+    "reset": 64 * _KiB,
+    "drain": 64 * _KiB,
+    "goodbye": 64 * _KiB,
+    "ping": 4 * _KiB,
+    "pong": 4 * _KiB,
+    "credit": 4 * _KiB,
+}
+"""Longest JSON text of each control frame type, in characters (see the module docstring)."""
+
+_MAX_ANY_CONTROL_CHARS: Final = max(MAX_CONTROL_CHARS.values())
 
 
 def _strict(kind: type[Any]) -> Any:
@@ -136,6 +183,10 @@ def encode_batch(messages: list[str | bytes]) -> bytes:
     """Pack encoded messages (from :func:`encode` / :func:`encode_data`) into one batch."""
     if not messages:
         raise LocalProtocolError("an empty batch")
+    if len(messages) > MAX_BATCH_FRAMES:
+        raise LocalProtocolError(
+            f"a batch of {len(messages)} messages (at most {MAX_BATCH_FRAMES})"
+        )
     pack = _ITEM.pack
     parts = [_BATCH_PREFIX]
     for message in messages:
@@ -154,7 +205,8 @@ def is_batch(message: str | bytes) -> bool:
 
 
 def split_batch(message: bytes) -> list[str | bytes]:
-    """The messages of a batch, in order; RemoteProtocolError if it is malformed."""
+    """The messages of a batch, in order; RemoteProtocolError if it is malformed or holds more
+    than :data:`MAX_BATCH_FRAMES` messages (found after splitting at most that many)."""
     view = memoryview(message)
     if view[:1] != _BATCH_PREFIX:
         raise RemoteProtocolError("not a batch")
@@ -169,6 +221,8 @@ def split_batch(message: bytes) -> list[str | bytes]:
         offset += item_bytes
         if size > end - offset:
             raise RemoteProtocolError(f"batch item of {size} bytes runs past the message")
+        if len(items) == MAX_BATCH_FRAMES:
+            raise RemoteProtocolError(f"a batch of more than {MAX_BATCH_FRAMES} messages")
         raw = view[offset : offset + size]
         offset += size
         if tag == ITEM_TEXT:
@@ -213,6 +267,10 @@ def _decode_binary(message: bytes) -> Data:
 
 
 def _decode_text(message: str) -> Frame:
+    if len(message) > _MAX_ANY_CONTROL_CHARS:
+        raise RemoteProtocolError(
+            f"control frame of {len(message)} characters (at most {_MAX_ANY_CONTROL_CHARS})"
+        )
     try:
         obj = json.loads(message)
     except (ValueError, RecursionError) as exc:
@@ -222,7 +280,10 @@ def _decode_text(message: str) -> Frame:
     name = obj.get("type")
     cls = _BY_TYPE.get(name) if isinstance(name, str) else None
     if cls is None:
-        raise RemoteProtocolError(f"unknown control frame type {name!r}")
+        raise RemoteProtocolError(f"unknown control frame type {_excerpt(name)}")
+    limit = MAX_CONTROL_CHARS[str(name)]
+    if len(message) > limit:
+        raise RemoteProtocolError(f"{name} frame of {len(message)} characters (at most {limit})")
     try:
         frame: Frame = converter.structure(obj, cls)
     except (cattrs.BaseValidationError, TypeError, ValueError, KeyError, AttributeError) as exc:
@@ -248,3 +309,10 @@ def check_ranges(frame: Frame) -> None:
     status = getattr(frame, "status", None)
     if isinstance(status, int) and not 100 <= status <= 599:
         raise RemoteProtocolError(f"HTTP status {status} out of range")
+
+
+def _excerpt(value: object, limit: int = 40) -> str:
+    """``repr`` of ``value``, cut to about ``limit`` characters (error messages echo what a peer
+    sent: it must not make them arbitrarily long)."""
+    text = repr(value[:limit] if isinstance(value, str) else value)
+    return text if len(text) <= limit else text[:limit] + "..."

@@ -8,18 +8,28 @@ runs.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from typing import TYPE_CHECKING, Any, cast
 
+import attrs
+import trio
 from quart import Response, websocket
 
 from nfrx._version import __version__
 from nfrx.plugins import MODEL_PLUGINS
 from nfrx.protocol import PROTOCOL_VERSION, Frame, Goodbye, Refuse, Status, Welcome
 from nfrx.server import auth
+from nfrx.server.announcements import (
+    OVER_LIMIT,
+    AnnouncementLimits,
+    OverLimit,
+    check_hello,
+    check_status,
+)
 from nfrx.server.registry import AgentRecord, DuplicateAgent
-from nfrx.transport.errors import HandshakeFailed
+from nfrx.transport.errors import HandshakeFailed, TransportClosed
 from nfrx.transport.handshake import receive_hello
 from nfrx.transport.session import CLOSE_POLICY, TunnelSession, TunnelSettings
 from nfrx.transport.websocket_server import ServerWebSocket
@@ -28,6 +38,12 @@ if TYPE_CHECKING:
     from nfrx.server.gateway import Gateway
 
 log = logging.getLogger("nfrx.agents")
+
+STATUS_LOG_BURST = 10
+STATUS_LOG_RATE = 1.0
+"""Status changes of one agent are logged at info up to STATUS_LOG_BURST at once, then at
+STATUS_LOG_RATE a second (the others at debug): an agent flipping its status as fast as it can
+does not flood the log, and a person draining and undraining one sees every change."""
 
 
 def _json_response(status: int, code: str, message: str) -> Response:
@@ -70,8 +86,9 @@ async def serve_agent(gateway: Gateway, kind: str) -> Response | None:
         return None
 
     async def refuse(code: str, message: str) -> None:
-        log.warning("refused %s agent %r: %s", kind, hello.agent_id, message)
-        await transport.send_message(conn.send(Refuse(code=code, message=message)))
+        log.warning("refused %s agent %r: %s", kind, hello.agent_id[:64], message)
+        with contextlib.suppress(TransportClosed):  # the agent left meanwhile: nothing to tell
+            await transport.send_message(conn.send(Refuse(code=code, message=message)))
         await transport.aclose(CLOSE_POLICY, code)
 
     if hello.version != PROTOCOL_VERSION:
@@ -82,32 +99,31 @@ async def serve_agent(gateway: Gateway, kind: str) -> Response | None:
         )
         return None
     if hello.kind != kind:
-        await refuse("wrong_kind", f"this endpoint is for {kind} agents, not {hello.kind}")
+        await refuse("wrong_kind", f"this endpoint is for {kind} agents, not {hello.kind[:32]}")
         return None
     if not hello.agent_id:
         await refuse("missing_id", "the agent sent an empty id")
         return None
+    limits = AnnouncementLimits.of(config)
+    try:
+        check_hello(hello, limits)
+    except OverLimit as exc:
+        await refuse(OVER_LIMIT, str(exc))
+        return None
 
-    record: AgentRecord | None = None
+    statuses: StatusUpdates | None = None
 
     def on_frame(frame: Frame) -> None:
         if isinstance(frame, Goodbye):
             # Every frame the agent sent before has been handled: closing now loses nothing.
             session.close(f"agent said goodbye ({frame.reason})")
-        elif isinstance(frame, Status) and record is not None:
-            gateway.registry.update(
-                record,
-                models=frame.models,
-                max_concurrency=frame.max_concurrency,
-                status=frame.status,
-                embedding_batch_size=frame.embedding_batch_size,
-            )
-            log.info(
-                "%s agent %s: %s",
-                kind,
-                record.name,
-                describe(kind, frame.status, frame.models, frame.max_concurrency),
-            )
+        elif isinstance(frame, Status) and statuses is not None:
+            try:
+                statuses.apply(frame)
+            except OverLimit as exc:
+                agent = statuses.record
+                log.warning("%s agent %s (%s): status refused: %s", kind, agent.name, agent.id, exc)
+                session.close(f"status over limit: {exc}", CLOSE_POLICY)
 
     session = TunnelSession(
         transport, conn, settings, on_frame=on_frame, name=f"{kind}:{hello.name}"
@@ -124,6 +140,7 @@ async def serve_agent(gateway: Gateway, kind: str) -> Response | None:
         embedding_batch_size=hello.embedding_batch_size,
         options=dict(hello.options),
     )
+    statuses = StatusUpdates(gateway, record, limits)
     try:
         gateway.registry.add(record)
     except DuplicateAgent:
@@ -150,19 +167,16 @@ async def serve_agent(gateway: Gateway, kind: str) -> Response | None:
         except DuplicateAgent:  # yet another agent with this id got in meanwhile
             await refuse("id_in_use", f"another {kind} agent with id {hello.agent_id!r} connected")
             return None
+    welcome = Welcome(
+        version=PROTOCOL_VERSION,
+        server_version=__version__,
+        agent_id=hello.agent_id,
+        heartbeat_interval=settings.heartbeat_interval,
+        dead_after=settings.dead_after,
+        window=settings.window,
+    )
     try:
-        await transport.send_message(
-            conn.send(
-                Welcome(
-                    version=PROTOCOL_VERSION,
-                    server_version=__version__,
-                    agent_id=hello.agent_id,
-                    heartbeat_interval=settings.heartbeat_interval,
-                    dead_after=settings.dead_after,
-                    window=settings.window,
-                )
-            )
-        )
+        await transport.send_message(conn.send(welcome))
         log.info(
             "%s agent %s (%s) connected from %s: %s",
             kind,
@@ -172,9 +186,58 @@ async def serve_agent(gateway: Gateway, kind: str) -> Response | None:
             describe(kind, hello.status, hello.models, hello.max_concurrency),
         )
         await session.run()
+    except TransportClosed as exc:  # the agent left before the Welcome went out
+        session.close(f"connection closed during the handshake ({exc.reason})")
     finally:
         gateway.registry.remove(record)
         log.info(
             "%s agent %s (%s) disconnected: %s", kind, record.name, record.id, session.closed_reason
         )
     return None
+
+
+@attrs.define
+class StatusUpdates:
+    """Applies one agent's Status frames to the registry."""
+
+    gateway: Gateway
+    record: AgentRecord
+    limits: AnnouncementLimits
+    log_budget: float = STATUS_LOG_BURST
+    budget_at: float = attrs.field(factory=trio.current_time)
+
+    def apply(self, frame: Status) -> None:
+        """Check ``frame`` against the limits (raises OverLimit) and apply it; a Status that
+        changes nothing costs nothing (no wake-ups, no log line)."""
+        check_status(frame, self.limits)
+        record = self.record
+        announced = (frame.models, frame.max_concurrency, frame.status, frame.embedding_batch_size)
+        if announced == (
+            record.models,
+            record.max_concurrency,
+            record.status,
+            record.embedding_batch_size,
+        ):
+            return
+        self.gateway.registry.update(
+            record,
+            models=frame.models,
+            max_concurrency=frame.max_concurrency,
+            status=frame.status,
+            embedding_batch_size=frame.embedding_batch_size,
+        )
+        now = trio.current_time()
+        self.log_budget = min(
+            STATUS_LOG_BURST, self.log_budget + (now - self.budget_at) * STATUS_LOG_RATE
+        )
+        self.budget_at = now
+        level = logging.INFO if self.log_budget >= 1 else logging.DEBUG
+        if level == logging.INFO:
+            self.log_budget -= 1
+        log.log(
+            level,
+            "%s agent %s: %s",
+            record.kind,
+            record.name,
+            describe(record.kind, frame.status, frame.models, frame.max_concurrency),
+        )

@@ -70,6 +70,14 @@ class AgentRecord:
         )
 
 
+@attrs.define
+class _Served:
+    created: int
+    """Unix time the model was first announced (since it was last served by nobody)."""
+    agents: int = 1
+    """Registered agents that list it."""
+
+
 class AgentRegistry:
     """Connected agents, by kind (``llm``, ...) and id."""
 
@@ -78,7 +86,9 @@ class AgentRegistry:
         self._changed = trio.Event()
         self._listeners: list[Callable[[], None]] = []
         self._dispatch_counter = itertools.count(1)
-        self._model_created: dict[tuple[str, str], int] = {}
+        self._served: dict[tuple[str, str], _Served] = {}
+        """(kind, model) -> when it was first seen and how many registered agents list it;
+        a model no registered agent lists is forgotten (memory follows the live agents)."""
 
     # -- membership ----------------------------------------------------------------------------
 
@@ -88,8 +98,10 @@ class AgentRegistry:
         existing = agents.get(record.id)
         if existing is not None and not existing.session.closed:
             raise DuplicateAgent(record.id)
+        if existing is not None:
+            self._unserve(existing.kind, existing.models)
         agents[record.id] = record
-        self._note_models(record)
+        self._serve(record.kind, record.models)
         self._notify()
 
     def remove(self, record: AgentRecord) -> None:
@@ -97,6 +109,7 @@ class AgentRegistry:
         agents = self._agents.get(record.kind, {})
         if agents.get(record.id) is record:
             del agents[record.id]
+            self._unserve(record.kind, record.models)
             self._notify()
 
     def update(
@@ -108,11 +121,13 @@ class AgentRegistry:
         status: str,
         embedding_batch_size: int,
     ) -> None:
+        if self._agents.get(record.kind, {}).get(record.id) is record:
+            self._serve(record.kind, models)
+            self._unserve(record.kind, record.models)
         record.models = models
         record.max_concurrency = max_concurrency
         record.status = status
         record.embedding_batch_size = embedding_batch_size
-        self._note_models(record)
         self._notify()
 
     def get(self, kind: str, agent_id: str) -> AgentRecord | None:
@@ -130,14 +145,30 @@ class AgentRegistry:
 
     # -- models --------------------------------------------------------------------------------
 
-    def _note_models(self, record: AgentRecord) -> None:
+    def _serve(self, kind: str, models: tuple[str, ...]) -> None:
         now = int(time.time())
-        for model in record.models:
-            self._model_created.setdefault((record.kind, model), now)
+        for model in set(models):
+            served = self._served.get((kind, model))
+            if served is None:
+                self._served[(kind, model)] = _Served(created=now)
+            else:
+                served.agents += 1
+
+    def _unserve(self, kind: str, models: tuple[str, ...]) -> None:
+        for model in set(models):
+            served = self._served[(kind, model)]
+            served.agents -= 1
+            if not served.agents:
+                del self._served[(kind, model)]
 
     def model_created(self, kind: str, model: str) -> int:
-        """Unix time this server first saw ``model`` (stable for the process lifetime)."""
-        return self._model_created.get((kind, model), 0)
+        """Unix time this server first saw ``model`` (0 if no registered agent lists it).
+
+        Stable while at least one registered agent lists the model without a break; once none
+        does, it is forgotten, and a later announcement starts a new one.
+        """
+        served = self._served.get((kind, model))
+        return served.created if served is not None else 0
 
     def models(self, kind: str) -> dict[str, list[AgentRecord]]:
         """Model id -> agents serving it (agents not ready are left out)."""

@@ -5,18 +5,24 @@ One session per WebSocket. :meth:`TunnelSession.run` owns every task of the tunn
 * the **reader** -- the only caller of ``get_message``; it feeds the protocol and dispatches
   events without ever blocking (per-stream buffers are bounded by the credit the protocol
   enforces, so a stream whose consumer is slow holds at most one window of data and stalls only its
-  own sender);
+  own sender). It processes a batch frame by frame, in order, and lets the other tasks of the
+  process run every :data:`CHECKPOINT_FRAMES` frames: a peer's burst cannot hold the event loop;
 * the **writer** -- the only caller of ``send_message`` (a WebSocket frame must never be cut in half
   by a cancellation); everything else queues messages and returns at once;
 * the **heartbeat** -- sends a Ping every ``heartbeat_interval`` and ends the session when
-  nothing at all arrived from the peer for ``dead_after`` seconds;
+  nothing at all arrived from the peer for ``dead_after`` seconds, or when the writer has been
+  stuck in one send for that long (a peer that does not read is as dead as a silent one);
 * on the agent, one **handler task per incoming stream**, run inside the stream's cancel scope: a
   Reset from the server, the request's deadline or the end of the tunnel cancels it.
 
 When the session ends -- the peer closed, a protocol error, silence, :meth:`close` -- every open
-stream fails with :class:`TunnelClosed` and ``run`` returns normally (:attr:`closed_reason` says
-why).
-The outbound queue holds at most the credit granted on each live stream plus control frames.
+stream fails with :class:`TunnelClosed` at once and ``run`` returns normally (:attr:`closed_reason`
+says why).
+
+The outbound queue is bounded: Data frames by the credit granted on each live stream, control
+frames by :attr:`TunnelSettings.max_queued_control_bytes` (a peer that lets more pile up is not
+reading: the session closes). Pongs never queue: one Pong, with the newest nonce, answers all the
+Pings of a message and replaces a Pong the writer has not sent yet.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from __future__ import annotations
 import collections
 import itertools
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
@@ -57,7 +64,11 @@ StreamHandler = Callable[[IncomingStream], Awaitable[None]]
 FrameHandler = Callable[[Frame], None]
 
 BATCH_BYTES = 256 * 1024
-"""The writer stops adding queued messages to a batch once it holds this many bytes."""
+"""The writer stops adding queued messages to a batch once it holds this many bytes (or
+:data:`~nfrx.protocol.codec.MAX_BATCH_FRAMES` messages)."""
+
+CHECKPOINT_FRAMES = 32
+"""The reader yields to the other tasks after this many frames of one batch."""
 
 CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
@@ -80,6 +91,9 @@ class TunnelSettings:
     """Seconds of complete silence from the peer before the tunnel is declared dead."""
     handshake_timeout: float = 10.0
     """Seconds allowed for Hello -> Welcome."""
+    max_queued_control_bytes: int = 4 * 1024 * 1024
+    """Control frames (everything but Data) that may wait for the writer, in characters of JSON
+    text (bytes, for ASCII); more means the peer is not reading, and the session closes."""
 
 
 class TunnelSession:
@@ -106,6 +120,14 @@ class TunnelSession:
         self._stream_ids = itertools.count(1)
         self._ping_nonces = itertools.count(1)
         self._outbox: collections.deque[str | bytes] = collections.deque()
+        self._queued_control = 0
+        """Characters of control frames in ``_outbox``."""
+        self._ping_seen: int | None = None
+        """The nonce of the newest Ping of the message being read."""
+        self._pong_due: int | None = None
+        """The nonce of the newest Ping not answered yet (the writer sends its Pong)."""
+        self._sending_since: float | None = None
+        """When the writer's current ``send_message`` started (None: not sending)."""
         self._outbox_ready = trio.lowlevel.ParkingLot()
         self._outbox_empty = trio.lowlevel.ParkingLot()
         self._last_heard = trio.current_time()
@@ -140,20 +162,26 @@ class TunnelSession:
             self._nursery = None
             if self.closed_reason is None:
                 self.closed_reason = "cancelled"
-            failure = TunnelClosed(self.closed_reason)
-            for stream in list(self._streams.values()):
-                stream._fail(failure)
-            self._streams.clear()
+            self._fail_streams(self.closed_reason)
             self.finished.set()
             with trio.move_on_after(1, shield=True):
                 await self._transport.aclose(self._close_code, self.closed_reason[:120])
 
     def close(self, reason: str, code: int = CLOSE_NORMAL) -> None:
-        """End the session now (idempotent, never blocks)."""
+        """End the session now (idempotent, never blocks): every open stream fails at once, even
+        while the writer is stuck in a send that cannot be interrupted."""
         if self.closed_reason is None:
             self.closed_reason = reason
             self._close_code = code
         self._cancel_scope.cancel()
+        self._fail_streams(self.closed_reason)
+
+    def _fail_streams(self, reason: str) -> None:
+        if self._streams:
+            failure = TunnelClosed(reason)
+            for stream in list(self._streams.values()):
+                stream._fail(failure)
+            self._streams.clear()
 
     async def flush_and_close(self, reason: str, *, grace: float = 1.0) -> None:
         """Let queued frames go out (for at most ``grace`` seconds), then close."""
@@ -235,9 +263,24 @@ class TunnelSession:
             self._maybe_forget(stream_id)
 
     def _enqueue(self, message: str | bytes) -> None:
-        if self.closed_reason is None:
-            self._outbox.append(message)
-            self._outbox_ready.unpark()
+        if self.closed_reason is not None:
+            return
+        if isinstance(message, str):
+            self._queued_control += len(message)
+            if self._queued_control > self.settings.max_queued_control_bytes:
+                limit = self.settings.max_queued_control_bytes
+                log.warning(
+                    "%s: more than %d bytes of control frames wait for the peer; it is not "
+                    "reading: closing the tunnel",
+                    self.name,
+                    limit,
+                )
+                self.close(
+                    f"peer not reading ({limit} bytes of control frames queued)", CLOSE_POLICY
+                )
+                return
+        self._outbox.append(message)
+        self._outbox_ready.unpark()
 
     def _forget(self, stream_id: int) -> None:
         self._streams.pop(stream_id, None)
@@ -256,21 +299,33 @@ class TunnelSession:
         send_message = self._transport.send_message
         try:
             while True:
-                while not outbox:
+                while not outbox and self._pong_due is None:
                     self._outbox_empty.unpark_all()
                     await self._outbox_ready.park()
-                if len(outbox) == 1:
-                    await send_message(outbox.popleft())
-                    continue
-                batch = [outbox.popleft()]
-                size = len(batch[0])
-                while outbox and size < BATCH_BYTES:
-                    message = outbox.popleft()
-                    batch.append(message)
-                    size += len(message)
-                await send_message(codec.encode_batch(batch))
+                batch = self._next_batch()
+                self._sending_since = trio.current_time()
+                await send_message(batch[0] if len(batch) == 1 else codec.encode_batch(batch))
+                self._sending_since = None
         except TransportClosed as exc:
             self.close(f"connection closed ({exc.reason})", CLOSE_GOING_AWAY)
+
+    def _next_batch(self) -> list[str | bytes]:
+        """Take what the writer sends next: the Pong due, then queued messages, in order, up to
+        BATCH_BYTES and MAX_BATCH_FRAMES."""
+        batch: list[str | bytes] = []
+        if self._pong_due is not None:
+            batch.append(self._conn.send(Pong(nonce=self._pong_due)))
+            self._pong_due = None
+        outbox = self._outbox
+        size = 0
+        limit = codec.MAX_BATCH_FRAMES
+        while outbox and size < BATCH_BYTES and len(batch) < limit:
+            message = outbox.popleft()
+            if isinstance(message, str):
+                self._queued_control -= len(message)
+            batch.append(message)
+            size += len(message)
+        return batch
 
     async def _reader(self) -> None:
         conn = self._conn
@@ -285,13 +340,37 @@ class TunnelSession:
             self._messages_in += 1
             self._heard.unpark_all()
             try:
-                conn.receive(message)
+                if isinstance(message, str) or not codec.is_batch(message):
+                    conn.receive(message)
+                    for frame in conn.events():
+                        self._dispatch(frame)
+                else:
+                    await self._receive_batch(message)
             except RemoteProtocolError as exc:
                 log.warning("%s: protocol error from peer: %s", self.name, exc)
                 self.close(f"protocol error: {exc}", CLOSE_PROTOCOL_ERROR)
                 return
+            if self.closed_reason is not None:
+                return
+            if self._ping_seen is not None:
+                # One Pong per message at most, however many Pings it held; if the writer has
+                # not sent the last one yet, this one replaces it.
+                self._pong_due, self._ping_seen = self._ping_seen, None
+                self._outbox_ready.unpark()
+
+    async def _receive_batch(self, message: bytes) -> None:
+        """Process a batch's frames in order, yielding every CHECKPOINT_FRAMES frames (nothing
+        else of this tunnel is read meanwhile, so the order holds). Stops once the session is
+        closed; raises RemoteProtocolError at the first invalid frame (those before it count)."""
+        conn = self._conn
+        for index, item in enumerate(codec.split_batch(message), 1):
+            conn.receive(item)
             for frame in conn.events():
                 self._dispatch(frame)
+            if self.closed_reason is not None:
+                return
+            if index % CHECKPOINT_FRAMES == 0:
+                await trio.lowlevel.checkpoint()
 
     def _dispatch(self, frame: Frame) -> None:
         # The connection may have processed later frames of the same batch already (the stream
@@ -320,7 +399,7 @@ class TunnelSession:
         elif isinstance(frame, Open):
             self._start_incoming(frame)
         elif isinstance(frame, Ping):
-            self._send_frame(Pong(nonce=frame.nonce))
+            self._ping_seen = frame.nonce
         elif isinstance(frame, Pong):
             pass  # arrival already refreshed _last_heard
         elif self._on_frame is not None:
@@ -360,11 +439,22 @@ class TunnelSession:
         dead_after = self.settings.dead_after
         next_ping = trio.current_time() + interval
         while True:
-            await trio.sleep_until(min(next_ping, self._last_heard + dead_after))
+            sending_since = self._sending_since
+            stuck_at = math.inf if sending_since is None else sending_since + dead_after
+            await trio.sleep_until(min(next_ping, self._last_heard + dead_after, stuck_at))
             now = trio.current_time()
             if now - self._last_heard >= dead_after:
                 log.warning("%s: peer silent for %.1f s; closing the tunnel", self.name, dead_after)
                 self.close(f"peer silent for {dead_after:g} s", CLOSE_GOING_AWAY)
+                return
+            sending_since = self._sending_since
+            if sending_since is not None and now - sending_since >= dead_after:
+                log.warning(
+                    "%s: peer has not read anything for %.1f s; closing the tunnel",
+                    self.name,
+                    dead_after,
+                )
+                self.close(f"peer not reading for {dead_after:g} s", CLOSE_POLICY)
                 return
             if now >= next_ping:
                 self._send_frame(Ping(nonce=next(self._ping_nonces)))

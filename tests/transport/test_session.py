@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import pytest
 import trio
@@ -233,7 +233,8 @@ async def test_queued_frames_go_out_as_one_batch(autojump_clock: trio.testing.Mo
     """The head and body of a small exchange travel as one message each way."""
     from nfrx.protocol import codec
 
-    sent: list[str | bytes] = []
+    sent: list[bytes] = []
+    frames_received = 0
 
     async def handler(stream: IncomingStream) -> None:
         body = await stream.receive_all(1000)
@@ -241,16 +242,27 @@ async def test_queued_frames_go_out_as_one_batch(autojump_clock: trio.testing.Mo
 
     async with open_tunnel(handler) as tunnel:
         await trio.testing.wait_all_tasks_blocked()
-        for conn in (tunnel.server._conn, tunnel.agent._conn):
-            original = conn.receive
+        for session in (tunnel.server, tunnel.agent):
+            # The reader hands a batch to _receive_batch, which feeds its frames to the
+            # connection one by one; anything else goes to the connection directly.
+            original_batch = session._receive_batch
+            original_receive = session._conn.receive
 
-            def spy(
-                message: str | bytes, original: Callable[[str | bytes], None] = original
+            async def batch_spy(
+                message: bytes, original: Callable[[bytes], Awaitable[None]] = original_batch
             ) -> None:
                 sent.append(message)
+                await original(message)
+
+            def receive_spy(
+                message: str | bytes, original: Callable[[str | bytes], None] = original_receive
+            ) -> None:
+                nonlocal frames_received
+                frames_received += 1
                 original(message)
 
-            conn.receive = spy  # type: ignore[method-assign]
+            session._receive_batch = batch_spy  # type: ignore[method-assign]
+            session._conn.receive = receive_spy  # type: ignore[method-assign]
         await trio.testing.wait_all_tasks_blocked()
         stream = tunnel.server.open_stream("POST", "/x", ())
         await stream.send_data(b"hi", end=True)
@@ -262,4 +274,5 @@ async def test_queued_frames_go_out_as_one_batch(autojump_clock: trio.testing.Mo
         assert tunnel.server.live_streams == 0
     assert len(sent) == 2
     assert all(codec.is_batch(message) for message in sent)
-    assert [len(codec.split_batch(m)) for m in sent if isinstance(m, bytes)] == [2, 2]
+    assert [len(codec.split_batch(m)) for m in sent] == [2, 2]
+    assert frames_received == 4  # nothing but the two batches
