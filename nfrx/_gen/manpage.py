@@ -128,6 +128,8 @@ def config_class(command: Command) -> type[Any] | None:
 
 
 def _default(value: Any) -> str:
+    if isinstance(value, tuple):
+        return ",".join(value)
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float):
@@ -147,7 +149,7 @@ def environment(command: Command) -> list[tuple[str, str]]:
         meaning = field.metadata["help"]
         if field.metadata.get("secret"):
             meaning += " Secret: masked by --print-config and never logged."
-        elif field.default not in ("", None) and not hasattr(field.default, "factory"):
+        elif field.default not in ("", (), None) and not hasattr(field.default, "factory"):
             # (a Factory default is computed at load time: its help text describes it)
             meaning += f" Default: {_default(field.default)}."
         items.append((field.metadata["env"], meaning))
@@ -222,6 +224,8 @@ def page(command: Command, root: Command) -> str:
         )
     lines.append(".SH OPTIONS")
     lines += _tagged([(_option_tag(option), _option_body(option)) for option in command.options])
+    if command.epilog:
+        lines += [".PP", escape(command.epilog)]
     if command is root:
         lines += [
             ".SH ENVIRONMENT",

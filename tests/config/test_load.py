@@ -280,7 +280,7 @@ def test_masked_hides_server_secrets() -> None:
     assert out["host"] == "127.0.0.1"
     assert "ak-secret" not in repr(out)
     assert "ck-secret" not in repr(out)
-    assert set(out) == {f.name for f in attrs.fields(ServerConfig)}
+    assert set(out) == {f.metadata["env"].lower() for f in attrs.fields(ServerConfig)}
 
 
 def test_masked_hides_agent_secrets() -> None:
