@@ -57,17 +57,8 @@ def read(cls: type[Any], path: Path) -> dict[str, Any]:
     old_names = {f.name: k for k, f in fields.items() if f.name != k}
     kinds = values.kinds(cls)
     out: dict[str, Any] = {}
-    for name, value in data.items():
-        if isinstance(name, str) and name in old_names:
-            new = old_names[name]
-            if new in data:
-                raise ConfigError(
-                    f"{path}: {name!r} and {new!r} are the same setting: keep {new!r}"
-                )
-            warnings.warn(
-                f"{path}: key {name!r} is deprecated, use {new!r}", ConfigDeprecation, stacklevel=2
-            )
-            name = new
+    for given, value in data.items():
+        name = _renamed(path, given, data, old_names)
         if not isinstance(name, str) or name not in fields:
             raise ConfigError(f"{path}: unknown key {name!r}{_suggest(name, fields)}")
         field = fields[name]
@@ -81,6 +72,20 @@ def read(cls: type[Any], path: Path) -> dict[str, Any]:
         except ValueError as exc:
             raise ConfigError(f"{path}: {name}: {exc}") from exc
     return out
+
+
+def _renamed(path: Path, given: object, data: dict[Any, Any], old_names: dict[str, str]) -> object:
+    """The current spelling of the key ``given``: an old one warns, and may not stand beside
+    the new one."""
+    if not isinstance(given, str) or given not in old_names:
+        return given
+    new = old_names[given]
+    if new in data:
+        raise ConfigError(f"{path}: {given!r} and {new!r} are the same setting: keep {new!r}")
+    warnings.warn(
+        f"{path}: key {given!r} is deprecated, use {new!r}", ConfigDeprecation, stacklevel=3
+    )
+    return new
 
 
 def _mapping(path: Path) -> dict[Any, Any]:

@@ -85,6 +85,37 @@ def setting(
     )
 
 
+SHARED: dict[str, dict[str, Any]] = {
+    "config_file": {
+        "default": "",
+        "env": "CONFIG_FILE",
+        "doc": "YAML file with settings (keys: the snake_case of the environment names). "
+        "Environment variables override it, flags override both. Default: the system file "
+        "(/etc/nfrx/<command>.yaml on Linux) if it exists.",
+        "flag": "--config",
+    },
+    "log_format": {
+        "default": "text",
+        "env": "LOG_FORMAT",
+        "doc": "text (readable) or json (one JSON object per line).",
+        "check": one_of(*LOG_FORMATS),
+    },
+    "log_level": {
+        "default": "info",
+        "env": "LOG_LEVEL",
+        "doc": "debug, info, warning or error.",
+        "check": one_of(*LOG_LEVELS),
+    },
+}
+"""Settings every command has, declared once: :func:`shared` makes each class's field."""
+
+
+def shared(name: str, section: Section = Section.PROCESS) -> Any:
+    """A new field for the shared setting ``name`` (:data:`SHARED`)."""
+    spec = dict(SHARED[name])
+    return setting(spec.pop("default"), section=section, **spec)
+
+
 @attrs.frozen(kw_only=True)
 class ServerConfig:
     """``nfrx serve``."""
@@ -276,14 +307,7 @@ class ServerConfig:
         "its own address (MCP OAuth metadata of pass-through relays). Empty: taken from each "
         "request's Host.",
     )
-    config_file: str = setting(
-        "",
-        env="CONFIG_FILE",
-        doc="YAML file with settings (keys: the snake_case of the environment names). "
-        "Environment variables override it, flags override both. Default: the system file "
-        "(/etc/nfrx/<command>.yaml on Linux) if it exists.",
-        flag="--config",
-    )
+    config_file: str = shared("config_file", Section.SERVICE)  # listed among the others, not last
     metrics_port: int = setting(
         0,
         env="METRICS_PORT",
@@ -322,20 +346,8 @@ class ServerConfig:
         doc="PEM certificate (chain) file: serve https and wss in-process (needs TLS_KEY).",
     )
     tls_key: str = setting("", env="TLS_KEY", doc="PEM private key file for TLS_CERT.")
-    log_format: str = setting(
-        "text",
-        env="LOG_FORMAT",
-        doc="text (readable) or json (one JSON object per line).",
-        check=one_of(*LOG_FORMATS),
-        section=Section.PROCESS,
-    )
-    log_level: str = setting(
-        "info",
-        env="LOG_LEVEL",
-        doc="debug, info, warning or error.",
-        check=one_of(*LOG_LEVELS),
-        section=Section.PROCESS,
-    )
+    log_format: str = shared("log_format")
+    log_level: str = shared("log_level")
 
 
 def default_client_name() -> str:
@@ -405,15 +417,7 @@ class AgentConfig:
         "-1: wait as long as they take).",
         section=Section.PROCESS,
     )
-    config_file: str = setting(
-        "",
-        env="CONFIG_FILE",
-        doc="YAML file with settings (keys: the snake_case of the environment names). "
-        "Environment variables override it, flags override both. Default: the system file "
-        "(/etc/nfrx/<command>.yaml on Linux) if it exists.",
-        flag="--config",
-        section=Section.PROCESS,
-    )
+    config_file: str = shared("config_file")
     status_addr: str = setting(
         "",
         env="STATUS_ADDR",
@@ -435,13 +439,7 @@ class AgentConfig:
         check=ca_bundle,
         section=Section.PROCESS,
     )
-    log_format: str = setting(
-        "text",
-        env="LOG_FORMAT",
-        doc="text (readable) or json (one JSON object per line).",
-        check=one_of(*LOG_FORMATS),
-        section=Section.PROCESS,
-    )
+    log_format: str = shared("log_format")
     log_dir: str = setting(
         "",
         env="LOG_DIR",
@@ -449,13 +447,7 @@ class AgentConfig:
         "nfrx-<command>.log, e.g. nfrx-llm.log; 10 MiB x 5 files).",
         section=Section.PROCESS,
     )
-    log_level: str = setting(
-        "info",
-        env="LOG_LEVEL",
-        doc="debug, info, warning or error.",
-        check=one_of(*LOG_LEVELS),
-        section=Section.PROCESS,
-    )
+    log_level: str = shared("log_level")
 
 
 @attrs.frozen(kw_only=True)
