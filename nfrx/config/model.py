@@ -1,8 +1,10 @@
 """Settings of every nfrx process: values, defaults and units in one place.
 
-Each field carries its environment variable name and help text as metadata; the CLI, the loader
-and the generated documentation all read them from here. Durations are float seconds, sizes are
-bytes.
+Each field carries its environment variable name, help text, checks and command-line spelling as
+metadata; the loader, the command-line options (generated from these fields) and the generated
+documentation all read them from here, so a new setting is one field. Its type says how it is
+read: durations are ``Seconds`` (float seconds; ``90s``, ``5m`` in every source), lists are
+``tuple[str, ...]``, sizes are ``int`` bytes.
 """
 
 from __future__ import annotations
