@@ -1,7 +1,7 @@
 """Static bash, zsh and fish completion scripts for ``nfrx``, rendered from the command tree.
 
-The scripts need nothing but the shell: no Python runs at <TAB> time (unlike Typer's
-``--install-completion``, which calls ``nfrx`` on every <TAB> and keeps working alongside).
+The scripts need nothing but the shell: no Python runs at <TAB> time (unlike Typer's own
+completion, which calls ``nfrx`` on every <TAB>; the app turns it off, so these are the only ones).
 Values of options are completed from their choices when they have some, else as file names.
 """
 
