@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Regenerate every generated file: shell completions (completions/) and manual pages (man/) with
-their copies shipped in the package (nfrx/share/), the settings reference (docs/settings.md) and
-the example env files of the system services (packaging/env/).
+"""Regenerate every generated file: shell completions and manual pages (nfrx/share/completions,
+nfrx/share/man: package data, the one copy), the settings reference (docs/settings.md) and the
+example env files of the system services (packaging/env/).
 
 Run after adding or changing a command, an option or a setting: ``python scripts/gen_all.py``.
 ``--check`` only reports stale completions and manual pages (the tests check all of them).

@@ -1,8 +1,9 @@
 """``python -m nfrx._gen [--check]``: rewrite the generated completions and manual pages.
 
-Writes ``completions/`` and ``man/`` at the top of the checkout, and the same files under
-``nfrx/share/`` (shipped in the wheel as package data), removing generated pages of commands
-that no longer exist. ``--check`` writes nothing and exits 1 if any file is out of date.
+Writes ``nfrx/share/completions/`` and ``nfrx/share/man/`` in the checkout: the one copy, shipped
+in the wheel as package data (``nfrx completion`` and ``nfrx man`` read from the package; the
+.deb installs them where the shells and ``man`` look), removing generated pages of commands that
+no longer exist. ``--check`` writes nothing and exits 1 if any file is out of date.
 """
 
 from __future__ import annotations
@@ -15,31 +16,28 @@ from nfrx._gen import completion, manpage, tree
 
 CHECKOUT = Path(__file__).resolve().parents[2]
 
-TARGETS = (Path("completions"), Path("man"))
-"""Directories at the top of the checkout that receive the generated files..."""
-PACKAGE_COPY = Path("nfrx/share")
-"""...and their copy inside the package: nfrx/share/completions, nfrx/share/man."""
+SHARE = Path("nfrx/share")
+"""Where the generated files live, relative to the checkout: nfrx/share/completions, .../man."""
 
 
 def generated(root: tree.Command) -> dict[Path, str]:
     """Every generated file, by path relative to the checkout."""
     files: dict[Path, str] = {}
     for shell in completion.SHELLS:
-        files[Path("completions") / completion.FILES[shell]] = completion.script(shell, root)
+        files[SHARE / "completions" / completion.FILES[shell]] = completion.script(shell, root)
     for name, text in manpage.pages(root).items():
-        files[Path("man") / name] = text
-    return {**files, **{PACKAGE_COPY / path: text for path, text in files.items()}}
+        files[SHARE / "man" / name] = text
+    return files
 
 
 def stale(base: Path, files: dict[Path, str]) -> list[Path]:
     """Generated files under ``base`` that differ from ``files`` or should not exist."""
     out = [path for path, text in files.items() if _read(base / path) != text]
-    for directory in (Path("man"), PACKAGE_COPY / "man"):
-        out += [
-            found.relative_to(base)
-            for found in sorted((base / directory).glob("*.1"))
-            if found.relative_to(base) not in files
-        ]
+    out += [
+        found.relative_to(base)
+        for found in sorted((base / SHARE / "man").glob("*.1"))
+        if found.relative_to(base) not in files
+    ]
     return out
 
 

@@ -216,9 +216,9 @@ PAGES: dict[str, Page] = {
     "completion": Page(
         summary="print a shell completion script for nfrx",
         description=(
-            "The scripts are also shipped in the source tree (completions/) and in the "
-            "installed package (nfrx/share/). Typer's dynamic completion, nfrx "
-            "--install-completion, also works; use one or the other.",
+            "The same scripts are shipped in the package (nfrx/share/completions) and installed "
+            "by the Debian package where each shell looks for them. They are the only "
+            "completion nfrx offers (Typer's own --install-completion is turned off).",
         ),
         examples=(
             ("Enable completion in the current bash:", "source <(nfrx completion bash)"),
@@ -229,6 +229,27 @@ PAGES: dict[str, Page] = {
             ("Install it for fish:", "nfrx completion fish > ~/.config/fish/completions/nfrx.fish"),
         ),
         exit_status=(("0", "The script was printed."), ("2", "An unknown shell.")),
+    ),
+    "man": Page(
+        summary="show an nfrx manual page",
+        description=(
+            "The pages are package data (nfrx/share/man in the installed package). The Debian "
+            "package also installs them under /usr/share/man, where man nfrx finds them; after "
+            "pip or pipx install only nfrx man does. Without man, the page is printed as plain "
+            "text, wrapped at 80 columns.",
+        ),
+        examples=(
+            ("The page of nfrx serve:", "nfrx man serve"),
+            (
+                "Read a page from a source checkout, without installing:",
+                "man -l nfrx/share/man/nfrx-serve.1",
+            ),
+        ),
+        exit_status=(
+            ("0", "The page was shown."),
+            ("1", "The page is not installed with this nfrx, or man failed."),
+            ("2", "An unknown command."),
+        ),
     ),
 }
 """Subcommand pages by command name (``nfrx <name>``)."""

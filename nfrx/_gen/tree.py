@@ -46,6 +46,8 @@ class Command:
     """``("nfrx",)`` for the program, ``("nfrx", "serve")`` for a subcommand."""
     help: str
     short_help: str
+    epilog: str
+    """The closing text of ``--help``, after the options."""
     options: tuple[Option, ...]
     arguments: tuple[Argument, ...]
     commands: tuple[Command, ...]
@@ -92,6 +94,7 @@ def _command(command: Any, path: tuple[str, ...], parent: Any) -> Command:
         path=path,
         help=_clean(command.help or ""),
         short_help=_clean(command.get_short_help_str(limit=300)),
+        epilog=_clean(getattr(command, "epilog", None) or ""),
         options=tuple(options),
         arguments=tuple(arguments),
         commands=tuple(subcommands),

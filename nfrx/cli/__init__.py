@@ -10,7 +10,8 @@ from typing import Annotated
 
 import typer
 
-from nfrx.cli import asr, completion, docling, llm, mcp, serve, status
+from nfrx.cli import asr, completion, docling, llm, man, mcp, serve, status
+from nfrx.cli.options import DURATIONS
 
 app = typer.Typer(
     name="nfrx",
@@ -20,6 +21,8 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
+    # One completion mechanism: the static scripts of `nfrx completion` (no Python on <TAB>).
+    add_completion=False,
 )
 
 
@@ -44,13 +47,14 @@ def main_callback(
     """nfrx: a gateway for private AI services."""
 
 
-app.command("serve", help=serve.HELP, no_args_is_help=False)(serve.command)
-app.command("llm", help=llm.HELP, no_args_is_help=False)(llm.command)
-app.command("mcp", help=mcp.HELP, no_args_is_help=False)(mcp.command)
-app.command("docling", help=docling.HELP, no_args_is_help=False)(docling.command)
-app.command("asr", help=asr.HELP, no_args_is_help=False)(asr.command)
+app.command("serve", help=serve.HELP, epilog=DURATIONS, no_args_is_help=False)(serve.command)
+app.command("llm", help=llm.HELP, epilog=DURATIONS, no_args_is_help=False)(llm.command)
+app.command("mcp", help=mcp.HELP, epilog=DURATIONS, no_args_is_help=False)(mcp.command)
+app.command("docling", help=docling.HELP, epilog=DURATIONS, no_args_is_help=False)(docling.command)
+app.command("asr", help=asr.HELP, epilog=DURATIONS, no_args_is_help=False)(asr.command)
 app.command("status", help=status.HELP, no_args_is_help=False)(status.command)
 app.command("completion", help=completion.HELP)(completion.command)
+app.command("man", help=man.HELP)(man.command)
 
 
 def main() -> None:

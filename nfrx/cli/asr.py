@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-import typer
-
-from nfrx.cli.options import PRINT_CONFIG_HELP, configure, doc, run_agent
+from nfrx.cli.options import run_agent, settings_command
 from nfrx.config.model import AsrAgentConfig
 
 HELP = (
@@ -16,33 +12,8 @@ HELP = (
     "SIGTERM/SIGINT drains gracefully; a second one stops at once."
 )
 
-C = AsrAgentConfig
-
-
-def command(
-    server_url: Annotated[str | None, typer.Option(help=doc(C, "server_url"))] = None,
-    client_key: Annotated[str | None, typer.Option(help=doc(C, "client_key"))] = None,
-    client_id: Annotated[str | None, typer.Option(help=doc(C, "client_id"))] = None,
-    client_name: Annotated[str | None, typer.Option(help=doc(C, "client_name"))] = None,
-    asr_base_url: Annotated[str | None, typer.Option(help=doc(C, "asr_base_url"))] = None,
-    asr_api_key: Annotated[str | None, typer.Option(help=doc(C, "asr_api_key"))] = None,
-    asr_models: Annotated[str | None, typer.Option(help=doc(C, "asr_models"))] = None,
-    max_concurrency: Annotated[int | None, typer.Option(help=doc(C, "max_concurrency"))] = None,
-    reconnect: Annotated[
-        bool | None, typer.Option("--reconnect", "-r", help=doc(C, "reconnect"))
-    ] = None,
-    request_timeout: Annotated[float | None, typer.Option(help=doc(C, "request_timeout"))] = None,
-    drain_timeout: Annotated[float | None, typer.Option(help=doc(C, "drain_timeout"))] = None,
-    config_file: Annotated[str | None, typer.Option("--config", help=doc(C, "config_file"))] = None,
-    status_addr: Annotated[str | None, typer.Option(help=doc(C, "status_addr"))] = None,
-    metrics_port: Annotated[int | None, typer.Option(help=doc(C, "metrics_port"))] = None,
-    ca_file: Annotated[str | None, typer.Option(help=doc(C, "ca_file"))] = None,
-    log_format: Annotated[str | None, typer.Option(help=doc(C, "log_format"))] = None,
-    log_dir: Annotated[str | None, typer.Option(help=doc(C, "log_dir"))] = None,
-    log_level: Annotated[str | None, typer.Option(help=doc(C, "log_level"))] = None,
-    print_config: Annotated[bool, typer.Option("--print-config", help=PRINT_CONFIG_HELP)] = False,
-) -> None:
-    run(configure(AsrAgentConfig, locals(), print_config=print_config))
+# ``run`` is looked up when the command runs, so that tests can replace it.
+command = settings_command(AsrAgentConfig, lambda config: run(config))
 
 
 def run(config: AsrAgentConfig) -> None:

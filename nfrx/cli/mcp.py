@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from nfrx.cli.options import PRINT_CONFIG_HELP, configure, doc, fail, setup_logging
+from nfrx.cli.options import fail, settings_command, setup_logging
 from nfrx.config.load import ConfigError
 from nfrx.config.model import McpAgentConfig
 
@@ -31,71 +32,33 @@ HELP = (
     "that do their own OAuth. SIGTERM/SIGINT drains gracefully; a second one stops at once."
 )
 
-C = McpAgentConfig
-
-
-def command(
-    server_url: Annotated[str | None, typer.Option(help=doc(C, "server_url"))] = None,
-    client_key: Annotated[str | None, typer.Option(help=doc(C, "client_key"))] = None,
-    client_id: Annotated[str | None, typer.Option(help=doc(C, "client_id"))] = None,
-    client_name: Annotated[str | None, typer.Option(help=doc(C, "client_name"))] = None,
-    mcp_http_url: Annotated[str | None, typer.Option(help=doc(C, "mcp_http_url"))] = None,
-    mcp_http_timeout: Annotated[float | None, typer.Option(help=doc(C, "mcp_http_timeout"))] = None,
-    mcp_http_insecure_skip_verify: Annotated[
-        bool | None,
-        typer.Option(
-            "--mcp-http-insecure-skip-verify", help=doc(C, "mcp_http_insecure_skip_verify")
-        ),
-    ] = None,
-    mcp_stdio_command: Annotated[str | None, typer.Option(help=doc(C, "mcp_stdio_command"))] = None,
-    mcp_stdio_args: Annotated[str | None, typer.Option(help=doc(C, "mcp_stdio_args"))] = None,
-    mcp_stdio_env: Annotated[str | None, typer.Option(help=doc(C, "mcp_stdio_env"))] = None,
-    mcp_stdio_workdir: Annotated[str | None, typer.Option(help=doc(C, "mcp_stdio_workdir"))] = None,
-    mcp_stdio_allow_relative: Annotated[
-        bool | None,
-        typer.Option("--mcp-stdio-allow-relative", help=doc(C, "mcp_stdio_allow_relative")),
-    ] = None,
-    mcp_stdio_max_processes: Annotated[
-        int | None, typer.Option(help=doc(C, "mcp_stdio_max_processes"))
-    ] = None,
-    mcp_session_idle: Annotated[float | None, typer.Option(help=doc(C, "mcp_session_idle"))] = None,
-    mcp_max_inflight: Annotated[int | None, typer.Option(help=doc(C, "mcp_max_inflight"))] = None,
-    auth_token: Annotated[str | None, typer.Option(help=doc(C, "auth_token"))] = None,
-    mcp_auth_passthrough: Annotated[
-        bool | None,
-        typer.Option("--mcp-auth-passthrough", help=doc(C, "mcp_auth_passthrough")),
-    ] = None,
-    max_concurrency: Annotated[int | None, typer.Option(help=doc(C, "max_concurrency"))] = None,
-    reconnect: Annotated[
-        bool | None, typer.Option("--reconnect", "-r", help=doc(C, "reconnect"))
-    ] = None,
-    request_timeout: Annotated[float | None, typer.Option(help=doc(C, "request_timeout"))] = None,
-    drain_timeout: Annotated[float | None, typer.Option(help=doc(C, "drain_timeout"))] = None,
-    config_file: Annotated[str | None, typer.Option("--config", help=doc(C, "config_file"))] = None,
-    status_addr: Annotated[str | None, typer.Option(help=doc(C, "status_addr"))] = None,
-    metrics_port: Annotated[int | None, typer.Option(help=doc(C, "metrics_port"))] = None,
-    ca_file: Annotated[str | None, typer.Option(help=doc(C, "ca_file"))] = None,
-    log_format: Annotated[str | None, typer.Option(help=doc(C, "log_format"))] = None,
-    log_dir: Annotated[str | None, typer.Option(help=doc(C, "log_dir"))] = None,
-    log_level: Annotated[str | None, typer.Option(help=doc(C, "log_level"))] = None,
-    print_config: Annotated[bool, typer.Option("--print-config", help=PRINT_CONFIG_HELP)] = False,
-    provider_args: Annotated[
+PROVIDER_ARGS = inspect.Parameter(
+    "provider_args",
+    inspect.Parameter.KEYWORD_ONLY,
+    default=None,
+    annotation=Annotated[
         list[str] | None,
         typer.Argument(
             metavar="PROVIDER_ARGS",
             help="Arguments for the stdio provider (after --); they replace MCP_STDIO_ARGS.",
             show_default=False,
         ),
-    ] = None,
-) -> None:
-    config = configure(McpAgentConfig, locals(), print_config=print_config)
+    ],
+)
+
+
+def start(config: McpAgentConfig, provider_args: list[str] | None) -> None:
+    """Check the provider settings (a problem exits 2), then :func:`run`."""
     from nfrx.plugins.mcp.agent import provider_spec
 
     try:
         spec = provider_spec(config, provider_args)
     except ConfigError as exc:
-        raise fail(exc) from None
+        raise fail(exc) from exc
     run(config, spec)
+
+
+command = settings_command(McpAgentConfig, start, extra=(PROVIDER_ARGS,))
 
 
 def run(config: McpAgentConfig, spec: ProviderSpec) -> None:

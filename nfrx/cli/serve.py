@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
 import typer
 
-from nfrx.cli.options import PRINT_CONFIG_HELP, configure, doc, setup_logging
+from nfrx.cli.options import settings_command, setup_logging
 from nfrx.config.model import ServerConfig
 
 HELP = (
@@ -16,150 +14,8 @@ HELP = (
 )
 
 
-def command(
-    host: Annotated[str | None, typer.Option(help=doc(ServerConfig, "host"))] = None,
-    port: Annotated[int | None, typer.Option(help=doc(ServerConfig, "port"))] = None,
-    api_key: Annotated[str | None, typer.Option(help=doc(ServerConfig, "api_key"))] = None,
-    client_key: Annotated[str | None, typer.Option(help=doc(ServerConfig, "client_key"))] = None,
-    request_timeout: Annotated[
-        float | None, typer.Option(help=doc(ServerConfig, "request_timeout"))
-    ] = None,
-    max_request_bytes: Annotated[
-        int | None, typer.Option(help=doc(ServerConfig, "max_request_bytes"))
-    ] = None,
-    max_upload_bytes: Annotated[
-        int | None, typer.Option(help=doc(ServerConfig, "max_upload_bytes"))
-    ] = None,
-    body_timeout: Annotated[
-        float | None, typer.Option(help=doc(ServerConfig, "body_timeout"))
-    ] = None,
-    heartbeat_interval: Annotated[
-        float | None, typer.Option(help=doc(ServerConfig, "heartbeat_interval"))
-    ] = None,
-    agent_dead_after: Annotated[
-        float | None, typer.Option(help=doc(ServerConfig, "agent_dead_after"))
-    ] = None,
-    agent_max_models: Annotated[
-        int | None, typer.Option(help=doc(ServerConfig, "agent_max_models"))
-    ] = None,
-    agent_max_model_name_bytes: Annotated[
-        int | None, typer.Option(help=doc(ServerConfig, "agent_max_model_name_bytes"))
-    ] = None,
-    drain_timeout: Annotated[
-        float | None, typer.Option(help=doc(ServerConfig, "drain_timeout"))
-    ] = None,
-    llm_min_score: Annotated[
-        float | None, typer.Option(help=doc(ServerConfig, "llm_min_score"))
-    ] = None,
-    llm_queue_size: Annotated[
-        int | None, typer.Option(help=doc(ServerConfig, "llm_queue_size"))
-    ] = None,
-    llm_queue_timeout: Annotated[
-        float | None, typer.Option(help=doc(ServerConfig, "llm_queue_timeout"))
-    ] = None,
-    llm_queue_events: Annotated[
-        bool | None,
-        typer.Option(
-            "--llm-queue-events/--no-llm-queue-events",
-            help=doc(ServerConfig, "llm_queue_events"),
-        ),
-    ] = None,
-    llm_queue_event_style: Annotated[
-        str | None, typer.Option(help=doc(ServerConfig, "llm_queue_event_style"))
-    ] = None,
-    llm_queue_update_seconds: Annotated[
-        float | None, typer.Option(help=doc(ServerConfig, "llm_queue_update_seconds"))
-    ] = None,
-    llm_idle_timeout: Annotated[
-        float | None, typer.Option(help=doc(ServerConfig, "llm_idle_timeout"))
-    ] = None,
-    llm_max_retries: Annotated[
-        int | None, typer.Option(help=doc(ServerConfig, "llm_max_retries"))
-    ] = None,
-    llm_max_parallel_embeddings: Annotated[
-        int | None, typer.Option(help=doc(ServerConfig, "llm_max_parallel_embeddings"))
-    ] = None,
-    mcp_max_req_bytes: Annotated[
-        int | None, typer.Option(help=doc(ServerConfig, "mcp_max_req_bytes"))
-    ] = None,
-    mcp_max_resp_bytes: Annotated[
-        int | None, typer.Option(help=doc(ServerConfig, "mcp_max_resp_bytes"))
-    ] = None,
-    mcp_max_concurrency_per_client: Annotated[
-        int | None, typer.Option(help=doc(ServerConfig, "mcp_max_concurrency_per_client"))
-    ] = None,
-    mcp_max_streams_per_client: Annotated[
-        int | None, typer.Option(help=doc(ServerConfig, "mcp_max_streams_per_client"))
-    ] = None,
-    mcp_call_timeout: Annotated[
-        float | None, typer.Option(help=doc(ServerConfig, "mcp_call_timeout"))
-    ] = None,
-    mcp_call_max: Annotated[
-        float | None, typer.Option(help=doc(ServerConfig, "mcp_call_max"))
-    ] = None,
-    mcp_session_idle: Annotated[
-        float | None, typer.Option(help=doc(ServerConfig, "mcp_session_idle"))
-    ] = None,
-    mcp_max_sessions_per_client: Annotated[
-        int | None, typer.Option(help=doc(ServerConfig, "mcp_max_sessions_per_client"))
-    ] = None,
-    mcp_allowed_hosts: Annotated[
-        str | None, typer.Option(help=doc(ServerConfig, "mcp_allowed_hosts"))
-    ] = None,
-    public_url: Annotated[str | None, typer.Option(help=doc(ServerConfig, "public_url"))] = None,
-    transfer_ttl: Annotated[
-        float | None, typer.Option(help=doc(ServerConfig, "transfer_ttl"))
-    ] = None,
-    jobs_client_ttl: Annotated[
-        float | None, typer.Option(help=doc(ServerConfig, "jobs_client_ttl"))
-    ] = None,
-    jobs_sse_close_delay: Annotated[
-        float | None, typer.Option(help=doc(ServerConfig, "jobs_sse_close_delay"))
-    ] = None,
-    jobs_lease_seconds: Annotated[
-        float | None, typer.Option(help=doc(ServerConfig, "jobs_lease_seconds"))
-    ] = None,
-    jobs_requeue_expired: Annotated[
-        bool | None,
-        typer.Option(
-            "--jobs-requeue-expired/--no-jobs-requeue-expired",
-            help=doc(ServerConfig, "jobs_requeue_expired"),
-        ),
-    ] = None,
-    jobs_lease_required: Annotated[
-        bool | None,
-        typer.Option(
-            "--jobs-lease-required/--no-jobs-lease-required",
-            help=doc(ServerConfig, "jobs_lease_required"),
-        ),
-    ] = None,
-    jobs_retention: Annotated[
-        float | None, typer.Option(help=doc(ServerConfig, "jobs_retention"))
-    ] = None,
-    jobs_max: Annotated[int | None, typer.Option(help=doc(ServerConfig, "jobs_max"))] = None,
-    config_file: Annotated[
-        str | None, typer.Option("--config", help=doc(ServerConfig, "config_file"))
-    ] = None,
-    metrics_port: Annotated[
-        int | None, typer.Option(help=doc(ServerConfig, "metrics_port"))
-    ] = None,
-    plugins: Annotated[str | None, typer.Option(help=doc(ServerConfig, "plugins"))] = None,
-    allowed_origins: Annotated[
-        str | None, typer.Option(help=doc(ServerConfig, "allowed_origins"))
-    ] = None,
-    api_http_roles: Annotated[
-        str | None, typer.Option(help=doc(ServerConfig, "api_http_roles"))
-    ] = None,
-    client_http_roles: Annotated[
-        str | None, typer.Option(help=doc(ServerConfig, "client_http_roles"))
-    ] = None,
-    tls_cert: Annotated[str | None, typer.Option(help=doc(ServerConfig, "tls_cert"))] = None,
-    tls_key: Annotated[str | None, typer.Option(help=doc(ServerConfig, "tls_key"))] = None,
-    log_format: Annotated[str | None, typer.Option(help=doc(ServerConfig, "log_format"))] = None,
-    log_level: Annotated[str | None, typer.Option(help=doc(ServerConfig, "log_level"))] = None,
-    print_config: Annotated[bool, typer.Option("--print-config", help=PRINT_CONFIG_HELP)] = False,
-) -> None:
-    run(configure(ServerConfig, locals(), print_config=print_config))
+# ``run`` is looked up when the command runs, so that tests can replace it.
+command = settings_command(ServerConfig, lambda config: run(config))
 
 
 def run(config: ServerConfig) -> None:

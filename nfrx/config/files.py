@@ -1,25 +1,27 @@
 """YAML config files: where the system one lives, and reading one into field values.
 
-Keys are the config's field names (the snake_case of the environment variable names). Every
-value is type-checked here, so an error can name the file and the key; range checks happen later,
-on the merged config, in :func:`nfrx.config.load.validate`.
+Keys are the snake_case of the environment variable names (:func:`key`). Every value is
+type-checked here by its setting's kind (:mod:`nfrx.config.values`), so an error can name the file
+and the key; range checks happen later, on the merged config, in
+:func:`nfrx.config.load.validate`.
 """
 
 from __future__ import annotations
 
 import difflib
-import math
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
 import attrs
 import yaml
 
-from nfrx.config.values import ConfigError, parse_duration
+from nfrx.config import values
+from nfrx.config.values import ConfigDeprecation, ConfigError
 
-__all__ = ["default_path", "read"]
+__all__ = ["default_path", "key", "read"]
 
 
 def default_path(
@@ -36,19 +38,63 @@ def default_path(
     return Path("/etc/nfrx") / f"{name}.yaml"
 
 
+def key(field: attrs.Attribute[Any]) -> str:
+    """The YAML key of a setting: the snake_case of its environment variable name."""
+    env: str = field.metadata["env"]
+    return env.lower()
+
+
 def read(cls: type[Any], path: Path) -> dict[str, Any]:
-    """The settings in ``path`` as field values of ``cls``.
+    """The settings in ``path`` as field values of ``cls``, by field name.
 
     Raises :class:`ConfigError` (one line, naming the file and, where there is one, the key) if the
     file cannot be read, is not a YAML mapping, has a key ``cls`` does not know, or a value of the
-    wrong type.
+    wrong type. A key spelled as the field's old name (``mcp_max_req_bytes`` for
+    ``broker_max_req_bytes``) still works, with a :class:`ConfigDeprecation` warning.
     """
+    data = _mapping(path)
+    fields = {key(f): f for f in attrs.fields(cls) if f.name != "config_file"}
+    old_names = {f.name: k for k, f in fields.items() if f.name != k}
+    kinds = values.kinds(cls)
+    out: dict[str, Any] = {}
+    for given, value in data.items():
+        name = _renamed(path, given, data, old_names)
+        if not isinstance(name, str) or name not in fields:
+            raise ConfigError(f"{path}: unknown key {name!r}{_suggest(name, fields)}")
+        field = fields[name]
+        if field.metadata.get("secret") and not isinstance(value, str):
+            # Never echo a secret, even a mistyped one.
+            raise ConfigError(
+                f"{path}: {name}: expected a string (quote it), got {values.kind_of_value(value)}"
+            )
+        try:
+            out[field.name] = kinds[field.name].accept(value)
+        except ValueError as exc:
+            raise ConfigError(f"{path}: {name}: {exc}") from exc
+    return out
+
+
+def _renamed(path: Path, given: object, data: dict[Any, Any], old_names: dict[str, str]) -> object:
+    """The current spelling of the key ``given``: an old one warns, and may not stand beside
+    the new one."""
+    if not isinstance(given, str) or given not in old_names:
+        return given
+    new = old_names[given]
+    if new in data:
+        raise ConfigError(f"{path}: {given!r} and {new!r} are the same setting: keep {new!r}")
+    warnings.warn(
+        f"{path}: key {given!r} is deprecated, use {new!r}", ConfigDeprecation, stacklevel=3
+    )
+    return new
+
+
+def _mapping(path: Path) -> dict[Any, Any]:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read the config file: {_reason(exc)}") from None
+        raise ConfigError(f"{path}: cannot read the config file: {_reason(exc)}") from exc
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -57,92 +103,23 @@ def read(cls: type[Any], path: Path) -> dict[str, Any]:
         if mark is not None:
             where = f" (line {mark.line + 1}, column {mark.column + 1})"
         problem = getattr(exc, "problem", None) or "syntax error"
-        raise ConfigError(f"{path}: not valid YAML: {problem}{where}") from None
+        raise ConfigError(f"{path}: not valid YAML: {problem}{where}") from exc
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(
-            f"{path}: expected a mapping of settings (key: value lines), got {_kind(data)}"
+            f"{path}: expected a mapping of settings (key: value lines), "
+            f"got {values.kind_of_value(data)}"
         )
-    fields = {f.name: f for f in attrs.fields(cls) if f.name != "config_file"}
-    values: dict[str, Any] = {}
-    for key, value in data.items():
-        if not isinstance(key, str) or key not in fields:
-            raise ConfigError(f"{path}: unknown key {key!r}{_suggest(key, fields)}")
-        values[key] = _typed(path, fields[key], value)
-    return values
+    return data
 
 
-def _typed(path: Path, field: attrs.Attribute[Any], value: Any) -> Any:
-    kind = field.type
-    name = field.name
-    if field.metadata.get("secret") and not isinstance(value, str):
-        # Never echo a secret, even a mistyped one.
-        raise ConfigError(f"{path}: {name}: expected a string (quote it), got {_kind(value)}")
-    if kind in (bool, "bool"):
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{path}: {name}: expected true or false, got {_shown(value)}")
-    if kind in (int, "int"):
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise ConfigError(f"{path}: {name}: expected a whole number, got {_shown(value)}")
-    if kind in (float, "float"):
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            if not math.isfinite(value):
-                raise ConfigError(f"{path}: {name}: expected a finite number, got {value}")
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return parse_duration(value)
-            except ValueError as exc:
-                raise ConfigError(f"{path}: {name}: {exc}") from None
-        raise ConfigError(
-            f"{path}: {name}: expected a number of seconds (or a duration such as 90s, 5m), "
-            f"got {_shown(value)}"
-        )
-    if kind in (str, "str"):
-        if isinstance(value, str):
-            return value
-        if field.metadata.get("listed") and isinstance(value, list):
-            if all(isinstance(item, str) for item in value):
-                return ",".join(value)
-            raise ConfigError(f"{path}: {name}: expected a list of strings, got {_shown(value)}")
-        expected = "a string or a list of strings" if field.metadata.get("listed") else "a string"
-        raise ConfigError(f"{path}: {name}: expected {expected} (quote it), got {_shown(value)}")
-    raise TypeError(f"unsupported setting type {kind!r}")
-
-
-def _suggest(key: object, fields: dict[str, Any]) -> str:
-    if isinstance(key, str):
-        close = difflib.get_close_matches(key.lower().replace("-", "_"), list(fields), n=1)
+def _suggest(name: object, fields: dict[str, Any]) -> str:
+    if isinstance(name, str):
+        close = difflib.get_close_matches(name.lower().replace("-", "_"), list(fields), n=1)
         if close:
             return f" (did you mean {close[0]!r}?)"
     return " (keys are the snake_case of the environment variable names, e.g. 'api_key')"
-
-
-def _kind(value: Any) -> str:
-    if value is None:
-        return "nothing"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "a mapping"
-    return type(value).__name__
-
-
-def _shown(value: Any) -> str:
-    if value is None:
-        return "nothing"
-    if isinstance(value, list | dict):
-        return _kind(value)
-    return f"{_kind(value)} ({value!r})"
 
 
 def _reason(exc: Exception) -> str:

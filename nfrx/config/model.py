@@ -1,19 +1,49 @@
 """Settings of every nfrx process: values, defaults and units in one place.
 
-Each field carries its environment variable name and help text as metadata; the CLI, the loader
-and the generated documentation all read them from here. Durations are float seconds, sizes are
-bytes.
+Each field carries its environment variable name, help text, checks and command-line spelling as
+metadata; the loader, the command-line options (generated from these fields) and the generated
+documentation all read them from here, so a new setting is one field. Its type says how it is
+read: durations are ``Seconds`` (float seconds; ``90s``, ``5m`` in every source), lists are
+``tuple[str, ...]``, sizes are ``int`` bytes.
 """
 
 from __future__ import annotations
 
+import enum
 import socket
 import uuid
 from typing import Any, ClassVar
 
 import attrs
 
+from nfrx.config.checks import (
+    LOG_FORMATS,
+    LOG_LEVELS,
+    QUEUE_EVENT_STYLES,
+    Check,
+    ClassCheck,
+    above_zero,
+    at_least,
+    ca_bundle,
+    one_of,
+    origins,
+    plugin_names,
+    tcp_port,
+    tls_pair,
+)
+from nfrx.config.values import Seconds  # noqa: TC001 (the kinds read the annotations at runtime)
+
 MiB = 1024 * 1024
+
+
+class Section(enum.IntEnum):
+    """Where a setting stands among its command's options (``--help``, the manual page): how an
+    agent reaches the server, what it serves, how much at once, how the process runs."""
+
+    TUNNEL = 0
+    SERVICE = 1
+    CAPACITY = 2
+    PROCESS = 3
 
 
 def setting(
@@ -24,28 +54,69 @@ def setting(
     secret: bool = False,
     minimum: float | None = None,
     positive: bool = False,
+    check: Check | None = None,
     flag: str = "",
-    listed: bool = False,
+    section: Section = Section.SERVICE,
 ) -> Any:
     """An attrs field documented with its environment variable.
 
-    ``minimum`` (inclusive) and ``positive`` (strictly above zero) are checked when a config is
-    loaded, with an error naming the variable. ``flag`` is the command-line spelling when it is
-    not ``--<field-name>`` (the generated reference shows it; a test checks it against the CLI).
-    ``listed`` marks a comma-separated list, which a YAML file may also give as a list.
+    The field's type decides how its value is read (:mod:`nfrx.config.values`: ``Seconds`` for
+    a duration, ``tuple[str, ...]`` for a comma-separated list); its YAML key is the snake_case
+    of ``env``. ``minimum`` (inclusive), ``positive`` (strictly above zero) and ``check`` (see
+    :mod:`nfrx.config.checks`) are checked when a config is loaded, with an error naming the
+    variable. ``flag`` is the command-line spelling when it is not ``--<field-name>``
+    (``"--reconnect, -r"``; a boolean pair as ``"--x / --no-x"``). The command's options are
+    generated from these fields (:mod:`nfrx.cli.options`), ordered by ``section``.
     """
+    checks: list[Check] = []
+    if minimum is not None:
+        checks.append(at_least(minimum))
+    if positive:
+        checks.append(above_zero())
+    if check is not None:
+        checks.append(check)
     return attrs.field(
         default=default,
         metadata={
             "env": env,
             "help": doc,
             "secret": secret,
-            "minimum": minimum,
-            "positive": positive,
+            "checks": tuple(checks),
             "flag": flag,
-            "listed": listed,
+            "section": section,
         },
     )
+
+
+SHARED: dict[str, dict[str, Any]] = {
+    "config_file": {
+        "default": "",
+        "env": "CONFIG_FILE",
+        "doc": "YAML file with settings (keys: the snake_case of the environment names). "
+        "Environment variables override it, flags override both. Default: the system file "
+        "(/etc/nfrx/<command>.yaml on Linux) if it exists.",
+        "flag": "--config",
+    },
+    "log_format": {
+        "default": "text",
+        "env": "LOG_FORMAT",
+        "doc": "text (readable) or json (one JSON object per line).",
+        "check": one_of(*LOG_FORMATS),
+    },
+    "log_level": {
+        "default": "info",
+        "env": "LOG_LEVEL",
+        "doc": "debug, info, warning or error.",
+        "check": one_of(*LOG_LEVELS),
+    },
+}
+"""Settings every command has, declared once: :func:`shared` makes each class's field."""
+
+
+def shared(name: str, section: Section = Section.PROCESS) -> Any:
+    """A new field for the shared setting ``name`` (:data:`SHARED`)."""
+    spec = dict(SHARED[name])
+    return setting(spec.pop("default"), section=section, **spec)
 
 
 @attrs.frozen(kw_only=True)
@@ -54,6 +125,8 @@ class ServerConfig:
 
     config_name: ClassVar[str] = "server"
     """Name of the default config file (``/etc/nfrx/server.yaml`` on Linux)."""
+    checks: ClassVar[tuple[ClassCheck, ...]] = (tls_pair,)
+    """Checks that tie settings together (:mod:`nfrx.config.checks`)."""
 
     host: str = setting(
         "127.0.0.1",
@@ -61,7 +134,9 @@ class ServerConfig:
         doc="Address to listen on. The default only accepts local connections (put a TLS "
         "reverse proxy in front, or set 0.0.0.0 to listen on every interface).",
     )
-    port: int = setting(8080, env="PORT", doc="TCP port for the API and the agent tunnels.")
+    port: int = setting(
+        8080, env="PORT", doc="TCP port for the API and the agent tunnels.", check=tcp_port
+    )
     api_key: str = setting(
         "",
         env="API_KEY",
@@ -76,13 +151,17 @@ class ServerConfig:
         "CLIENT_HTTP_ROLES): any agent may connect.",
         secret=True,
     )
-    request_timeout: float = setting(
+    request_timeout: Seconds = setting(
         600.0,
         env="REQUEST_TIMEOUT",
         doc="Seconds a proxied request may take in total, queueing included.",
+        check=above_zero("seconds"),
     )
     max_request_bytes: int = setting(
-        32 * MiB, env="MAX_REQUEST_BYTES", doc="Largest accepted request body, in bytes."
+        32 * MiB,
+        env="MAX_REQUEST_BYTES",
+        doc="Largest accepted request body, in bytes.",
+        check=above_zero("bytes"),
     )
     max_upload_bytes: int = setting(
         1024 * MiB,
@@ -91,20 +170,24 @@ class ServerConfig:
         "the agent, never held in memory), in bytes.",
         minimum=0,
     )
-    body_timeout: float = setting(
+    body_timeout: Seconds = setting(
         60.0,
         env="BODY_TIMEOUT",
         doc="Seconds a client may pause while sending a request body (no byte arrives) "
         "before the request is answered 408 and its connection closed.",
-        positive=True,
+        check=above_zero("seconds"),
     )
-    heartbeat_interval: float = setting(
-        5.0, env="HEARTBEAT_INTERVAL", doc="Seconds between tunnel pings (both directions)."
+    heartbeat_interval: Seconds = setting(
+        5.0,
+        env="HEARTBEAT_INTERVAL",
+        doc="Seconds between tunnel pings (both directions).",
+        check=above_zero("seconds"),
     )
-    agent_dead_after: float = setting(
+    agent_dead_after: Seconds = setting(
         15.0,
         env="AGENT_DEAD_AFTER",
         doc="Seconds of silence after which an agent's tunnel is closed and its models removed.",
+        check=above_zero("seconds"),
     )
     agent_max_models: int = setting(
         1000,
@@ -120,7 +203,7 @@ class ServerConfig:
         "AGENT_MAX_MODELS).",
         positive=True,
     )
-    drain_timeout: float = setting(
+    drain_timeout: Seconds = setting(
         300.0,
         env="DRAIN_TIMEOUT",
         doc="On SIGTERM/SIGINT, seconds to let in-flight requests finish before exiting.",
@@ -138,7 +221,7 @@ class ServerConfig:
         doc="Requests that may wait for a busy model (0: no queue, busy answers 503 at once).",
         minimum=0,
     )
-    llm_queue_timeout: float = setting(
+    llm_queue_timeout: Seconds = setting(
         60.0,
         env="LLM_QUEUE_TIMEOUT",
         doc="Seconds a request may wait in the queue before it is answered 503 queue_timeout.",
@@ -160,15 +243,16 @@ class ServerConfig:
         "work unchanged) or events ('event: nfrx.queue' named events, as the original nfrx "
         "sends; some clients choke on them). A client may choose per request with the header "
         "X-Nfrx-Queue-Events: comments|events.",
+        check=one_of(*QUEUE_EVENT_STYLES),
     )
-    llm_queue_update_seconds: float = setting(
+    llm_queue_update_seconds: Seconds = setting(
         10.0,
         env="LLM_QUEUE_UPDATE_SECONDS",
         doc="Seconds between nfrx.queue updates while a streaming request waits (0: only the "
         "first one).",
         minimum=0,
     )
-    llm_idle_timeout: float = setting(
+    llm_idle_timeout: Seconds = setting(
         120.0,
         env="LLM_IDLE_TIMEOUT",
         doc="Seconds without a byte from the backend after which a request is abandoned "
@@ -216,7 +300,7 @@ class ServerConfig:
         "open; more answer 429.",
         positive=True,
     )
-    mcp_call_timeout: float = setting(
+    mcp_call_timeout: Seconds = setting(
         30.0,
         env="MCP_CALL_TIMEOUT",
         doc="Seconds an MCP request may go without any activity from the provider (progress, "
@@ -225,13 +309,13 @@ class ServerConfig:
         "and initialize are exempt.",
         positive=True,
     )
-    mcp_call_max: float = setting(
+    mcp_call_max: Seconds = setting(
         600.0,
         env="MCP_CALL_MAX",
         doc="Longest an MCP request may run in total, whatever its progress.",
         positive=True,
     )
-    mcp_session_idle: float = setting(
+    mcp_session_idle: Seconds = setting(
         1800.0,
         env="MCP_SESSION_IDLE",
         doc="Seconds an MCP session may stay unused before the server forgets it and asks the "
@@ -244,13 +328,12 @@ class ServerConfig:
         doc="MCP sessions one relay may hold; a new initialize past it answers 503.",
         positive=True,
     )
-    mcp_allowed_hosts: str = setting(
-        "",
+    mcp_allowed_hosts: tuple[str, ...] = setting(
+        (),
         env="MCP_ALLOWED_HOSTS",
         doc="Comma-separated Host header values (host or host:port) MCP requests must carry, "
         "against DNS rebinding (e.g. 127.0.0.1,localhost for a local-only server). Empty: any "
         "host (a reverse proxy in front usually checks it).",
-        listed=True,
     )
     public_url: str = setting(
         "",
@@ -260,27 +343,27 @@ class ServerConfig:
         "request's Host.",
     )
     # -- jobs and transfer APIs (/api/jobs, /api/transfer) -----------------------------------
-    transfer_ttl: float = setting(
+    transfer_ttl: Seconds = setting(
         60.0,
         env="TRANSFER_TTL",
         doc="Seconds a transfer channel waits for both its reader and its writer to attach; "
         "a side still waiting then gets 410 transfer_expired.",
         positive=True,
     )
-    jobs_client_ttl: float = setting(
+    jobs_client_ttl: Seconds = setting(
         30.0,
         env="JOBS_CLIENT_TTL",
         doc="Seconds a job that is not finished may go without its client (no event stream "
         "open, no poll, no cancel) before it is canceled with error client_inactive (0: never).",
         minimum=0,
     )
-    jobs_sse_close_delay: float = setting(
+    jobs_sse_close_delay: Seconds = setting(
         5.0,
         env="JOBS_SSE_CLOSE_DELAY",
         doc="Seconds a job's event stream stays open after its final status event (0: closes "
         "at once; negative: stays open).",
     )
-    jobs_lease_seconds: float = setting(
+    jobs_lease_seconds: Seconds = setting(
         120.0,
         env="JOBS_LEASE_SECONDS",
         doc="Seconds a worker holds a claimed job without a sign of life; every status, "
@@ -303,7 +386,7 @@ class ServerConfig:
         "for the original nfrx; a wrong token is still refused).",
         flag="--jobs-lease-required / --no-jobs-lease-required",
     )
-    jobs_retention: float = setting(
+    jobs_retention: Seconds = setting(
         300.0,
         env="JOBS_RETENTION",
         doc="Seconds a finished job (completed, failed, canceled) stays readable before it is "
@@ -318,47 +401,38 @@ class ServerConfig:
         positive=True,
     )
     # -----------------------------------------------------------------------------------------
-    config_file: str = setting(
-        "",
-        env="CONFIG_FILE",
-        doc="YAML file with settings (keys: the snake_case of the environment names). "
-        "Environment variables override it, flags override both. Default: the system file "
-        "(/etc/nfrx/<command>.yaml on Linux) if it exists.",
-        flag="--config",
-    )
+    config_file: str = shared("config_file", Section.SERVICE)  # listed among the others, not last
     metrics_port: int = setting(
         0,
         env="METRICS_PORT",
         doc="Serve /metrics only on this port (same host). 0: on the main port.",
         minimum=0,
     )
-    plugins: str = setting(
-        "all",
+    plugins: tuple[str, ...] = setting(
+        ("all",),
         env="PLUGINS",
         doc="Comma-separated plugins to enable (llm, ...), 'all' or 'none'. Routes of the "
         "others answer 404.",
-        listed=True,
+        check=plugin_names,
     )
-    allowed_origins: str = setting(
-        "",
+    allowed_origins: tuple[str, ...] = setting(
+        (),
         env="ALLOWED_ORIGINS",
         doc="Comma-separated browser origins allowed by CORS ('*' for any). Empty: no "
         "cross-origin access.",
-        listed=True,
+        check=origins,
     )
-    api_http_roles: str = setting(
-        "",
+    api_http_roles: tuple[str, ...] = setting(
+        (),
         env="API_HTTP_ROLES",
         doc="Comma-separated roles in X-User-Roles that grant API access like the API key. "
         "Only behind a trusted proxy that sets (and strips client-sent) X-User-Roles.",
-        listed=True,
     )
-    client_http_roles: str = setting(
-        "",
+    client_http_roles: tuple[str, ...] = setting(
+        (),
         env="CLIENT_HTTP_ROLES",
         doc="Comma-separated roles in X-User-Roles that let an agent open a tunnel like the "
         "client key (same trusted-proxy caveat).",
-        listed=True,
     )
     tls_cert: str = setting(
         "",
@@ -366,10 +440,8 @@ class ServerConfig:
         doc="PEM certificate (chain) file: serve https and wss in-process (needs TLS_KEY).",
     )
     tls_key: str = setting("", env="TLS_KEY", doc="PEM private key file for TLS_CERT.")
-    log_format: str = setting(
-        "text", env="LOG_FORMAT", doc="text (readable) or json (one JSON object per line)."
-    )
-    log_level: str = setting("info", env="LOG_LEVEL", doc="debug, info, warning or error.")
+    log_format: str = shared("log_format")
+    log_level: str = shared("log_level")
 
 
 def default_client_name() -> str:
@@ -389,20 +461,33 @@ class AgentConfig:
         "ws://127.0.0.1:8080/api/llm/connect",
         env="SERVER_URL",
         doc="WebSocket URL of the server's tunnel endpoint (ws:// or wss://).",
+        section=Section.TUNNEL,
     )
     client_key: str = setting(
-        "", env="CLIENT_KEY", doc="Key sent to the server to open the tunnel.", secret=True
+        "",
+        env="CLIENT_KEY",
+        doc="Key sent to the server to open the tunnel.",
+        secret=True,
+        section=Section.TUNNEL,
     )
     client_id: str = setting(
         "",
         env="CLIENT_ID",
         doc="Stable id of this agent (default: hostname plus a random suffix, new each start).",
+        section=Section.TUNNEL,
     )
     client_name: str = setting(
-        "", env="CLIENT_NAME", doc="Display name of this agent (default: the hostname)."
+        "",
+        env="CLIENT_NAME",
+        doc="Display name of this agent (default: the hostname).",
+        section=Section.TUNNEL,
     )
     max_concurrency: int = setting(
-        1, env="MAX_CONCURRENCY", doc="Requests this agent runs at once."
+        1,
+        env="MAX_CONCURRENCY",
+        doc="Requests this agent runs at once.",
+        minimum=1,
+        section=Section.CAPACITY,
     )
     reconnect: bool = setting(
         False,
@@ -410,50 +495,53 @@ class AgentConfig:
         doc="Keep retrying when the server is unreachable or the tunnel drops "
         "(1 s x3, 5 s x3, 15 s x3, then every 30 s).",
         flag="--reconnect, -r",
+        section=Section.PROCESS,
     )
-    request_timeout: float = setting(
+    request_timeout: Seconds = setting(
         600.0,
         env="REQUEST_TIMEOUT",
         doc="Longest a single backend request may run, in seconds.",
+        check=above_zero("seconds"),
+        section=Section.PROCESS,
     )
-    drain_timeout: float = setting(
+    drain_timeout: Seconds = setting(
         60.0,
         env="DRAIN_TIMEOUT",
         doc="On SIGTERM/SIGINT, seconds to let in-flight requests finish (0: exit at once, "
         "-1: wait as long as they take).",
+        section=Section.PROCESS,
     )
-    config_file: str = setting(
-        "",
-        env="CONFIG_FILE",
-        doc="YAML file with settings (keys: the snake_case of the environment names). "
-        "Environment variables override it, flags override both. Default: the system file "
-        "(/etc/nfrx/<command>.yaml on Linux) if it exists.",
-        flag="--config",
-    )
+    config_file: str = shared("config_file")
     status_addr: str = setting(
         "",
         env="STATUS_ADDR",
         doc="host:port for the local status and control API (GET /status, POST /control/...). "
         "Empty: off.",
+        section=Section.PROCESS,
     )
     metrics_port: int = setting(
-        0, env="METRICS_PORT", doc="Port for this agent's /metrics (127.0.0.1). 0: off.", minimum=0
+        0,
+        env="METRICS_PORT",
+        doc="Port for this agent's /metrics (127.0.0.1). 0: off.",
+        minimum=0,
+        section=Section.PROCESS,
     )
     ca_file: str = setting(
         "",
         env="CA_FILE",
         doc="PEM CA bundle to verify a wss:// server with (default: the system's CAs).",
+        check=ca_bundle,
+        section=Section.PROCESS,
     )
-    log_format: str = setting(
-        "text", env="LOG_FORMAT", doc="text (readable) or json (one JSON object per line)."
-    )
+    log_format: str = shared("log_format")
     log_dir: str = setting(
         "",
         env="LOG_DIR",
         doc="Also write logs to a rotating file in this directory (created if missing; "
         "nfrx-<command>.log, e.g. nfrx-llm.log; 10 MiB x 5 files).",
+        section=Section.PROCESS,
     )
-    log_level: str = setting("info", env="LOG_LEVEL", doc="debug, info, warning or error.")
+    log_level: str = shared("log_level")
 
 
 @attrs.frozen(kw_only=True)
@@ -473,19 +561,21 @@ class LlmAgentConfig(AgentConfig):
         doc="Bearer key sent to the backend (never the client's key).",
         secret=True,
     )
-    model_poll_interval: float = setting(
+    model_poll_interval: Seconds = setting(
         60.0,
         env="MODEL_POLL_INTERVAL",
         doc="Seconds between re-reads of the backend's models; changes (an empty list "
         "included) reach the server at once. While the backend does not answer, it is "
         "probed every 2 s at most.",
         positive=True,
+        section=Section.CAPACITY,
     )
     embedding_batch_size: int = setting(
         0,
         env="EMBEDDING_BATCH_SIZE",
         doc="Most embedding inputs this agent wants in one backend call (0: no limit).",
         minimum=0,
+        section=Section.CAPACITY,
     )
 
 
@@ -499,6 +589,7 @@ class DoclingAgentConfig(AgentConfig):
         "ws://127.0.0.1:8080/api/docling/connect",
         env="SERVER_URL",
         doc="WebSocket URL of the server's tunnel endpoint (ws:// or wss://).",
+        section=Section.TUNNEL,
     )
     doc_base_url: str = setting(
         "http://127.0.0.1:5001",
@@ -523,6 +614,7 @@ class AsrAgentConfig(AgentConfig):
         "ws://127.0.0.1:8080/api/asr/connect",
         env="SERVER_URL",
         doc="WebSocket URL of the server's tunnel endpoint (ws:// or wss://).",
+        section=Section.TUNNEL,
     )
     asr_base_url: str = setting(
         "http://127.0.0.1:5002/v1",
@@ -536,12 +628,11 @@ class AsrAgentConfig(AgentConfig):
         doc="Bearer key sent to the transcription backend (never the client's key).",
         secret=True,
     )
-    asr_models: str = setting(
-        "",
+    asr_models: tuple[str, ...] = setting(
+        (),
         env="ASR_MODELS",
         doc="Comma-separated model ids to announce instead of reading the backend's /models "
         "(for servers without that route, such as faster-whisper-server). Empty: read /models.",
-        listed=True,
     )
 
 
@@ -560,11 +651,14 @@ class McpAgentConfig(AgentConfig):
         "ws://127.0.0.1:8080/api/mcp/connect",
         env="SERVER_URL",
         doc="WebSocket URL of the server's tunnel endpoint (ws:// or wss://).",
+        section=Section.TUNNEL,
     )
     max_concurrency: int = setting(
         1,
         env="MAX_CONCURRENCY",
         doc="Not used by nfrx mcp: MCP_MAX_INFLIGHT sets how many requests it serves at once.",
+        minimum=1,
+        section=Section.CAPACITY,
     )
     mcp_http_url: str = setting(
         "",
@@ -572,7 +666,7 @@ class McpAgentConfig(AgentConfig):
         doc="Streamable HTTP endpoint of the MCP provider (e.g. http://127.0.0.1:7777/mcp). "
         "Exactly one of this and MCP_STDIO_COMMAND.",
     )
-    mcp_http_timeout: float = setting(
+    mcp_http_timeout: Seconds = setting(
         30.0,
         env="MCP_HTTP_TIMEOUT",
         doc="Seconds to connect to the HTTP provider and to answer a probe (calls themselves "
@@ -590,18 +684,16 @@ class McpAgentConfig(AgentConfig):
         doc="Command that runs the MCP provider over stdio (arguments after --, or "
         "MCP_STDIO_ARGS). Must be an absolute path unless MCP_STDIO_ALLOW_RELATIVE.",
     )
-    mcp_stdio_args: str = setting(
-        "",
+    mcp_stdio_args: tuple[str, ...] = setting(
+        (),
         env="MCP_STDIO_ARGS",
         doc="Comma-separated arguments for MCP_STDIO_COMMAND (arguments after -- replace them).",
-        listed=True,
     )
-    mcp_stdio_env: str = setting(
-        "",
+    mcp_stdio_env: tuple[str, ...] = setting(
+        (),
         env="MCP_STDIO_ENV",
         doc="Comma-separated environment for the stdio provider: KEY passes the agent's own "
         "value, KEY=value sets one. Nothing else is inherited but PATH, HOME, LANG and TMPDIR.",
-        listed=True,
     )
     mcp_stdio_workdir: str = setting(
         "",
@@ -620,7 +712,7 @@ class McpAgentConfig(AgentConfig):
         "spare); a new session past it answers 503.",
         positive=True,
     )
-    mcp_session_idle: float = setting(
+    mcp_session_idle: Seconds = setting(
         1800.0,
         env="MCP_SESSION_IDLE",
         doc="Seconds a stdio session may stay unused before its process is stopped.",

@@ -10,6 +10,7 @@ from typing import Any
 
 import attrs
 
+from nfrx.config import files
 from nfrx.config.files import default_path
 from nfrx.config.model import (
     AsrAgentConfig,
@@ -37,6 +38,8 @@ def flag(field: attrs.Attribute[Any]) -> str:
 
 def _default(field: attrs.Attribute[Any]) -> str:
     value = field.default
+    if isinstance(value, tuple):
+        value = ",".join(value)
     if isinstance(value, bool):
         return "`true`" if value else "`false`"
     if isinstance(value, float):
@@ -56,7 +59,9 @@ def table(cls: type[Any]) -> str:
         "|---|---|---|---|---|",
     ]
     for field in attrs.fields(cls):
-        key = "—" if field.name == "config_file" else f"`{field.name}`"
+        key = "—" if field.name == "config_file" else f"`{files.key(field)}`"
+        if field.name not in ("config_file", files.key(field)):
+            key += f" (deprecated: `{field.name}`)"
         meaning = field.metadata["help"]
         if field.metadata.get("secret"):
             meaning += " Secret: masked in --print-config and never logged."
@@ -84,8 +89,8 @@ def markdown() -> str:
         "2. the environment variable;",
         "3. the command-line flag.",
         "",
-        "YAML keys are the setting names below (the snake_case of the environment variable "
-        "names). An unknown key, a value of the wrong type or an invalid value stops the command "
+        "YAML keys are the setting names below: the snake_case of the environment variable "
+        "names. An unknown key, a value of the wrong type or an invalid value stops the command "
         "with one line naming the file and the key (exit status 2). Durations are seconds and "
         "also accept `90s`, `5m`, `1h30m`, `250ms`; comma-separated lists may also be YAML "
         "lists. `nfrx <command> --print-config` prints the effective settings (secrets masked) "

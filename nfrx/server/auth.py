@@ -8,6 +8,10 @@ the header itself and strips any value a client sent.
 from __future__ import annotations
 
 import hmac
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 
 def bearer_token(authorization: str | None) -> str | None:
@@ -30,20 +34,20 @@ def key_matches(presented: str | None, expected: str) -> bool:
     return hmac.compare_digest(presented.encode(), expected.encode())
 
 
-def roles_match(header: str | None, allowed: str) -> bool:
-    """True when the ``X-User-Roles`` value ``header`` names a role listed in ``allowed``."""
-    granted = {role.strip() for role in allowed.split(",") if role.strip()}
+def roles_match(header: str | None, allowed: Sequence[str]) -> bool:
+    """True when the ``X-User-Roles`` value ``header`` names one of the roles ``allowed``."""
+    granted = set(allowed)
     if not granted or not header:
         return False
     return any(role.strip() in granted for role in header.split(","))
 
 
-def authorized(token: str | None, key: str, roles_header: str | None, roles: str) -> bool:
+def authorized(token: str | None, key: str, roles_header: str | None, roles: Sequence[str]) -> bool:
     """The presented bearer ``token`` equals ``key``, or ``roles_header`` holds one of ``roles``.
 
     With neither a key nor roles configured, everything is allowed.
     """
-    if not key and not any(role.strip() for role in roles.split(",")):
+    if not key and not roles:
         return True
     if key and key_matches(token, key):
         return True

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from nfrx.config.values import split_list
 from nfrx.server.http_errors import HttpError
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Sequence
 
     Asgi = Callable[[Any, Any, Any], Awaitable[None]]
 
@@ -31,16 +30,15 @@ MAX_AGE_SECONDS = 600
 class OriginPolicy:
     """Which origins ``ALLOWED_ORIGINS`` allows (``*``: any)."""
 
-    def __init__(self, allowed: str) -> None:
-        origins = split_list(allowed)
-        self.any = "*" in origins
-        self.origins = frozenset(o.lower() for o in origins if o != "*")
+    def __init__(self, allowed: Sequence[str]) -> None:
+        self.any = "*" in allowed
+        self.origins = frozenset(o.lower() for o in allowed if o != "*")
 
     def allows(self, origin: str) -> bool:
         return bool(origin) and (self.any or origin.lower() in self.origins)
 
 
-def cors(app: Asgi, allowed: str) -> Asgi:
+def cors(app: Asgi, allowed: Sequence[str]) -> Asgi:
     """``app`` with CORS handling for HTTP requests (WebSockets pass through untouched)."""
     policy = OriginPolicy(allowed)
 

@@ -96,7 +96,7 @@ for kind in llm mcp docling asr; do
 done
 
 shopt -s nullglob
-for page in "$src"/man/*.[1-9] "$src"/man/*.[1-9].gz; do
+for page in "$src"/nfrx/share/man/*.[1-9] "$src"/nfrx/share/man/*.[1-9].gz; do
     name=$(basename "$page" .gz)
     dir=$root/usr/share/man/man${name##*.}
     mkdir -p "$dir"
@@ -107,7 +107,7 @@ for page in "$src"/man/*.[1-9] "$src"/man/*.[1-9].gz; do
     fi
     chmod 644 "$dir/$name.gz"
 done
-for script in "$src"/completions/*; do
+for script in "$src"/nfrx/share/completions/*; do
     name=$(basename "$script")
     case $name in
         *.bash | *.bash-completion | nfrx) dest=usr/share/bash-completion/completions/nfrx ;;

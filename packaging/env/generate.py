@@ -39,6 +39,8 @@ AGENTS: dict[str, type[Any]] = {
 
 def value(default: Any) -> str:
     """``default`` as an environment value nfrx parses back to the same setting."""
+    if isinstance(default, tuple):
+        return ",".join(default)
     if isinstance(default, bool):
         return "true" if default else "false"
     if isinstance(default, float):

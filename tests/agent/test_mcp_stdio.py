@@ -33,11 +33,11 @@ MODERN = "2026-07-28"
 
 
 def make_config(record: Path, *, legacy_only: bool = False, **changes: Any) -> McpAgentConfig:
-    args = "-m,tests.fixtures.mcp_stdio_provider" + (",--legacy-only" if legacy_only else "")
+    args = ("-m", "tests.fixtures.mcp_stdio_provider", *(["--legacy-only"] if legacy_only else []))
     config = McpAgentConfig(
         mcp_stdio_command=sys.executable,
         mcp_stdio_args=args,
-        mcp_stdio_env=f"NFRX_TEST_RECORD={record},PYTHONPATH={ROOT}",
+        mcp_stdio_env=(f"NFRX_TEST_RECORD={record}", f"PYTHONPATH={ROOT}"),
         mcp_stdio_workdir=str(ROOT),
     )
     return attrs.evolve(config, **changes)

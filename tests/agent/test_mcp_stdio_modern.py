@@ -43,8 +43,8 @@ META = {
 async def relay() -> AsyncIterator[TunnelSession]:
     config = McpAgentConfig(
         mcp_stdio_command=sys.executable,
-        mcp_stdio_args="-m,tests.fixtures.mcp_provider,--stdio",
-        mcp_stdio_env=f"PYTHONPATH={ROOT}",
+        mcp_stdio_args=("-m", "tests.fixtures.mcp_provider", "--stdio"),
+        mcp_stdio_env=(f"PYTHONPATH={ROOT}",),
         mcp_stdio_workdir=str(ROOT),
     )
     bridge = StdioBridge(config)

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -25,7 +26,7 @@ import nfrx.cli.llm
 import nfrx.cli.serve
 from nfrx._version import __version__
 from nfrx.cli import app
-from nfrx.config import reference
+from nfrx.config import reference, values
 from nfrx.config.model import AsrAgentConfig, DoclingAgentConfig, LlmAgentConfig, ServerConfig
 from tests.e2e.harness import clean_env
 
@@ -135,7 +136,7 @@ def test_version_wins_over_a_command(captured: list[Any]) -> None:
 def test_commands_are_exactly_the_working_ones() -> None:
     command = typer.main.get_command(app)
     commands = sorted(command.commands)  # type: ignore[attr-defined]
-    assert commands == ["asr", "completion", "docling", "llm", "mcp", "serve", "status"]
+    assert commands == ["asr", "completion", "docling", "llm", "man", "mcp", "serve", "status"]
 
 
 def test_help_lists_exactly_the_working_commands() -> None:
@@ -144,7 +145,7 @@ def test_help_lists_exactly_the_working_commands() -> None:
     head, _, commands = result.stdout.partition("Commands:")
     assert commands, result.stdout
     listed = [line.split()[0] for line in commands.splitlines() if line.startswith("  ")]
-    assert listed == ["serve", "llm", "mcp", "docling", "asr", "status", "completion"]
+    assert listed == ["serve", "llm", "mcp", "docling", "asr", "status", "completion", "man"]
     assert "--version" in head
 
 
@@ -559,3 +560,120 @@ def test_serve_on_a_taken_port_says_so_in_one_line() -> None:
     assert result.returncode == 1
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith(f"nfrx serve: cannot listen on 127.0.0.1:{port}: "), result.stderr
+
+
+# -- durations: one parser for flags, environment and config files ------------------------------
+
+DURATIONS = [("90s", 90.0), ("5m", 300.0), ("1h30m", 5400.0), ("250ms", 0.25), ("2.5", 2.5)]
+
+
+@pytest.mark.parametrize(("text", "seconds"), DURATIONS)
+def test_a_duration_reads_the_same_from_flag_env_and_file(
+    captured: list[Any], tmp_path: Path, text: str, seconds: float
+) -> None:
+    file = tmp_path / "llm.yaml"
+    file.write_text(f"request_timeout: {text}\n", encoding="utf-8")
+    sources = [
+        (["llm", "--request-timeout", text], {}),
+        (["llm"], {"REQUEST_TIMEOUT": text}),
+        (["llm", "--config", str(file)], {}),
+    ]
+    for args, env in sources:
+        result = invoke(args, env)
+        assert result.exit_code == 0, (args, env, result.output)
+    assert [config.request_timeout for config in captured] == [seconds] * 3
+
+
+BAD_DURATION = "'forever' is not a duration (examples: 30, 1.5, 90s, 5m, 1h30m)"
+
+
+def test_a_bad_duration_flag_names_the_flag_and_says_why(captured: list[Any]) -> None:
+    result = invoke(["serve", "--request-timeout", "forever"])
+    assert result.exit_code == 2
+    assert captured == []
+    assert "Usage:" in result.stderr
+    assert f"Invalid value for '--request-timeout': {BAD_DURATION}" in flat(result.stderr)
+
+
+def test_a_bad_duration_in_env_or_file_says_the_same(captured: list[Any], tmp_path: Path) -> None:
+    file = tmp_path / "server.yaml"
+    file.write_text("request_timeout: forever\n", encoding="utf-8")
+    from_env = invoke(["serve"], {"REQUEST_TIMEOUT": "forever"})
+    from_file = invoke(["serve", "--config", str(file)])
+    assert (from_env.exit_code, from_file.exit_code) == (2, 2)
+    assert captured == []
+    assert from_env.stderr == f"nfrx: configuration error: REQUEST_TIMEOUT: {BAD_DURATION}\n"
+    assert from_file.stderr == (
+        f"nfrx: configuration error: {file}: request_timeout: {BAD_DURATION}\n"
+    )
+
+
+@pytest.mark.parametrize(("command", "cls"), reference.COMMANDS)
+def test_help_calls_every_duration_a_duration(command: str, cls: type[Any]) -> None:
+    kinds = values.kinds(cls)
+    text = flat(invoke([command, "--help"]).stdout)
+    assert "A DURATION is a number of seconds (30, 1.5) or a number with units" in text
+    for field in attrs.fields(cls):
+        spelling = reference.flag(field)
+        if kinds[field.name] is values.DURATION:
+            assert f"{spelling} DURATION " in text, field.name
+        else:
+            assert f"{spelling} DURATION " not in text, field.name
+    if command == "serve":
+        assert "--llm-min-score <float> " in text  # a score, not a duration
+
+
+def test_a_score_is_a_number_not_a_duration(captured: list[Any]) -> None:
+    assert invoke(["serve", "--llm-min-score", "0.6"]).exit_code == 0
+    assert captured[0].llm_min_score == 0.6
+    result = invoke(["serve"], {"LLM_MIN_SCORE": "1m"})
+    assert result.exit_code == 2
+    assert result.stderr == "nfrx: configuration error: LLM_MIN_SCORE: '1m' is not a number\n"
+
+
+# -- lists: parsed once, the same from every source ---------------------------------------------
+
+
+def test_a_list_reads_the_same_from_flag_env_and_file(captured: list[Any], tmp_path: Path) -> None:
+    file = tmp_path / "server.yaml"
+    file.write_text("allowed_origins: [https://a.example, '*']\n", encoding="utf-8")
+    text = "https://a.example, *"
+    for args, env in [
+        (["serve", "--allowed-origins", text], {}),
+        (["serve"], {"ALLOWED_ORIGINS": text}),
+        (["serve", "--config", str(file)], {}),
+    ]:
+        assert invoke(args, env).exit_code == 0, (args, env)
+    assert [config.allowed_origins for config in captured] == [("https://a.example", "*")] * 3
+
+
+def test_list_defaults_and_empty_values(captured: list[Any]) -> None:
+    assert invoke(["serve"], {"API_HTTP_ROLES": " , "}).exit_code == 0
+    assert invoke(["serve", "--plugins", "LLM, asr"]).exit_code == 0
+    assert (captured[0].plugins, captured[0].api_http_roles) == (("all",), ())
+    assert captured[1].plugins == ("LLM", "asr")
+    assert "[default: all] [env: PLUGINS]" in flat(invoke(["serve", "--help"]).stdout)
+
+
+# -- one completion mechanism -------------------------------------------------------------------
+
+
+def test_typers_own_completion_options_are_gone() -> None:
+    assert "completion" not in invoke(["--help"]).stdout.partition("Commands:")[0]
+    result = invoke(["--install-completion"])
+    assert result.exit_code == 2
+    assert "No such option: --install-completion" in result.stderr
+
+
+def test_an_old_key_in_a_config_file_is_one_warning_line(
+    captured: list[Any], tmp_path: Path
+) -> None:
+    file = tmp_path / "server.yaml"
+    file.write_text("mcp_max_concurrency_per_client: 4\n", encoding="utf-8")
+    result = invoke(["serve", "--config", str(file)])
+    assert result.exit_code == 0, result.output
+    assert captured[0].mcp_max_concurrency_per_client == 4
+    assert result.stderr == (
+        f"nfrx: warning: {file}: key 'mcp_max_concurrency_per_client' is deprecated, "
+        "use 'broker_max_concurrency_per_client'\n"
+    )

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import attrs
 import pytest
 import yaml
 
 from nfrx.config.files import default_path
-from nfrx.config.load import ConfigError, load, render
+from nfrx.config.load import ConfigDeprecation, ConfigError, load, masked, render
 from nfrx.config.model import AgentConfig, LlmAgentConfig, ServerConfig
+from nfrx.config.reference import COMMANDS
 
 
 def write(path: Path, text: str) -> Path:
@@ -86,8 +89,14 @@ def test_lists_for_comma_settings(tmp_path: Path) -> None:
         tmp_path / "s.yaml", "allowed_origins: [https://a.example, '*']\napi_http_roles: [a, b]\n"
     )
     config = load(ServerConfig, {}, {"CONFIG_FILE": str(file)})
-    assert config.allowed_origins == "https://a.example,*"
-    assert config.api_http_roles == "a,b"
+    assert config.allowed_origins == ("https://a.example", "*")
+    assert config.api_http_roles == ("a", "b")
+    # A comma-separated string works too, as in the environment.
+    same = write(tmp_path / "same.yaml", "allowed_origins: 'https://a.example, *'\n")
+    assert load(ServerConfig, {}, {"CONFIG_FILE": str(same)}).allowed_origins == (
+        "https://a.example",
+        "*",
+    )
     bad = write(tmp_path / "bad.yaml", "host: [a, b]\n")
     with pytest.raises(ConfigError, match=r"host: expected a string \(quote it\), got a list"):
         load(ServerConfig, {}, {"CONFIG_FILE": str(bad)})
@@ -137,19 +146,19 @@ def test_render_masks_secrets_and_reloads(tmp_path: Path) -> None:
         ({"tls_cert": "c.pem"}, "TLS_KEY: missing"),
         ({"tls_key": "k.pem"}, "TLS_CERT: missing"),
         (
-            {"plugins": "llm,nope"},
+            {"plugins": ("llm", "nope")},
             "PLUGINS: unknown plugin 'nope' (known: llm, mcp, docling, asr; or all, none)",
         ),
-        ({"plugins": " , "}, "PLUGINS: empty"),
+        ({"plugins": ()}, "PLUGINS: empty"),
         ({"log_format": "xml"}, "LOG_FORMAT: 'xml' is not one of text, json"),
         (
             {"llm_queue_event_style": "loud"},
             "LLM_QUEUE_EVENT_STYLE: 'loud' is not one of comments, events",
         ),
-        ({"allowed_origins": "https://a/b"}, "ALLOWED_ORIGINS: 'https://a/b' is not an origin"),
+        ({"allowed_origins": ("https://a/b",)}, "ALLOWED_ORIGINS: 'https://a/b' is not an origin"),
     ],
 )
-def test_server_checks(flags: dict[str, str], message: str) -> None:
+def test_server_checks(flags: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError) as caught:
         load(ServerConfig, flags, {})
     assert str(caught.value).startswith(message), caught.value
@@ -158,14 +167,71 @@ def test_server_checks(flags: dict[str, str], message: str) -> None:
 @pytest.mark.parametrize(
     ("plugins", "enabled"),
     [
-        ("all", ("llm", "mcp", "docling", "asr")),
-        ("none", ()),
-        ("llm", ("llm",)),
-        ("asr, LLM", ("llm", "asr")),
-        ("LLM, all", ("llm", "mcp", "docling", "asr")),
+        (("all",), ("llm", "mcp", "docling", "asr")),
+        (("none",), ()),
+        (("llm",), ("llm",)),
+        (("asr", "LLM"), ("llm", "asr")),
+        (("LLM", "all"), ("llm", "mcp", "docling", "asr")),
     ],
 )
-def test_enabled_plugins(plugins: str, enabled: tuple[str, ...]) -> None:
+def test_enabled_plugins(plugins: tuple[str, ...], enabled: tuple[str, ...]) -> None:
     from nfrx.config.load import enabled_plugins
 
     assert enabled_plugins(plugins) == enabled
+
+
+# -- keys are the snake_case of the environment names -------------------------------------------
+
+
+@pytest.mark.parametrize(("command", "cls"), COMMANDS)
+def test_every_key_is_the_snake_case_of_its_variable(
+    tmp_path: Path, command: str, cls: type[Any]
+) -> None:
+    # Each setting given in the file under its documented key, with its default value.
+    defaults = masked(cls())
+    defaults.pop("config_file", None)
+    for field in attrs.fields(cls):
+        if field.name != "config_file":
+            assert field.metadata["env"].lower() in defaults, field.name
+    file = write(tmp_path / f"{command}.yaml", yaml.safe_dump(defaults))
+    loaded = load(cls, {}, {"CONFIG_FILE": str(file)})
+    assert attrs.evolve(loaded, config_file="") == cls()
+
+
+def test_broker_settings_take_their_variable_names(tmp_path: Path) -> None:
+    file = write(
+        tmp_path / "s.yaml",
+        "broker_max_req_bytes: 2048\nbroker_max_resp_bytes: 4096\n"
+        "broker_max_concurrency_per_client: 3\n",
+    )
+    config = load(ServerConfig, {}, {"CONFIG_FILE": str(file)})
+    assert (config.mcp_max_req_bytes, config.mcp_max_resp_bytes) == (2048, 4096)
+    assert config.mcp_max_concurrency_per_client == 3
+    assert "broker_max_req_bytes: 2048\n" in render(config)
+
+
+def test_the_old_broker_keys_still_work_with_a_warning(tmp_path: Path) -> None:
+    file = write(tmp_path / "s.yaml", "mcp_max_req_bytes: 2048\n")
+    with pytest.warns(ConfigDeprecation) as caught:
+        config = load(ServerConfig, {}, {"CONFIG_FILE": str(file)})
+    assert config.mcp_max_req_bytes == 2048
+    assert [str(w.message) for w in caught] == [
+        f"{file}: key 'mcp_max_req_bytes' is deprecated, use 'broker_max_req_bytes'"
+    ]
+
+
+def test_an_old_and_a_new_key_together_are_an_error(tmp_path: Path) -> None:
+    file = write(tmp_path / "s.yaml", "mcp_max_req_bytes: 1\nbroker_max_req_bytes: 2\n")
+    with pytest.raises(ConfigError) as caught:
+        load(ServerConfig, {}, {"CONFIG_FILE": str(file)})
+    assert str(caught.value) == (
+        f"{file}: 'mcp_max_req_bytes' and 'broker_max_req_bytes' are the same setting: "
+        "keep 'broker_max_req_bytes'"
+    )
+
+
+def test_a_check_on_a_file_value_names_the_file_and_the_key(tmp_path: Path) -> None:
+    file = write(tmp_path / "s.yaml", "broker_max_req_bytes: 0\n")
+    with pytest.raises(ConfigError) as caught:
+        load(ServerConfig, {}, {"CONFIG_FILE": str(file)})
+    assert str(caught.value) == f"{file}: broker_max_req_bytes: must be a positive number, got 0"

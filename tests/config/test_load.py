@@ -7,8 +7,10 @@ from typing import Any
 import attrs
 import pytest
 
+from nfrx.config import values
 from nfrx.config.load import ConfigError, load, masked, parse_duration
-from nfrx.config.model import AgentConfig, LlmAgentConfig, ServerConfig
+from nfrx.config.model import AgentConfig, LlmAgentConfig, ServerConfig, setting
+from nfrx.config.reference import COMMANDS
 
 # -- parse_duration -----------------------------------------------------------------------------
 
@@ -280,7 +282,7 @@ def test_masked_hides_server_secrets() -> None:
     assert out["host"] == "127.0.0.1"
     assert "ak-secret" not in repr(out)
     assert "ck-secret" not in repr(out)
-    assert set(out) == {f.name for f in attrs.fields(ServerConfig)}
+    assert set(out) == {f.metadata["env"].lower() for f in attrs.fields(ServerConfig)}
 
 
 def test_masked_hides_agent_secrets() -> None:
@@ -316,3 +318,24 @@ def test_masked_does_not_change_the_config() -> None:
     config = ServerConfig(api_key="ak")
     masked(config)
     assert config.api_key == "ak"
+
+
+# -- kinds ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("command", "cls"), COMMANDS)
+def test_every_setting_has_a_kind_and_seconds_are_durations(command: str, cls: type[Any]) -> None:
+    # A new duration declared as a plain float would refuse "5m": declare it as Seconds.
+    for name, kind in values.kinds(cls).items():
+        text = attrs.fields_dict(cls)[name].metadata["help"].lower()
+        if kind is values.NUMBER:
+            assert "second" not in text, f"{command}: {name} reads like a duration"
+
+
+def test_a_field_type_without_a_kind_is_refused() -> None:
+    @attrs.frozen
+    class Odd:
+        ratio: complex = setting(1j, env="ODD_RATIO", doc="Not a setting type.")
+
+    with pytest.raises(TypeError, match=r"Odd\.ratio: unsupported setting type"):
+        values.kinds(Odd)

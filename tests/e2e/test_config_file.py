@@ -66,7 +66,7 @@ def test_file_env_and_flags_in_order(tmp_path: Path) -> None:
     assert only_file["llm_queue_size"] == 7
     assert only_file["llm_queue_timeout"] == 120.0
     assert only_file["llm_queue_events"] is False
-    assert only_file["allowed_origins"] == "https://a.example,https://b.example"
+    assert only_file["allowed_origins"] == ["https://a.example", "https://b.example"]
     assert only_file["api_key"] == "***"
     assert only_file["host"] == "127.0.0.1"  # default
     # The environment overrides the file, flags override both; CONFIG_FILE names the file too.
@@ -101,7 +101,9 @@ def test_print_config_without_a_file() -> None:
     values = printed(result)
     assert result.stdout.splitlines()[0] == "# config file: none"
     assert values["port"] == 8080
-    assert values["plugins"] == "all"
+    assert values["plugins"] == ["all"]
+    assert values["broker_max_req_bytes"] == 10 * 1024 * 1024  # keys: the variables' snake_case
+    assert "mcp_max_req_bytes" not in values
 
 
 # -- errors -------------------------------------------------------------------------------------

@@ -81,15 +81,13 @@ def test_package_contents(deb: Path) -> None:
     assert entries["/etc/nfrx/server.env"].startswith("-rw-------")
     for kind in ("llm", "mcp", "docling", "asr"):
         assert f"/etc/nfrx/{kind}.env.example" in entries
-    for page in REPO.glob("man/*.[1-9]"):
+    pages = list(REPO.glob("nfrx/share/man/*.[1-9]"))
+    assert pages
+    for page in pages:
         assert f"/usr/share/man/man{page.suffix[1:]}/{page.name}.gz" in entries
-    completions = {p.name for p in REPO.glob("completions/*")}
-    if "nfrx.bash" in completions:
-        assert "/usr/share/bash-completion/completions/nfrx" in entries
-    if "_nfrx" in completions:
-        assert "/usr/share/zsh/vendor-completions/_nfrx" in entries
-    if "nfrx.fish" in completions:
-        assert "/usr/share/fish/vendor_completions.d/nfrx.fish" in entries
+    assert "/usr/share/bash-completion/completions/nfrx" in entries
+    assert "/usr/share/zsh/vendor-completions/_nfrx" in entries
+    assert "/usr/share/fish/vendor_completions.d/nfrx.fish" in entries
     assert "/usr/share/doc/nfrx/copyright" in entries
     assert all(" root/root " in line for line in entries.values())
     assert not [name for name in entries if "__pycache__" in name or name.endswith(".pyc")]

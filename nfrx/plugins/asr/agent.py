@@ -38,7 +38,7 @@ class AsrBackend:
         With ``ASR_MODELS`` set, those ids are announced instead and any HTTP answer below 500
         (a 404 from a server without the route included) counts as the backend being up.
         """
-        configured = tuple(m.strip() for m in self.config.asr_models.split(",") if m.strip())
+        configured = self.config.asr_models
         if configured:
             await probe_get(self.client, f"{self.base_url}/models", self._auth(), ok_below=500)
             return BackendState(models=configured)

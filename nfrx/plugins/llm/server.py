@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from quart import Blueprint, Response, request
 
-from nfrx.config.load import QUEUE_EVENT_STYLES
+from nfrx.config.checks import QUEUE_EVENT_STYLES
 from nfrx.plugins.llm.embeddings import run_split, splittable
 from nfrx.server.agent_socket import serve_agent
 from nfrx.server.catalog import ModelCatalog

@@ -46,7 +46,6 @@ import trio
 from nfrx.agent.proxy import Outcome
 from nfrx.agent.runtime import AgentExit, BackendState, BackendUnavailable
 from nfrx.config.load import ConfigError
-from nfrx.config.values import split_list
 from nfrx.plugins.mcp import wire
 from nfrx.protocol import ResetCode
 from nfrx.redact import redact
@@ -584,7 +583,7 @@ def provider_spec(config: McpAgentConfig, args: Sequence[str] | None = None) -> 
     workdir = config.mcp_stdio_workdir
     if workdir and not os.path.isdir(workdir):
         raise ConfigError(f"MCP_STDIO_WORKDIR: {workdir} is not a directory")
-    argv = tuple(args) if args is not None else tuple(split_list(config.mcp_stdio_args))
+    argv = tuple(args) if args is not None else config.mcp_stdio_args
     return ProviderSpec("stdio", command=resolved, args=argv, workdir=workdir)
 
 

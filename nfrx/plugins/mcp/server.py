@@ -45,7 +45,6 @@ from typing import TYPE_CHECKING, Any, Final
 import trio
 from quart import Blueprint, Response, request
 
-from nfrx.config.values import split_list
 from nfrx.plugins.mcp import wire
 from nfrx.plugins.mcp.reaper import sweep_forever
 from nfrx.plugins.mcp.relay import McpExchange
@@ -58,6 +57,8 @@ from nfrx.server.registry import AgentStatus
 from nfrx.server.request_body import BodyTimeout, next_chunk
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from nfrx.protocol import Response as ResponseHead
     from nfrx.server.gateway import Gateway
     from nfrx.server.registry import AgentRecord
@@ -118,7 +119,7 @@ def unauthorized() -> McpRefusal:
     )
 
 
-def _host_allowed(host: str, allowed: list[str]) -> bool:
+def _host_allowed(host: str, allowed: Sequence[str]) -> bool:
     host = host.strip().lower()
     bare = host.rsplit(":", 1)[0] if not host.endswith("]") else host
     return any(entry.lower() in (host, bare) for entry in allowed)
@@ -150,8 +151,8 @@ def blueprint(gateway: Gateway) -> Blueprint:
     registry = gateway.registry
     relays = McpRelays.of(gateway)
     origins = OriginPolicy(config.allowed_origins)
-    allowed_hosts = split_list(config.mcp_allowed_hosts)
-    api_configured = bool(config.api_key) or bool(split_list(config.api_http_roles))
+    allowed_hosts = config.mcp_allowed_hosts
+    api_configured = bool(config.api_key) or bool(config.api_http_roles)
 
     # -- the agents' tunnel, and the reaper riding on it ---------------------------------------
 

@@ -72,7 +72,6 @@ import trio
 
 from nfrx.agent.proxy import Outcome
 from nfrx.agent.runtime import BackendState, BackendUnavailable
-from nfrx.config.values import split_list
 from nfrx.plugins.mcp import splice, wire
 from nfrx.plugins.mcp.stdio_process import (
     ID,
@@ -162,7 +161,7 @@ def provider_argv(config: McpAgentConfig, args: Sequence[str] | None = None) -> 
         if found is None:
             raise ValueError(f"MCP_STDIO_COMMAND {command!r} is not on PATH")
         command = found
-    rest = list(args) if args is not None else split_list(config.mcp_stdio_args)
+    rest = list(args) if args is not None else list(config.mcp_stdio_args)
     return [command, *rest]
 
 
@@ -185,7 +184,7 @@ class StdioBridge:
     ) -> None:
         self.config = config
         self.argv = provider_argv(config, args)
-        self.env = build_env(split_list(config.mcp_stdio_env), os.environ)
+        self.env = build_env(config.mcp_stdio_env, os.environ)
         self.cwd = config.mcp_stdio_workdir or None
         self.poll_interval = PROBE_INTERVAL
         self.hello_options = hello_options

@@ -16,7 +16,7 @@ _nfrx() {
     for ((i = 1; i < COMP_CWORD; i++)); do
         word=${COMP_WORDS[i]}
         case "$cmd:$word" in
-            "nfrx:serve"|"nfrx:llm"|"nfrx:mcp"|"nfrx:docling"|"nfrx:asr"|"nfrx:status"|"nfrx:completion") cmd="${cmd} $word"; npos=0 ;;
+            "nfrx:serve"|"nfrx:llm"|"nfrx:mcp"|"nfrx:docling"|"nfrx:asr"|"nfrx:status"|"nfrx:completion"|"nfrx:man") cmd="${cmd} $word"; npos=0 ;;
             "nfrx serve:--host"|"nfrx serve:--port"|"nfrx serve:--api-key"|"nfrx serve:--client-key"|"nfrx serve:--request-timeout"|"nfrx serve:--max-request-bytes"|"nfrx serve:--max-upload-bytes"|"nfrx serve:--body-timeout"|"nfrx serve:--heartbeat-interval"|"nfrx serve:--agent-dead-after"|"nfrx serve:--agent-max-models"|"nfrx serve:--agent-max-model-name-bytes"|"nfrx serve:--drain-timeout"|"nfrx serve:--llm-min-score"|"nfrx serve:--llm-queue-size"|"nfrx serve:--llm-queue-timeout"|"nfrx serve:--llm-queue-event-style"|"nfrx serve:--llm-queue-update-seconds"|"nfrx serve:--llm-idle-timeout"|"nfrx serve:--llm-max-retries"|"nfrx serve:--llm-max-parallel-embeddings"|"nfrx serve:--mcp-max-req-bytes"|"nfrx serve:--mcp-max-resp-bytes"|"nfrx serve:--mcp-max-concurrency-per-client"|"nfrx serve:--mcp-max-streams-per-client"|"nfrx serve:--mcp-call-timeout"|"nfrx serve:--mcp-call-max"|"nfrx serve:--mcp-session-idle"|"nfrx serve:--mcp-max-sessions-per-client"|"nfrx serve:--mcp-allowed-hosts"|"nfrx serve:--public-url"|"nfrx serve:--transfer-ttl"|"nfrx serve:--jobs-client-ttl"|"nfrx serve:--jobs-sse-close-delay"|"nfrx serve:--jobs-lease-seconds"|"nfrx serve:--jobs-retention"|"nfrx serve:--jobs-max"|"nfrx serve:--config"|"nfrx serve:--metrics-port"|"nfrx serve:--plugins"|"nfrx serve:--allowed-origins"|"nfrx serve:--api-http-roles"|"nfrx serve:--client-http-roles"|"nfrx serve:--tls-cert"|"nfrx serve:--tls-key"|"nfrx serve:--log-format"|"nfrx serve:--log-level")
                 vopt=$word
                 if [[ ${COMP_WORDS[i+1]-} == "=" ]]; then ((i += 2)); else ((i += 1)); fi ;;
@@ -50,9 +50,9 @@ _nfrx() {
         case $cmd in
         "nfrx")
             if [[ $cur == -* ]]; then
-                words="--version -V --install-completion --show-completion --help"
+                words="--version -V --help"
             else
-                words="serve llm mcp docling asr status completion"
+                words="serve llm mcp docling asr status completion man"
             fi ;;
         "nfrx serve") words="--host --port --api-key --client-key --request-timeout --max-request-bytes --max-upload-bytes --body-timeout --heartbeat-interval --agent-dead-after --agent-max-models --agent-max-model-name-bytes --drain-timeout --llm-min-score --llm-queue-size --llm-queue-timeout --llm-queue-events --no-llm-queue-events --llm-queue-event-style --llm-queue-update-seconds --llm-idle-timeout --llm-max-retries --llm-max-parallel-embeddings --mcp-max-req-bytes --mcp-max-resp-bytes --mcp-max-concurrency-per-client --mcp-max-streams-per-client --mcp-call-timeout --mcp-call-max --mcp-session-idle --mcp-max-sessions-per-client --mcp-allowed-hosts --public-url --transfer-ttl --jobs-client-ttl --jobs-sse-close-delay --jobs-lease-seconds --jobs-requeue-expired --no-jobs-requeue-expired --jobs-lease-required --no-jobs-lease-required --jobs-retention --jobs-max --config --metrics-port --plugins --allowed-origins --api-http-roles --client-http-roles --tls-cert --tls-key --log-format --log-level --print-config --help" ;;
         "nfrx llm") words="--server-url --client-key --client-id --client-name --completion-base-url --completion-api-key --max-concurrency --model-poll-interval --embedding-batch-size --reconnect -r --request-timeout --drain-timeout --config --status-addr --metrics-port --ca-file --log-format --log-dir --log-level --print-config --help" ;;
@@ -74,6 +74,15 @@ _nfrx() {
             else
                 case $npos in
                     0) words="bash zsh fish" ;;
+                    *) words="" ;;
+                esac
+            fi ;;
+        "nfrx man")
+            if [[ $cur == -* ]]; then
+                words="--help"
+            else
+                case $npos in
+                    0) words="" ;;
                     *) words="" ;;
                 esac
             fi ;;

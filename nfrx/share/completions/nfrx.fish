@@ -14,9 +14,8 @@ complete -c nfrx -n '__fish_use_subcommand' -a docling -d 'Run a Docling agent n
 complete -c nfrx -n '__fish_use_subcommand' -a asr -d 'Run a speech-to-text agent next to an OpenAI-compatible transcription backend (faster-whisper-server, speaches, ...)'
 complete -c nfrx -n '__fish_use_subcommand' -a status -d 'Show what a server or an agent is doing'
 complete -c nfrx -n '__fish_use_subcommand' -a completion -d 'Print the completion script for SHELL (bash, zsh or fish) to standard output'
+complete -c nfrx -n '__fish_use_subcommand' -a man -d 'Show the manual page of nfrx, or of COMMAND (nfrx man serve)'
 complete -c nfrx -n '__fish_use_subcommand' -l version -s V -d 'Show the version and exit'
-complete -c nfrx -n '__fish_use_subcommand' -l install-completion -d 'Install completion for the current shell'
-complete -c nfrx -n '__fish_use_subcommand' -l show-completion -d 'Show completion for the current shell, to copy it or customize the installation'
 complete -c nfrx -n '__fish_use_subcommand' -l help -d 'Show this message and exit'
 
 # nfrx serve
@@ -188,3 +187,7 @@ complete -c nfrx -n '__fish_seen_subcommand_from status' -l help -d 'Show this m
 # nfrx completion
 complete -c nfrx -n '__fish_seen_subcommand_from completion' -l help -d 'Show this message and exit'
 complete -c nfrx -n '__fish_seen_subcommand_from completion' -a 'bash zsh fish'
+
+# nfrx man
+complete -c nfrx -n '__fish_seen_subcommand_from man' -l help -d 'Show this message and exit'
+complete -c nfrx -n '__fish_seen_subcommand_from man' -F
