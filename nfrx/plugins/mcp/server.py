@@ -168,6 +168,23 @@ def blueprint(gateway: Gateway) -> Blueprint:
 
     # -- admission -----------------------------------------------------------------------------
 
+    def client_key_admitted(relay_id: str, bearer: str | None) -> bool:
+        """True for a client key allowed on this relay now; its refusals as JSON-RPC errors."""
+        keys = gateway.client_keys
+        try:
+            return keys is not None and keys.admit(bearer, f"{KIND}:{relay_id}")
+        except HttpError as refused:
+            raise _refuse(
+                relay_id,
+                McpRefusal(
+                    refused.status,
+                    refused.code,
+                    refused.message,
+                    retryable=refused.status == 429,
+                    headers=refused.headers,
+                ),
+            ) from None
+
     def admit(relay_id: str) -> tuple[AgentRecord, str | None, bool]:
         """The checks common to every method (see the module docstring): the relay, the bearer,
         and whether the relay passes auth through."""
@@ -198,6 +215,8 @@ def blueprint(gateway: Gateway) -> Blueprint:
         api_ok = api_configured and auth.authorized(
             bearer, config.api_key, request.headers.get("X-User-Roles"), config.api_http_roles
         )
+        # A client key counts as the API key for the relays its routes allow.
+        api_ok = api_ok or client_key_admitted(relay_id, bearer)
         agent = registry.get(KIND, relay_id)
         if agent is None or agent.session.closed:
             if api_configured and not api_ok:
