@@ -24,6 +24,7 @@ A request served outside :func:`accounted` (a unit test's bare Quart app) has no
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
@@ -33,6 +34,8 @@ import trio
 from nfrx.server.usage import Usage
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from nfrx.server.gateway import Gateway
     from nfrx.server.proxy import Exchange
 
@@ -129,6 +132,17 @@ def current() -> RequestRecord | None:
     return _CURRENT.get()
 
 
+@contextlib.contextmanager
+def recording(record: RequestRecord) -> Iterator[RequestRecord]:
+    """Make ``record`` the current one for this task, and the tasks it starts, within the
+    block."""
+    token = _CURRENT.set(record)
+    try:
+        yield record
+    finally:
+        _CURRENT.reset(token)
+
+
 class ClientKeys(Protocol):
     """What the gateway asks of the keys plugin (:mod:`nfrx.plugins.keys`) to admit a request
     that carries a client key instead of the API key."""
@@ -177,11 +191,10 @@ def accounted(app: Any, gateway: Gateway) -> Any:
                 record.status = message["status"]
             await send(message)
 
-        token = _CURRENT.set(record)
         try:
-            await app(scope, receive, send_noted)
+            with recording(record):
+                await app(scope, receive, send_noted)
         finally:
-            _CURRENT.reset(token)
             record.ended = trio.current_time()
             for listener in gateway.request_listeners:
                 listener(record)

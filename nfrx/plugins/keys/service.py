@@ -174,8 +174,8 @@ class KeysService:
         self._window_delta: dict[WindowKey, int] = {}
         self._changes = trio.Lock()
         gateway.client_keys = self
-        gateway.exchange_listeners.append(self._exchange_ended)
-        gateway.request_listeners.append(self._request_ended)
+        gateway.exchange_listeners.append(self.exchange_ended)
+        gateway.request_listeners.append(self.request_ended)
 
     @classmethod
     def of(cls, gateway: Gateway) -> KeysService:
@@ -249,7 +249,9 @@ class KeysService:
 
     # -- accounting ----------------------------------------------------------------------------
 
-    def _exchange_ended(self, exchange: Exchange) -> None:
+    def exchange_ended(self, exchange: Exchange) -> None:
+        """Charge an exchange's tokens to the windows of its request's key (a gateway exchange
+        listener), so that the key's next request sees them."""
         record = accounting.current()
         usage = exchange.usage
         if record is None or record.key is None or usage is None or not usage.total:
@@ -261,7 +263,8 @@ class KeysService:
             window = (entry.key.id, period, start)
             self._window_delta[window] = self._window_delta.get(window, 0) + usage.total
 
-    def _request_ended(self, record: RequestRecord) -> None:
+    def request_ended(self, record: RequestRecord) -> None:
+        """Count a request that ended in its key's usage (a gateway request listener)."""
         entry = self._by_id.get(record.key) if record.key is not None else None
         if entry is None:
             return
