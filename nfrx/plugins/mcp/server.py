@@ -169,16 +169,21 @@ def blueprint(gateway: Gateway) -> Blueprint:
     # -- admission -----------------------------------------------------------------------------
 
     def client_key_admitted(relay_id: str, bearer: str | None) -> bool:
-        """True for a client key allowed on this relay now; its refusals as JSON-RPC errors."""
+        """True for a client key allowed on this relay now; its refusals (401, 403, 429) as
+        JSON-RPC errors."""
         keys = gateway.client_keys
         try:
             return keys is not None and keys.admit(bearer, f"{KIND}:{relay_id}")
         except HttpError as refused:
+            code = {
+                401: wire.RelayCode.UNAUTHORIZED,
+                403: wire.RelayCode.FORBIDDEN,
+            }.get(refused.status, wire.RelayCode.LIMIT_EXCEEDED)
             raise _refuse(
                 relay_id,
                 McpRefusal(
                     refused.status,
-                    refused.code,
+                    code,
                     refused.message,
                     retryable=refused.status == 429,
                     headers=refused.headers,
