@@ -138,24 +138,24 @@ def blueprint(gateway: Gateway) -> Blueprint:
             key, secret = await service.create(body)
         return _json({**service.view(key, service.clock(), detail=True), "secret": secret}, 201)
 
-    @bp.get("/keys/<ref>")
-    async def show(ref: str) -> Response:
+    @bp.get("/keys/<key>")
+    async def show(key: str) -> Response:
         with _translated():
-            key = service.find(ref)
-        return _json(service.view(key, service.clock(), detail=True))
+            found = service.find(key)
+        return _json(service.view(found, service.clock(), detail=True))
 
-    @bp.patch("/keys/<ref>")
-    async def update(ref: str) -> Response:
+    @bp.patch("/keys/<key>")
+    async def update(key: str) -> Response:
         body = await _body()
         with _translated():
-            key = await service.update(ref, body)
-        return _json(service.view(key, service.clock(), detail=True))
+            changed = await service.update(key, body)
+        return _json(service.view(changed, service.clock(), detail=True))
 
-    @bp.delete("/keys/<ref>")
-    async def revoke(ref: str) -> Response:
+    @bp.delete("/keys/<key>")
+    async def revoke(key: str) -> Response:
         with _translated():
-            key = await service.revoke(ref)
-        return _json(service.view(key, service.clock(), detail=True))
+            revoked = await service.revoke(key)
+        return _json(service.view(revoked, service.clock(), detail=True))
 
     @bp.get("/agent-setup")
     async def agent_setup() -> Response:
