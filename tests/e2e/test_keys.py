@@ -494,3 +494,24 @@ async def test_keys_usage_and_budgets_survive_a_clean_restart(tmp_path: Path) ->
             expect_error(over, 429, "insufficient_quota")  # the day's budget was spent before
             revoked = await http.post(chat, headers=bearer(gone), json=CHAT)
             expect_error(revoked, 401, "key_revoked")
+
+
+async def test_an_unreadable_key_store_stops_the_server_with_one_line(tmp_path: Path) -> None:
+    (tmp_path / "keys.db").write_bytes(b"not a database, whatever it was")
+    arguments = ["serve", "--host", "127.0.0.1", "--port", "0"]
+    async with nfrx("server", arguments, {"STATE_DIR": str(tmp_path)}) as server:
+        assert await server.wait_exit() == 1
+    assert server.lines[-1] == (
+        f"nfrx serve: cannot read the client keys: key store {tmp_path / 'keys.db'}: "
+        "file is not a database"
+    )
+
+
+async def test_the_cli_exits_2_when_the_api_key_is_refused(server: Server) -> None:
+    command = ["keys", "list", "--server", server.url, "--api-key", "wrong"]
+    async with nfrx("nfrx keys", command, {}) as proc:
+        assert await proc.wait_exit() == 2
+    assert proc.output() == (
+        f"nfrx keys: {server.url}/api/admin/keys answered 401: missing or invalid API key: send "
+        "'Authorization: Bearer <API_KEY>' (check --api-key / API_KEY)"
+    )
