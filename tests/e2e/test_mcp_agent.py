@@ -71,7 +71,7 @@ async def test_not_ready_until_the_provider_answers(tmp_path: Path) -> None:
 
         placeholder.close()
         provider = await trio.lowlevel.open_process(
-            [sys.executable, "-m", "tests.agent.mcp_http_provider", str(port)],
+            [sys.executable, "-m", "tests.fixtures.mcp_http_provider", str(port)],
             cwd=ROOT,
             env=clean_env({"NFRX_TEST_HEADERS": str(tmp_path / "headers.jsonl")}),
             stdout=subprocess.DEVNULL,
