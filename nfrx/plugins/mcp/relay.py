@@ -53,41 +53,29 @@ if TYPE_CHECKING:
 log = logging.getLogger("nfrx.mcp")
 
 SSE_HEADERS: Final = (("cache-control", "no-cache"), ("x-accel-buffering", "no"))
+_UNAVAILABLE: Final = frozenset(
+    {ResetCode.UPSTREAM_UNREACHABLE, ResetCode.DRAINING, ResetCode.OVERLOADED}
+)
+"""Reset codes that mean the provider could not take the request (worth a retry)."""
 
 
 def tunnel_error(request_id: str | None, exc: StreamReset | TunnelClosed, req_id: str) -> bytes:
     """The JSON-RPC error a client gets when the tunnel stream failed under its request."""
+    code, text, retryable = _tunnel_failure(exc)
+    return wire.relay_error(request_id, code, text, retryable=retryable, req_id=req_id)
+
+
+def _tunnel_failure(exc: StreamReset | TunnelClosed) -> tuple[str, str, bool]:
+    """What a failed tunnel stream means for the client: relay code, text, retryable."""
     if isinstance(exc, TunnelClosed):
-        return wire.relay_error(
-            request_id,
-            wire.RelayCode.PROVIDER_UNAVAILABLE,
-            f"the relay disconnected ({exc.reason})",
-            retryable=True,
-            req_id=req_id,
-        )
+        return wire.RelayCode.PROVIDER_UNAVAILABLE, f"the relay disconnected ({exc.reason})", True
     if exc.code == ResetCode.TIMEOUT:
-        return wire.relay_error(
-            request_id,
-            wire.RelayCode.TIMEOUT,
-            f"the relay gave up waiting for the provider ({exc.message or 'deadline passed'})",
-            retryable=True,
-            req_id=req_id,
-        )
-    if exc.code in (ResetCode.UPSTREAM_UNREACHABLE, ResetCode.DRAINING, ResetCode.OVERLOADED):
-        return wire.relay_error(
-            request_id,
-            wire.RelayCode.PROVIDER_UNAVAILABLE,
-            f"the provider is not available ({exc.message or exc.code})",
-            retryable=True,
-            req_id=req_id,
-        )
-    return wire.relay_error(
-        request_id,
-        wire.RelayCode.UPSTREAM_ERROR,
-        f"the provider failed ({exc.message or exc.code})",
-        retryable=False,
-        req_id=req_id,
-    )
+        why = exc.message or "deadline passed"
+        return wire.RelayCode.TIMEOUT, f"the relay gave up waiting for the provider ({why})", True
+    why = exc.message or exc.code
+    if exc.code in _UNAVAILABLE:
+        return wire.RelayCode.PROVIDER_UNAVAILABLE, f"the provider is not available ({why})", True
+    return wire.RelayCode.UPSTREAM_ERROR, f"the provider failed ({why})", False
 
 
 @attrs.define(eq=False, kw_only=True)
