@@ -50,6 +50,9 @@ class AgentRecord:
     inflight: int = 0
     processed_total: int = 0
     failures_total: int = 0
+    """Exchanges that failed on the agent's side: backend error, agent gone, timeout."""
+    cancelled_total: int = 0
+    """Exchanges their client gave up (disconnect, its own timeout): not the agent's failure."""
     connected_at: float = attrs.field(factory=time.time)
     busy_seconds_total: float = 0.0
     """Sum of the durations of this agent's finished exchanges (for average durations)."""
@@ -154,11 +157,22 @@ class AgentRegistry:
         record.dispatch_seq = next(self._dispatch_counter)
         self.wake()
 
-    def release(self, record: AgentRecord, *, failed: bool = False, counted: bool = True) -> None:
-        """Give the slot back; wakes waiters at once. ``counted=False``: the slot was never used
-        (its request left before starting), so no success or failure is recorded."""
+    def release(
+        self,
+        record: AgentRecord,
+        *,
+        failed: bool = False,
+        cancelled: bool = False,
+        counted: bool = True,
+    ) -> None:
+        """Give the slot back; wakes waiters at once. The exchange is counted as processed, as
+        failed, or -- ``cancelled``, which wins over ``failed`` -- as given up by its client.
+        ``counted=False``: the slot was never used (its request left before starting), so
+        nothing is recorded."""
         record.inflight -= 1
-        if counted and failed:
+        if counted and cancelled:
+            record.cancelled_total += 1
+        elif counted and failed:
             record.failures_total += 1
         elif counted:
             record.processed_total += 1

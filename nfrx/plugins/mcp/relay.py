@@ -107,34 +107,54 @@ class McpExchange:
         if self.counted:
             self.gateway.registry.acquire(self.agent)
 
-    def finish(self, *, code: str = ResetCode.CANCELLED, failed: bool = True) -> None:
-        """End the exchange (idempotent, never blocks): reset a live stream, free the slot."""
+    def finish(
+        self, *, code: str = ResetCode.CANCELLED, failed: bool = True, cancelled: bool = False
+    ) -> None:
+        """End the exchange (idempotent, never blocks): reset a live stream, free the slot,
+        count and log the outcome. ``cancelled``: the client left (see :meth:`client_left`);
+        a call stopped by the client's ``notifications/cancelled`` or the end of its session
+        counts as cancelled too. A cancelled call is no failure of the relay's agent."""
         if self._finished:
             return
         self._finished = True
         if self.stream is not None and self.stream.live:
             self.stream.reset(code)
         self.relay.remove(self.call)
+        by_client = cancelled or self.call.ended_by is not None
         if self.counted:
-            self.gateway.registry.release(self.agent, failed=failed)
-        if code == ResetCode.TIMEOUT:
-            outcome = "timeout"
-        elif self.call.ended_by is not None:
-            outcome = self.call.ended_by
-        elif failed or self.status is None or self.status >= 400:
-            outcome = "error"
-        else:
-            outcome = "success"
+            self.gateway.registry.release(self.agent, failed=failed, cancelled=by_client)
+        outcome = self._outcome(code, failed, cancelled)
         self.gateway.metrics.mcp_exchanges.labels(self.agent.id, self.kind, outcome).inc()
+        if by_client:
+            shown = "- cancelled by client"
+        else:
+            shown = str(self.status) if self.status is not None else "-"
         log.info(
             "%s relay=%s status=%s duration=%.3fs%s request_id=%s",
             self.label,
             self.agent.id,
-            self.status if self.status is not None else "-",
+            shown,
             trio.current_time() - self.call.started,
             f" ended_by={self.call.ended_by}" if self.call.ended_by else "",
             self.req_id,
         )
+
+    def client_left(self) -> None:
+        """The client is gone before the exchange ended (quart-trio cancelled the handler, the
+        body generator was closed, or the request's cleanups ran first)."""
+        self.finish(cancelled=True)
+
+    def _outcome(self, code: str, failed: bool, cancelled: bool) -> str:
+        """The ``nfrx_mcp_exchanges`` outcome label."""
+        if code == ResetCode.TIMEOUT:
+            return "timeout"
+        if self.call.ended_by is not None:
+            return self.call.ended_by
+        if cancelled:
+            return "cancelled"
+        if failed or self.status is None or self.status >= 400:
+            return "error"
+        return "success"
 
     # -- outcomes ------------------------------------------------------------------------------
 
@@ -205,7 +225,7 @@ class McpExchange:
         """Relay the exchange; returns the client's response and the provider's head (None if
         the exchange failed before it)."""
         self.start()
-        cleanups.append(self.finish)
+        cleanups.append(self.client_left)
         try:
             self.stream = stream = self.agent.session.open_stream(
                 method, path, headers, timeout=timeout, end=not body
@@ -321,7 +341,7 @@ class McpExchange:
             if call.request_id is not None:
                 yield wire.sse_message(tunnel_error(call.request_id, exc, self.req_id))
         finally:
-            self.finish()
+            self.client_left()  # a no-op unless the client left mid-stream
 
 
 async def _single(body: bytes) -> AsyncIterator[bytes]:
