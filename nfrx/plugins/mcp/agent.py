@@ -259,6 +259,10 @@ class McpHttpBackend:
         self._sessions: dict[str, set[_IdleClock]] = {}
         """In-flight requests' idle clocks by legacy session id (activity anywhere bumps all)."""
 
+    def describe(self, agent_id: str) -> str:
+        """What the agent serves, for its log lines (an MCP relay has no models)."""
+        return f"MCP relay at /api/mcp/id/{agent_id} (HTTP provider)"
+
     # -- probe ---------------------------------------------------------------------------------
 
     async def probe(self) -> BackendState:

@@ -98,6 +98,10 @@ class StdioBridge:
         """The pool's :meth:`~ProcessPool.readiness`."""
         return await self.pool.readiness()
 
+    def describe(self, agent_id: str) -> str:
+        """What the agent serves, for its log lines (an MCP relay has no models)."""
+        return f"MCP relay at /api/mcp/id/{agent_id} (stdio provider)"
+
     # -- the HTTP front ------------------------------------------------------------------------
 
     async def handle(self, stream: IncomingStream) -> Outcome:

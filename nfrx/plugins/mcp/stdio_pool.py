@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import trio
 
-from nfrx.agent.runtime import BackendState, BackendUnavailable
+from nfrx.agent.runtime import BackendStarting, BackendState, BackendUnavailable
 from nfrx.config.values import split_list
 from nfrx.plugins.mcp import wire
 from nfrx.plugins.mcp.stdio_process import Call, Child, Delivery, SpawnFailed, build_env
@@ -244,7 +244,8 @@ class ProcessPool:
 
     async def readiness(self) -> BackendState:
         """Ready while a process can take the next exchange (the spare, or the shared modern
-        process); raises :class:`BackendUnavailable` with the latest failure otherwise."""
+        process); raises :class:`BackendStarting` while that process is starting and
+        :class:`BackendUnavailable` with the latest failure otherwise."""
         await trio.lowlevel.checkpoint()
         if self._nursery is None:
             raise BackendUnavailable("the stdio bridge is not running")
@@ -255,7 +256,7 @@ class ProcessPool:
         if keeper is None or not keeper.alive:
             if self.modern is False and self.processes >= self.max_processes:
                 return BackendState()  # busy, not broken: new sessions get 503
-            raise BackendUnavailable(f"starting the stdio provider {self.argv[0]}")
+            raise BackendStarting(f"starting the stdio provider {self.argv[0]}")
         return BackendState()
 
     def session(self, session_id: str) -> Child | None:

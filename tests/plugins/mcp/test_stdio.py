@@ -16,7 +16,7 @@ import attrs
 import pytest
 import trio
 
-from nfrx.agent.runtime import BackendUnavailable
+from nfrx.agent.runtime import BackendStarting, BackendUnavailable
 from nfrx.config.model import McpAgentConfig
 from nfrx.plugins.mcp import modern_validation, stdio_exchange, wire
 from nfrx.plugins.mcp.stdio import StdioBridge
@@ -523,6 +523,17 @@ def test_relative_command_needs_permission(tmp_path: Path) -> None:
     assert os.path.isabs(provider_argv(allowed)[0])
 
 
+async def test_a_provider_that_is_starting_is_not_a_failure(tmp_path: Path) -> None:
+    bridge = StdioBridge(make_config(tmp_path / "r"))
+    with trio.fail_after(CAP):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(bridge.run)
+            # The era probe and the spare take a process start at least: not ready, not broken.
+            with pytest.raises(BackendStarting, match="starting the stdio provider"):
+                await bridge.probe()
+            nursery.cancel_scope.cancel()
+
+
 async def test_a_provider_that_cannot_start_is_not_ready(tmp_path: Path) -> None:
     config = attrs.evolve(make_config(tmp_path / "r"), mcp_stdio_command=str(tmp_path / "missing"))
     bridge = StdioBridge(config)
@@ -531,6 +542,7 @@ async def test_a_provider_that_cannot_start_is_not_ready(tmp_path: Path) -> None
             await nursery.start(bridge.run)
             while not bridge.pool.last_error:  # noqa: ASYNC110 (the supervisor sets no event for it)
                 await trio.sleep(0.02)
-            with pytest.raises(BackendUnavailable, match="cannot start"):
+            with pytest.raises(BackendUnavailable, match="cannot start") as failure:
                 await bridge.probe()
+            assert not isinstance(failure.value, BackendStarting)
             nursery.cancel_scope.cancel()
