@@ -46,17 +46,9 @@ class McpRefusal(HttpError):
 
 
 def draining() -> McpRefusal:
-    return McpRefusal(
-        503,
-        wire.RelayCode.DRAINING,
-        "the server is shutting down and accepts no new requests",
-        retryable=True,
-        headers={"Retry-After": "5"},
+    return _retry_soon(
+        wire.RelayCode.DRAINING, "the server is shutting down and accepts no new requests"
     )
-
-
-def forbidden(message: str) -> McpRefusal:
-    return McpRefusal(403, wire.RelayCode.FORBIDDEN, message)
 
 
 def unauthorized() -> McpRefusal:
@@ -70,17 +62,11 @@ def unauthorized() -> McpRefusal:
 
 def unavailable(message: str) -> McpRefusal:
     """503 ``MCP_PROVIDER_UNAVAILABLE``, worth retrying in a few seconds."""
-    return McpRefusal(
-        503,
-        wire.RelayCode.PROVIDER_UNAVAILABLE,
-        message,
-        retryable=True,
-        headers={"Retry-After": "5"},
-    )
+    return _retry_soon(wire.RelayCode.PROVIDER_UNAVAILABLE, message)
 
 
-def relay_not_found(message: str) -> McpRefusal:
-    return McpRefusal(404, wire.RelayCode.RELAY_NOT_FOUND, message)
+def _retry_soon(nfrx_code: str, message: str) -> McpRefusal:
+    return McpRefusal(503, nfrx_code, message, retryable=True, headers={"Retry-After": "5"})
 
 
 def not_json() -> McpRefusal:

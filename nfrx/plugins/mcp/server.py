@@ -48,6 +48,7 @@ from quart import Blueprint, Response, request
 from nfrx.config.values import split_list
 from nfrx.plugins.mcp import refusals, wire
 from nfrx.plugins.mcp.reaper import sweep_forever
+from nfrx.plugins.mcp.refusals import McpRefusal
 from nfrx.plugins.mcp.relay import McpExchange
 from nfrx.plugins.mcp.sessions import Call, EndedBy, McpRelays, McpSession, credential_hash
 from nfrx.server import auth
@@ -56,7 +57,6 @@ from nfrx.server.cors import OriginPolicy
 from nfrx.server.registry import AgentStatus
 
 if TYPE_CHECKING:
-    from nfrx.plugins.mcp.refusals import McpRefusal
     from nfrx.protocol import Response as ResponseHead
     from nfrx.server.gateway import Gateway
     from nfrx.server.registry import AgentRecord
@@ -165,12 +165,18 @@ class McpRelayRoutes:
         """403 for a ``Host`` outside ``MCP_ALLOWED_HOSTS`` or a foreign ``Origin``."""
         host = request.headers.get("Host", "")
         if self.allowed_hosts and not refusals.host_allowed(host, self.allowed_hosts):
-            raise _refuse(relay_id, refusals.forbidden(f"the Host {host!r} is not allowed"))
+            raise _refuse(
+                relay_id,
+                McpRefusal(403, wire.RelayCode.FORBIDDEN, f"the Host {host!r} is not allowed"),
+            )
         origin = request.headers.get("Origin")
         if origin is not None and not (
             self.origins.allows(origin) or refusals.same_origin(origin, host)
         ):
-            raise _refuse(relay_id, refusals.forbidden(f"the Origin {origin!r} is not allowed"))
+            raise _refuse(
+                relay_id,
+                McpRefusal(403, wire.RelayCode.FORBIDDEN, f"the Origin {origin!r} is not allowed"),
+            )
 
     def _connected_relay(self, relay_id: str, api_ok: bool) -> AgentRecord:
         """The relay's agent; else 401 for a caller without the API key when API auth is
@@ -183,7 +189,10 @@ class McpRelayRoutes:
         if relay_id in self.relays.seen:
             message = f"relay offline: {relay_id!r} is not connected now"
             raise _refuse(relay_id, refusals.unavailable(message))
-        raise _refuse(relay_id, refusals.relay_not_found(f"no MCP relay {relay_id!r} is known"))
+        raise _refuse(
+            relay_id,
+            McpRefusal(404, wire.RelayCode.RELAY_NOT_FOUND, f"no MCP relay {relay_id!r} is known"),
+        )
 
     async def read_message(self, relay_id: str) -> tuple[bytes, wire.Message]:
         """The body, whole (415 unless JSON, 413 past ``BROKER_MAX_REQ_BYTES``), and the one
@@ -463,7 +472,9 @@ class McpRelayRoutes:
         agent = self.registry.get(KIND, relay_id)
         if agent is None or agent.session.closed or agent.options.get("auth_passthrough") != "true":
             # Only a pass-through relay has metadata to show; which other ids exist is not said.
-            raise refusals.relay_not_found("no protected-resource metadata here")
+            raise McpRefusal(
+                404, wire.RelayCode.RELAY_NOT_FOUND, "no protected-resource metadata here"
+            )
         call = Call("", None, None, None, trio.current_time() + METADATA_TIMEOUT)
         headers = (
             ("accept", "application/json"),

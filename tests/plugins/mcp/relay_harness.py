@@ -29,6 +29,7 @@ from nfrx.server.gateway import Gateway
 from nfrx.server.registry import AgentRecord
 from nfrx.server.runner import hypercorn_config
 from nfrx.transport.errors import StreamReset
+from nfrx.transport.session import TunnelSession
 from nfrx.transport.streams import IncomingStream
 from tests.transport.helpers import Tunnel, open_tunnel
 
@@ -79,6 +80,24 @@ class Relay:
 Script = Callable[[IncomingStream, Agent], Awaitable[None]]
 
 
+def connect(
+    gateway: Gateway, session: TunnelSession, options: dict[str, str], status: str = "ready"
+) -> AgentRecord:
+    """Register relay :data:`RELAY` on ``session`` (what the connect route does)."""
+    record = AgentRecord(
+        kind="mcp",
+        id=RELAY,
+        name="box",
+        version="test",
+        session=session,
+        max_concurrency=4,
+        status=status,
+        options=options,
+    )
+    gateway.registry.add(record)
+    return record
+
+
 @asynccontextmanager
 async def serve_relay(
     script: Script, *, options: dict[str, str] | None = None, **settings: Any
@@ -103,16 +122,7 @@ async def serve_relay(
 
     with trio.fail_after(CAP):
         async with open_tunnel(handler) as tunnel, trio.open_nursery() as nursery:
-            record = AgentRecord(
-                kind="mcp",
-                id=RELAY,
-                name="box",
-                version="test",
-                session=tunnel.server,
-                max_concurrency=4,
-                options={"transport": "stdio", **(options or {})},
-            )
-            gateway.registry.add(record)
+            record = connect(gateway, tunnel.server, {"transport": "stdio", **(options or {})})
             shutdown = trio.Event()
             binds: list[str] = await nursery.start(
                 functools.partial(
@@ -212,15 +222,5 @@ async def relay_routes(
         await trio.sleep_forever()
 
     async with open_tunnel(handler) as tunnel:
-        record = AgentRecord(
-            kind="mcp",
-            id=RELAY,
-            name="box",
-            version="test",
-            session=tunnel.server,
-            max_concurrency=4,
-            status=status,
-            options=options or {},
-        )
-        gateway.registry.add(record)
+        record = connect(gateway, tunnel.server, options or {}, status)
         yield Routes(routes, record, QuartTrio("test"))
