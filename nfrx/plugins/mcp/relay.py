@@ -125,19 +125,25 @@ class McpExchange:
             self.gateway.registry.release(self.agent, failed=failed, cancelled=by_client)
         outcome = self._outcome(code, failed, cancelled)
         self.gateway.metrics.mcp_exchanges.labels(self.agent.id, self.kind, outcome).inc()
-        if by_client:
-            shown = "- cancelled by client"
-        else:
-            shown = str(self.status) if self.status is not None else "-"
         log.info(
             "%s relay=%s status=%s duration=%.3fs%s request_id=%s",
             self.label,
             self.agent.id,
-            shown,
+            self._shown_status(by_client),
             trio.current_time() - self.call.started,
             f" ended_by={self.call.ended_by}" if self.call.ended_by else "",
             self.req_id,
         )
+
+    def _shown_status(self, by_client: bool) -> str:
+        """The access log's ``status=``: the provider's, or how the client ended the exchange
+        (a long-lived stream the client closes is how such a stream normally ends)."""
+        status = str(self.status) if self.status is not None else "-"
+        if not by_client:
+            return status
+        if self.call.stream and self.status is not None:
+            return f"{status} closed by client"
+        return "- cancelled by client"
 
     def client_left(self) -> None:
         """The client is gone before the exchange ended (quart-trio cancelled the handler, the

@@ -153,10 +153,10 @@ def answer_json(message: dict[str, Any], *headers: tuple[str, str]) -> Script:
 
 
 async def progress_then_wait(stream: IncomingStream, agent: Agent) -> None:
-    """An SSE answer to a request: one progress event, then nothing until the server resets the
-    stream; anything else (a notification) is accepted with 202."""
+    """An SSE answer to a request or a GET: one progress event, then nothing until the server
+    resets the stream; a notification or a client's response is accepted with 202."""
     kind = dict(stream.request.headers).get(wire.Meta.KIND)
-    if kind != wire.Kind.REQUEST:
+    if kind in (wire.Kind.NOTIFICATION, wire.Kind.RESPONSE):
         await stream.send_response(202, (), end=True)
         return
     await stream.send_response(200, SSE)

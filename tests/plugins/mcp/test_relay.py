@@ -26,6 +26,7 @@ from nfrx.protocol import ResetCode
 from nfrx.transport.errors import StreamReset, TunnelClosed
 from tests.plugins.mcp.relay_harness import (
     API_KEY,
+    RELAY,
     Relay,
     access_lines,
     progress_then_wait,
@@ -136,6 +137,20 @@ async def test_a_deleted_session_cancels_its_calls(caplog: pytest.LogCaptureFixt
     (line,) = access_lines(caplog)
     assert "status=- cancelled by client duration=" in line, line
     assert " ended_by=session_ended " in line, line
+
+
+async def test_a_stream_the_client_closes_is_logged_as_closed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with serve_relay(progress_then_wait) as relay, httpx.AsyncClient() as client:
+        state = McpRelays.of(relay.gateway).state(relay.record)
+        state.sessions["s1"] = McpSession("s1", credential_hash(API_KEY))
+        headers = relay.headers(mcp_session_id="s1")
+        async with client.stream("GET", relay.url, headers=headers) as response:
+            assert response.status_code == 200
+        await relay.agent.reset.wait()
+    (line,) = access_lines(caplog)
+    assert f"GET /api/mcp/id/{RELAY} relay={RELAY} status=200 closed by client " in line, line
 
 
 async def test_a_provider_failure_is_a_failure(caplog: pytest.LogCaptureFixture) -> None:
