@@ -409,7 +409,7 @@ class McpRelayRoutes:
             raise _refuse(relay_id, refusals.too_many("streams", None, streams))
         call = Call("", None, session.id if session else None, None, math.inf, stream=True)
         response, _ = await self._relay_empty(
-            relay_id, agent, passthrough, call, era, "stream", timeout=None
+            relay_id, agent, passthrough, call, era, "GET", timeout=None
         )
         return response
 
@@ -420,7 +420,7 @@ class McpRelayRoutes:
         # Not attached to the session: ending the session below must not stop this exchange.
         call = Call("", None, None, None, trio.current_time() + timeout)
         response, head = await self._relay_empty(
-            relay_id, agent, passthrough, call, era, "delete", timeout=timeout
+            relay_id, agent, passthrough, call, era, "DELETE", timeout=timeout
         )
         if session is not None and head is not None and (head.status < 300 or head.status == 404):
             self.relays.state(agent).end_session(session.id)
@@ -443,14 +443,15 @@ class McpRelayRoutes:
         passthrough: bool,
         call: Call,
         era: str,
-        kind: str,
+        method: str,
         *,
         timeout: float | None,
     ) -> tuple[Response, ResponseHead | None]:
-        """Relay a bodiless exchange (GET or DELETE: ``kind`` ``stream`` or ``delete``)."""
+        """Relay a bodiless exchange: a GET stream or a DELETE."""
+        kind = "stream" if method == "GET" else "delete"
         meta = [(wire.Meta.ERA, era), (wire.Meta.KIND, kind)]
         response, head = await self.exchange(agent, call, None, kind).run(
-            request.method,
+            method,
             "/",
             self.tunnel_headers(relay_id, passthrough, meta),
             b"",
@@ -465,7 +466,19 @@ class McpRelayRoutes:
             return await self.post(relay_id)
         if request.method == "GET":
             return await self.get_stream(relay_id)
-        return await self.delete(relay_id)
+        if request.method == "DELETE":
+            return await self.delete(relay_id)
+        # HEAD, which every GET rule also answers: no MCP method (it used to run a DELETE).
+        raise _refuse(
+            relay_id,
+            McpRefusal(
+                405,
+                wire.RelayCode.INVALID_MESSAGE,
+                f"{request.method} is not an MCP method: use POST, GET or DELETE",
+                headers={"Allow": "GET, POST, DELETE"},
+                code=wire.INVALID_REQUEST,
+            ),
+        )
 
     async def metadata(self, relay_id: str) -> Response:
         """A pass-through relay's protected-resource metadata, fetched through the tunnel."""

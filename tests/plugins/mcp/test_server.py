@@ -345,3 +345,20 @@ async def test_metadata_is_only_served_for_a_passthrough_relay() -> None:
         assert (served.status_code, served.json()) == (200, document)
         method, headers, _ = relay.agent.requests[0]
         assert (method, headers[wire.Meta.KIND]) == ("GET", "metadata")
+
+
+async def test_head_is_no_mcp_method_and_never_deletes_the_session() -> None:
+    async with relay_routes() as r, r.request(method="HEAD", headers={"Mcp-Session-Id": "s1"}):
+        with pytest.raises(McpRefusal) as info:
+            await r.routes.mcp(RELAY)
+    assert refusal_of(info) == (405, "MCP_INVALID_MESSAGE", None)
+    assert info.value.headers["Allow"] == "GET, POST, DELETE"
+    assert "HEAD is not an MCP method" in json.loads(info.value.payload)["error"]["message"]
+
+    async with serve_relay(answer_json({})) as relay, httpx.AsyncClient() as client:
+        state = McpRelays.of(relay.gateway).state(relay.record)
+        state.sessions["s1"] = McpSession("s1", credential_hash(API_KEY))
+        answer = await client.head(relay.url, headers=relay.headers(mcp_session_id="s1"))
+        assert answer.status_code == 405
+        assert relay.agent.requests == []
+        assert list(state.sessions) == ["s1"]
