@@ -4,7 +4,12 @@ Text (readable lines) or JSON (one object per line: time, level, logger, message
 for agents with LOG_DIR also a rotating file. JSON uses the standard library: the four fields and
 an optional traceback need no extra dependency. Secrets never reach a log: the code does not log
 them, and every configured secret value is masked in each formatted line as a second line of
-defence (an exception message quoting a header, say).
+defence (an exception message quoting a header, say); so are the credentials and query values of
+every URL in it (:func:`nfrx.redact.redact`).
+
+One record is one line: the text format escapes control characters in the message (``\\n`` and
+``\\r`` as such, others as ``\\xNN``), so an agent name or id with a newline cannot forge a line of
+its own. JSON escapes them by itself. A traceback keeps its lines.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from nfrx.config.values import ConfigError
+from nfrx.redact import redact
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -46,6 +52,23 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
+_ESCAPES = {
+    **{code: f"\\x{code:02x}" for code in [*range(0x20), *range(0x7F, 0xA0)] if code != 0x09},
+    0x0A: "\\n",
+    0x0D: "\\r",
+    0x2028: "\\u2028",
+    0x2029: "\\u2029",
+}
+"""What :class:`TextFormatter` writes for a control character (or a Unicode line break)."""
+
+
+class TextFormatter(logging.Formatter):
+    """The readable format, one line per record: control characters in the message escaped."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return super().formatMessage(record).translate(_ESCAPES)
+
+
 class _Masking(logging.Formatter):
     def __init__(self, inner: logging.Formatter, secrets: Iterable[str]) -> None:
         super().__init__()
@@ -59,7 +82,7 @@ class _Masking(logging.Formatter):
         line = self._inner.format(record)
         for secret in self._secrets:
             line = line.replace(secret, "***")
-        return line
+        return redact(line)
 
 
 def configure(
@@ -119,4 +142,4 @@ def _formatter(fmt: str, *, file: bool) -> logging.Formatter:
         return JsonFormatter()
     # A file outlives the day: its lines carry the date.
     datefmt = "%Y-%m-%d %H:%M:%S" if file else "%H:%M:%S"
-    return logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", datefmt)
+    return TextFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", datefmt)

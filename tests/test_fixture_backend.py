@@ -384,6 +384,20 @@ async def test_stream_wire_format(backend: FixtureBackend, http: httpx.AsyncClie
     assert {c["id"] for c in chunks} == {"chatcmpl-fixture-1"}
 
 
+async def test_stream_without_usage_chunk(http: httpx.AsyncClient) -> None:
+    body = chat_body(stream=True, usage=False)
+    resp = await http.post("/chat/completions", json=body)
+    payloads = sse_data(resp.text)
+    assert payloads[-1] == "[DONE]"
+    chunks = [json.loads(p) for p in payloads[:-1]]
+    assert len(chunks) == 3 + 1
+    assert all(c["choices"] for c in chunks)
+    assert "usage" not in chunks[-1]
+    bad = await http.post("/chat/completions", json=chat_body(usage="no"))
+    assert bad.status_code == 400
+    assert bad.json()["error"]["message"] == "fixture.usage must be a boolean"
+
+
 async def test_completions_stream_wire_format(http: httpx.AsyncClient) -> None:
     body = {"model": "m", "prompt": "x", "stream": True, "fixture": {"events": 2}}
     resp = await http.post("/completions", json=body)

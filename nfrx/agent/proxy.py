@@ -7,8 +7,10 @@ to stop generating.
 
 Backend failures are reported as stream resets with a reason the server maps to the client's
 answer: ``upstream_unreachable`` when nothing reached the backend (the request may go elsewhere),
-``upstream_error`` when it failed after that. :func:`forward` also returns an :class:`Outcome`, so
-that the agent can re-probe a backend that looks unwell at once instead of at its next poll.
+``upstream_error`` when it failed after that. The reset's message is for the server's log only
+(clients get the code), and its URLs are redacted (:func:`nfrx.redact.redact`) all the same.
+:func:`forward` also returns an :class:`Outcome`, so that the agent can re-probe a backend that
+looks unwell at once instead of at its next poll.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import httpx
 
 from nfrx.headers import HOP_BY_HOP
 from nfrx.protocol import ResetCode
+from nfrx.redact import redact
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -199,13 +202,14 @@ async def forward(
         return Outcome.SERVER_ERROR if resp.status_code >= 500 else Outcome.ANSWERED
     except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
         stream.reset(
-            ResetCode.UPSTREAM_UNREACHABLE, f"cannot reach the backend at {base_url}: {exc}"
+            ResetCode.UPSTREAM_UNREACHABLE,
+            redact(f"cannot reach the backend at {base_url}: {exc}"),
         )
         return Outcome.UNREACHABLE
     except httpx.HTTPError as exc:
         stream.reset(
             ResetCode.UPSTREAM_ERROR,
-            f"the backend at {base_url} failed: {type(exc).__name__}: {exc}",
+            redact(f"the backend at {base_url} failed: {type(exc).__name__}: {exc}"),
         )
         return Outcome.BROKEN
 

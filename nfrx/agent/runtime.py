@@ -38,6 +38,7 @@ from nfrx.agent.metrics import AgentMetrics, create_metrics_app
 from nfrx.agent.proxy import Outcome
 from nfrx.config.model import default_client_id, default_client_name
 from nfrx.protocol import PROTOCOL_VERSION, Drain, Frame, Goodbye, Hello, Status
+from nfrx.redact import redact
 from nfrx.transport import websocket_agent
 from nfrx.transport.errors import HandshakeFailed, HandshakeRefused
 from nfrx.transport.handshake import agent_handshake
@@ -105,10 +106,13 @@ class Backend(Protocol):
 
 
 class AgentExit(Exception):
-    """The agent stops for a reason the operator must see (one line) and a non-zero status."""
+    """The agent stops for a reason the operator must see (one line) and a non-zero status.
+
+    The CLI prints the message as is: its URLs are redacted here (:func:`nfrx.redact.redact`).
+    """
 
     def __init__(self, message: str, code: int = 1) -> None:
-        super().__init__(message)
+        super().__init__(redact(message))
         self.code = code
 
 
@@ -191,7 +195,7 @@ class AgentRuntime:
                 token = status.load_or_create_token(token_file)
             except OSError as exc:
                 raise AgentExit(f"cannot use the control token file {token_file}: {exc}") from None
-            app = status.create_status_app(self, token)
+            app = status.create_status_app(self, token, host)
             binds = await self._bind(nursery, "STATUS_ADDR", app, host, port, stop)
             log.info("status API on %s (control token in %s)", ", ".join(binds), token_file)
         if self.config.metrics_port:

@@ -2,16 +2,23 @@
 
 Routes::
 
-    GET  /status            what the agent is doing (JSON; no token needed)
+    GET  /status            what the agent is doing (JSON; more with X-Auth-Token, see below)
     GET  /version           {"version", "build_sha", "build_date"}
     POST /control/drain     take no new requests, keep running      (X-Auth-Token)
     POST /control/undrain   take requests again                      (X-Auth-Token)
     POST /control/shutdown  drain, then exit 0 like a first SIGTERM  (X-Auth-Token)
 
-Control requests must come from a loopback address (403 otherwise, even when STATUS_ADDR binds
-another interface) and carry the token (401 otherwise). The token is created on first use,
-``secrets.token_hex(32)``, in ``worker.token`` (mode 0600) next to ``CONFIG_FILE`` or in the user's
-config directory, and reused after that; its path is logged, never its value.
+``GET /status`` without the token is the reduced view (:data:`PRIVATE_FIELDS` left out: the
+server and backend URLs and the last error name private addresses); with it, the whole document,
+its URLs redacted all the same (:mod:`nfrx.redact`: no userinfo, no query values). Every request
+must name this API in its ``Host``: a loopback name or address, or STATUS_ADDR's host; any other
+is answered 421, so that a web page whose DNS name was rebound to 127.0.0.1 cannot read it from
+a browser. Control requests must come from a loopback address (403 otherwise, even when
+STATUS_ADDR binds another interface) and carry the token (401 otherwise).
+
+The token is created on first use, ``secrets.token_hex(32)``, in ``worker.token`` (mode 0600) next
+to ``CONFIG_FILE`` or in the user's config directory, and reused after that; its path is logged,
+never its value. ``nfrx status --agent`` sends it when it can read that file.
 
 The app runs under hypercorn in the runtime's nursery (see :meth:`AgentRuntime.run`); handlers only
 read the runtime or call its drain/undrain/shutdown methods, which never block.
@@ -32,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from nfrx._version import __version__
+from nfrx.redact import redact, redact_url
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -121,22 +129,30 @@ def load_or_create_token(path: Path) -> str:
 # -- the app -----------------------------------------------------------------------------------
 
 
-def status_document(runtime: AgentRuntime) -> dict[str, Any]:
-    """The body of ``GET /status``."""
-    return {
+PRIVATE_FIELDS = ("server_url", "backend_url", "last_error")
+"""``GET /status`` fields shown only to a caller with the token."""
+
+
+def status_document(runtime: AgentRuntime, *, full: bool = True) -> dict[str, Any]:
+    """The body of ``GET /status``: with ``full``, :data:`PRIVATE_FIELDS` too (redacted)."""
+    document: dict[str, Any] = {
         "state": runtime.state_name,
-        "server_url": runtime.config.server_url,
-        "backend_url": runtime.backend_url,
+        "server_url": redact_url(runtime.config.server_url),
+        "backend_url": redact_url(runtime.backend_url),
         "connected_to_server": runtime.session is not None,
         "connected_to_backend": runtime.backend_ready,
         "models": list(runtime.state.models),
         "current_jobs": runtime.inflight,
         "max_concurrency": runtime.config.max_concurrency,
-        "last_error": runtime.last_error,
+        "last_error": redact(runtime.last_error),
         "version": __version__,
         "client_id": runtime.agent_id,
         "client_name": runtime.name,
     }
+    if not full:
+        for name in PRIVATE_FIELDS:
+            del document[name]
+    return document
 
 
 def _is_loopback(address: str) -> bool:
@@ -146,7 +162,28 @@ def _is_loopback(address: str) -> bool:
         return False
 
 
-def create_status_app(runtime: AgentRuntime, token: str) -> QuartTrio:
+def host_allowed(host_header: str, status_host: str) -> bool:
+    """True when a request's ``Host`` names this API: ``localhost`` (or a name under it), a
+    loopback address, or ``status_host`` (STATUS_ADDR's host), any port."""
+    host = host_header.strip().lower()
+    if host.startswith("["):  # [v6]:port
+        host = host[1:].partition("]")[0]
+    elif host.count(":") == 1:
+        host = host.partition(":")[0]
+    host = host.rstrip(".")
+    if not host:
+        return False
+    return (
+        host == "localhost"
+        or host.endswith(".localhost")
+        or _is_loopback(host)
+        or host == status_host.lower().strip("[]")
+    )
+
+
+def create_status_app(runtime: AgentRuntime, token: str, status_host: str = "") -> QuartTrio:
+    """The status/control app (see the module docstring); ``status_host`` is STATUS_ADDR's host,
+    accepted in ``Host`` besides loopback names."""
     from quart import Response, jsonify, request
     from quart_trio import QuartTrio
 
@@ -158,9 +195,24 @@ def create_status_app(runtime: AgentRuntime, token: str) -> QuartTrio:
     def error(status: int, code: str, message: str) -> tuple[Response, int]:
         return jsonify({"error": {"code": code, "message": message}}), status
 
+    def has_token() -> bool:
+        sent = request.headers.get(TOKEN_HEADER, "")
+        return hmac.compare_digest(sent.encode(), token.encode())
+
+    @app.before_request
+    async def check_host() -> tuple[Response, int] | None:
+        if host_allowed(request.headers.get("Host", ""), status_host):
+            return None
+        return error(
+            421,
+            "misdirected_request",
+            "this agent's status API answers only requests for a loopback host or its "
+            "STATUS_ADDR host",
+        )
+
     @app.get("/status")
     async def status() -> Response:
-        return jsonify(status_document(runtime))
+        return jsonify(status_document(runtime, full=has_token()))
 
     @app.get("/version")
     async def version() -> Response:
@@ -172,8 +224,7 @@ def create_status_app(runtime: AgentRuntime, token: str) -> QuartTrio:
     async def control(action: str) -> tuple[Response, int]:
         if not _is_loopback(request.remote_addr or ""):
             return error(403, "forbidden", "control requests are only accepted from loopback")
-        sent = request.headers.get(TOKEN_HEADER, "")
-        if not hmac.compare_digest(sent.encode(), token.encode()):
+        if not has_token():
             return error(401, "unauthorized", f"missing or wrong {TOKEN_HEADER}")
         reason = f"/control/{action} request"
         if action == "drain":

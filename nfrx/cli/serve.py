@@ -30,6 +30,9 @@ def command(
     max_upload_bytes: Annotated[
         int | None, typer.Option(help=doc(ServerConfig, "max_upload_bytes"))
     ] = None,
+    body_timeout: Annotated[
+        float | None, typer.Option(help=doc(ServerConfig, "body_timeout"))
+    ] = None,
     heartbeat_interval: Annotated[
         float | None, typer.Option(help=doc(ServerConfig, "heartbeat_interval"))
     ] = None,
@@ -54,6 +57,9 @@ def command(
             "--llm-queue-events/--no-llm-queue-events",
             help=doc(ServerConfig, "llm_queue_events"),
         ),
+    ] = None,
+    llm_queue_event_style: Annotated[
+        str | None, typer.Option(help=doc(ServerConfig, "llm_queue_event_style"))
     ] = None,
     llm_queue_update_seconds: Annotated[
         float | None, typer.Option(help=doc(ServerConfig, "llm_queue_update_seconds"))

@@ -12,13 +12,16 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Mapping, Sequence
 
 HELP = (
-    "Show what a server or an agent is doing. --server URL reads the server's /api/state (with "
-    "API_KEY) and prints its agents, models and queue; --agent URL reads a local agent's "
-    "/status (its STATUS_ADDR). --json prints the raw JSON; --watch refreshes it every "
-    "--interval seconds until Ctrl-C."
+    "Show what a server or an agent is doing. By default it reads the local server's /api/state "
+    "(http://127.0.0.1:8080, or the HOST, PORT, TLS_CERT and API_KEY that 'nfrx serve' would "
+    "use, from the environment or its config file) and prints its agents, models and queue; "
+    "--server URL reads another server's (with API_KEY); --agent URL reads a local agent's "
+    "/status (its STATUS_ADDR), sending the agent's control token when its file is readable "
+    "(without it the server and backend URLs and the last error are not shown). --json prints "
+    "the raw JSON; --watch refreshes it every --interval seconds until Ctrl-C."
 )
 
 TIMEOUT = 10.0
@@ -42,6 +45,20 @@ def state_url(server: str) -> str:
     return base if base.endswith("/api/state") else f"{base}/api/state"
 
 
+def local_server(environ: Mapping[str, str] | None = None) -> tuple[str, str]:
+    """The base URL and API key of the server ``nfrx serve`` would run here, from the same
+    settings (defaults < config file < ``environ``). Raises ConfigError."""
+    from nfrx.config.load import load
+    from nfrx.config.model import ServerConfig
+
+    config = load(ServerConfig, {}, environ)
+    host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(config.host, config.host)
+    if ":" in host:
+        host = f"[{host}]"
+    scheme = "https" if config.tls_cert else "http"
+    return f"{scheme}://{host}:{config.port}", config.api_key
+
+
 def agent_url(agent: str) -> str:
     """``/status`` of an agent given as ``http://host:port`` or just ``host:port``."""
     base = agent.rstrip("/")
@@ -50,11 +67,29 @@ def agent_url(agent: str) -> str:
     return base if base.endswith("/status") else f"{base}/status"
 
 
-def fetch(url: str, api_key: str = "") -> dict[str, Any]:
-    """GET ``url`` as JSON; raises :class:`StatusError` (code 2 for a refused key)."""
+def read_token(path: str) -> str:
+    """The agent's control token from ``path`` (the agent's own default location when empty:
+    next to ``CONFIG_FILE`` or in the user's config directory), or "" if it cannot be read."""
+    import os
+    from pathlib import Path
+
+    from nfrx.agent.status import token_path
+
+    file = Path(path) if path else token_path(os.environ.get("CONFIG_FILE", ""))
+    try:
+        return file.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return ""
+
+
+def fetch(url: str, api_key: str = "", token: str = "") -> dict[str, Any]:
+    """GET ``url`` as JSON (with the API key for a server, the control token for an agent);
+    raises :class:`StatusError` (code 2 for a refused key)."""
     import httpx
 
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    if token:
+        headers["X-Auth-Token"] = token
     try:
         with httpx.Client(timeout=TIMEOUT, trust_env=False) as client:
             response = client.get(url, headers=headers)
@@ -131,11 +166,13 @@ def render_server(state: dict[str, Any]) -> str:
         agent_rows = [
             [
                 agent.get("name") or agent.get("id", "?"),
+                agent.get("id", "?"),
                 agent.get("status", "?"),
                 _names(agent.get("models", [])),
                 f"{agent.get('inflight', 0)}/{agent.get('max_concurrency', 0)}",
                 agent.get("processed_total", 0),
                 agent.get("failures_total", 0),
+                agent.get("cancelled_total", 0),
                 f"{agent.get('input_tokens_total', 0)}/{agent.get('output_tokens_total', 0)}",
             ]
             for agent in agents
@@ -146,11 +183,13 @@ def render_server(state: dict[str, Any]) -> str:
                 table(
                     [
                         "NAME",
+                        "ID",
                         "STATUS",
                         "MODELS",
                         "INFLIGHT",
                         "PROCESSED",
                         "FAILURES",
+                        "CANCELLED",
                         "TOKENS IN/OUT",
                     ],
                     agent_rows,
@@ -237,12 +276,22 @@ AGENT_FIELDS = (
 )
 
 
+HIDDEN = "(needs the control token)"
+"""Shown for a field the agent leaves out of its reduced view (no token sent)."""
+
+PRIVATE_FIELDS = ("server_url", "backend_url", "last_error")
+"""The fields an agent shows only with its token (nfrx.agent.status.PRIVATE_FIELDS, not
+imported: this command stays light)."""
+
+
 def render_agent(status: dict[str, Any]) -> str:
     """The readable form of an agent's ``/status`` document."""
     rows = []
     for key, label in AGENT_FIELDS:
         value = status.get(key)
-        if key == "current_jobs":
+        if key in PRIVATE_FIELDS and key not in status:
+            text = HIDDEN
+        elif key == "current_jobs":
             text = f"{value}/{status.get('max_concurrency', '?')}"
         elif isinstance(value, bool):
             text = "yes" if value else "no"
@@ -260,7 +309,10 @@ def render_agent(status: dict[str, Any]) -> str:
 def command(
     server: Annotated[
         str | None,
-        typer.Option(help="Base URL of an nfrx server (http://host:port); reads /api/state."),
+        typer.Option(
+            help="Base URL of an nfrx server (http://host:port); reads /api/state. [default: "
+            "the local server, from HOST and PORT]"
+        ),
     ] = None,
     agent: Annotated[
         str | None,
@@ -269,7 +321,15 @@ def command(
     api_key: Annotated[
         str | None,
         typer.Option(
-            envvar="API_KEY", help="API key for --server. [env: API_KEY]", show_envvar=False
+            envvar="API_KEY", help="API key for the server. [env: API_KEY]", show_envvar=False
+        ),
+    ] = None,
+    token_file: Annotated[
+        str | None,
+        typer.Option(
+            metavar="PATH",
+            help="The agent's control token file for --agent [default: worker.token next to "
+            "CONFIG_FILE, else in the user's config directory, like the agent].",
         ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the raw JSON.")] = False,
@@ -285,23 +345,33 @@ def command(
         ),
     ] = None,
 ) -> None:
-    if (server is None) == (agent is None):
-        typer.echo("nfrx status: give exactly one of --server URL or --agent URL", err=True)
+    if server is not None and agent is not None:
+        typer.echo("nfrx status: give one of --server URL or --agent URL, not both", err=True)
         raise typer.Exit(2)
     if interval is not None and not interval > 0:
         typer.echo("nfrx status: --interval needs a positive number of seconds", err=True)
         raise typer.Exit(2)
     render: Callable[[dict[str, Any]], str]
-    if server is not None:
+    token = ""
+    if agent is not None:
+        url, key, render = agent_url(agent), "", render_agent
+        token = read_token(token_file or "")
+    elif server is not None:
         url, key, render = state_url(server), api_key or "", render_server
     else:
-        assert agent is not None
-        url, key, render = agent_url(agent), "", render_agent
+        from nfrx.config.load import ConfigError
+
+        try:
+            local, local_key = local_server()
+        except ConfigError as exc:
+            typer.echo(f"nfrx status: configuration error: {exc} (or give --server URL)", err=True)
+            raise typer.Exit(2) from None
+        url, key, render = state_url(local), api_key or local_key, render_server
     try:
         if watch or interval is not None:
-            _watch(url, key, render, as_json, interval or DEFAULT_WATCH)
+            _watch(url, key, token, render, as_json, interval or DEFAULT_WATCH)
         else:
-            _show(url, key, render, as_json)
+            _show(url, key, token, render, as_json)
     except StatusError as exc:
         typer.echo(f"nfrx status: {exc}", err=True)
         raise typer.Exit(exc.code) from None
@@ -309,13 +379,20 @@ def command(
         raise typer.Exit(0) from None
 
 
-def _show(url: str, key: str, render: Callable[[dict[str, Any]], str], as_json: bool) -> None:
-    document = fetch(url, key)
+def _show(
+    url: str, key: str, token: str, render: Callable[[dict[str, Any]], str], as_json: bool
+) -> None:
+    document = fetch(url, key, token)
     typer.echo(json.dumps(document, indent=2) if as_json else render(document))
 
 
 def _watch(
-    url: str, key: str, render: Callable[[dict[str, Any]], str], as_json: bool, every: float
+    url: str,
+    key: str,
+    token: str,
+    render: Callable[[dict[str, Any]], str],
+    as_json: bool,
+    every: float,
 ) -> None:
     """Refresh until Ctrl-C. A failed fetch is shown and retried (the server may be
     restarting); a refused key ends it. JSON is printed one document per line."""
@@ -325,7 +402,7 @@ def _watch(
     clear = sys.stdout.isatty() and not as_json
     while True:
         try:
-            document = fetch(url, key)
+            document = fetch(url, key, token)
             text = json.dumps(document, separators=(",", ":")) if as_json else render(document)
         except StatusError as exc:
             if exc.code == 2:

@@ -21,6 +21,7 @@ import yaml
 from nfrx.config import files
 from nfrx.config.values import ConfigError, convert, parse_duration, split_list
 from nfrx.plugins import SERVER_PLUGINS
+from nfrx.redact import redact
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -39,6 +40,9 @@ __all__ = [
 T = TypeVar("T")
 
 LOG_FORMATS = ("text", "json")
+
+QUEUE_EVENT_STYLES = ("comments", "events")
+"""``LLM_QUEUE_EVENT_STYLE`` (and the ``X-Nfrx-Queue-Events`` request header)."""
 
 
 class _OsDefault:
@@ -150,6 +154,8 @@ def validate(config: Any, labels: Mapping[str, str] | None = None) -> None:
             raise ConfigError(f"{env}: {value!r} is not one of debug, info, warning, error")
         if field.name == "log_format" and value.lower() not in LOG_FORMATS:
             raise ConfigError(f"{env}: {value!r} is not one of {', '.join(LOG_FORMATS)}")
+        if field.name == "llm_queue_event_style" and value.lower() not in QUEUE_EVENT_STYLES:
+            raise ConfigError(f"{env}: {value!r} is not one of {', '.join(QUEUE_EVENT_STYLES)}")
         if field.name == "plugins":
             try:
                 enabled_plugins(value)
@@ -238,11 +244,17 @@ def _ssl_reason(exc: Exception) -> str:
 
 
 def masked(config: Any) -> dict[str, Any]:
-    """The config as a dict with secrets replaced by ``***`` (for logs and --print-config)."""
+    """The config as a dict with secrets replaced by ``***`` and the URLs in every other text
+    redacted (no userinfo, no query values: :func:`nfrx.redact.redact`), for logs and
+    --print-config."""
     out: dict[str, Any] = {}
     for field in attrs.fields(type(config)):
         value = getattr(config, field.name)
-        out[field.name] = "***" if field.metadata.get("secret") and value else value
+        if field.metadata.get("secret") and value:
+            value = "***"
+        elif isinstance(value, str):
+            value = redact(value)
+        out[field.name] = value
     return out
 
 

@@ -91,6 +91,13 @@ class ServerConfig:
         "the agent, never held in memory), in bytes.",
         minimum=0,
     )
+    body_timeout: float = setting(
+        60.0,
+        env="BODY_TIMEOUT",
+        doc="Seconds a client may pause while sending a request body (no byte arrives) "
+        "before the request is answered 408 and its connection closed.",
+        positive=True,
+    )
     heartbeat_interval: float = setting(
         5.0, env="HEARTBEAT_INTERVAL", doc="Seconds between tunnel pings (both directions)."
     )
@@ -126,14 +133,24 @@ class ServerConfig:
     llm_queue_events: bool = setting(
         True,
         env="LLM_QUEUE_EVENTS",
-        doc="Streaming requests that wait get 'event: nfrx.queue' SSE events with their "
-        "position at once (false: the response head waits until an agent takes the request).",
+        doc="Streaming requests that wait get their response head at once and nfrx.queue "
+        "updates with their position, in the form LLM_QUEUE_EVENT_STYLE says (false: the "
+        "response head waits until an agent takes the request).",
         flag="--llm-queue-events / --no-llm-queue-events",
+    )
+    llm_queue_event_style: str = setting(
+        "comments",
+        env="LLM_QUEUE_EVENT_STYLE",
+        doc="How a waiting stream's nfrx.queue updates are sent: comments (SSE comment lines, "
+        "': nfrx.queue {...}', which every SSE client ignores: the openai and anthropic SDKs "
+        "work unchanged) or events ('event: nfrx.queue' named events, as the original nfrx "
+        "sends; some clients choke on them). A client may choose per request with the header "
+        "X-Nfrx-Queue-Events: comments|events.",
     )
     llm_queue_update_seconds: float = setting(
         10.0,
         env="LLM_QUEUE_UPDATE_SECONDS",
-        doc="Seconds between nfrx.queue events while a streaming request waits (0: only the "
+        doc="Seconds between nfrx.queue updates while a streaming request waits (0: only the "
         "first one).",
         minimum=0,
     )

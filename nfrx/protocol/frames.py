@@ -213,3 +213,6 @@ class ResetCode:
     """The agent has no capacity for this stream; the request can go elsewhere."""
     INTERNAL = "internal_error"
     """A bug or unexpected failure on the sender's side."""
+    BAD_AGENT_RESPONSE = "bad_agent_response"
+    """The server refused the agent's response: a head no HTTP client may be sent (a 1xx status,
+    an invalid header) or a body that does not match its ``content-length``."""

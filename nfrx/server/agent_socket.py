@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, cast
 from quart import Response, websocket
 
 from nfrx._version import __version__
+from nfrx.plugins import MODEL_PLUGINS
 from nfrx.protocol import PROTOCOL_VERSION, Frame, Goodbye, Refuse, Status, Welcome
 from nfrx.server import auth
 from nfrx.server.registry import AgentRecord, DuplicateAgent
@@ -36,6 +37,14 @@ def _json_response(status: int, code: str, message: str) -> Response:
         status=status,
         content_type="application/json",
     )
+
+
+def describe(kind: str, status: str, models: tuple[str, ...], capacity: int) -> str:
+    """An agent's state for the log: ``ready, 2 models, capacity 4``; the model count only for
+    kinds whose agents serve named models (:data:`~nfrx.plugins.MODEL_PLUGINS`)."""
+    if kind not in MODEL_PLUGINS:
+        return f"{status}, capacity {capacity}"
+    return f"{status}, {len(models)} model{'' if len(models) == 1 else 's'}, capacity {capacity}"
 
 
 async def serve_agent(gateway: Gateway, kind: str) -> Response | None:
@@ -94,12 +103,10 @@ async def serve_agent(gateway: Gateway, kind: str) -> Response | None:
                 embedding_batch_size=frame.embedding_batch_size,
             )
             log.info(
-                "%s agent %s: %s, %d models, capacity %d",
+                "%s agent %s: %s",
                 kind,
                 record.name,
-                frame.status,
-                len(frame.models),
-                frame.max_concurrency,
+                describe(kind, frame.status, frame.models, frame.max_concurrency),
             )
 
     session = TunnelSession(
@@ -157,14 +164,12 @@ async def serve_agent(gateway: Gateway, kind: str) -> Response | None:
             )
         )
         log.info(
-            "%s agent %s (%s) connected from %s: %s, %d models, capacity %d",
+            "%s agent %s (%s) connected from %s: %s",
             kind,
             record.name,
             record.id,
             websocket.remote_addr,
-            hello.status,
-            len(hello.models),
-            hello.max_concurrency,
+            describe(kind, hello.status, hello.models, hello.max_concurrency),
         )
         await session.run()
     finally:

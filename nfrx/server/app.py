@@ -15,14 +15,17 @@ import logging
 from typing import TYPE_CHECKING, Any, cast
 
 import trio
-from quart import Blueprint, Response, jsonify, request
+from quart import Blueprint, Response, has_request_context, jsonify, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing.exceptions import WebsocketMismatch
 
+from nfrx._version import __version__
 from nfrx.config.load import enabled_plugins
 from nfrx.plugins import SERVER_PLUGINS
 from nfrx.server import metrics, openapi, state
 from nfrx.server.cors import cors
+from nfrx.server.guard import guarded
 from nfrx.server.http_errors import HttpError
 from nfrx.server.proxy import RelayBroken
 from nfrx.server.request_body import BoundedConnection, BoundedRequest
@@ -64,8 +67,12 @@ async def _discard_body() -> bool:
 
 
 async def _answer(error: HttpError) -> Response:
+    if not has_request_context():
+        # A WebSocket upgrade refused before accept(): this HTTP response is its answer (there
+        # is no request body to discard, and no error style but the default).
+        return Response(error.json_bytes(), status=error.status, content_type="application/json")
     response = error_response(error)
-    if error.status == 413 or not await _discard_body():
+    if error.status in (408, 413) or not await _discard_body():
         # An unread body would make the connection unusable for the client's next request
         # (hypercorn drops it at a moment the client cannot predict): say so explicitly.
         response.headers["Connection"] = "close"
@@ -78,7 +85,8 @@ def create_quart_app(gateway: Gateway) -> QuartTrio:
     app.request_class = BoundedRequest
     app.asgi_http_class = BoundedConnection
     # Streams (SSE generations, uploads) may legitimately last long: nfrx enforces its own
-    # deadlines (REQUEST_TIMEOUT) with cancel scopes, so Quart's blanket 60 s limits are off.
+    # deadlines (REQUEST_TIMEOUT; BODY_TIMEOUT between body chunks, see request_body) with cancel
+    # scopes, so Quart's blanket 60 s limits are off.
     app.config["RESPONSE_TIMEOUT"] = None
     app.config["BODY_TIMEOUT"] = None
     app.config["MAX_CONTENT_LENGTH"] = None
@@ -90,6 +98,17 @@ def create_quart_app(gateway: Gateway) -> QuartTrio:
 
     @app.errorhandler(HTTPException)
     async def handle_werkzeug(error: HTTPException) -> Response:
+        if isinstance(error, WebsocketMismatch):
+            # A WebSocket upgrade on a plain HTTP route (or the reverse).
+            return await _answer(
+                HttpError(
+                    400,
+                    "websocket_mismatch",
+                    "this route does not take WebSocket connections"
+                    if not has_request_context()
+                    else "this route takes WebSocket connections only",
+                )
+            )
         status = error.code or 500
         code = {404: "not_found", 405: "method_not_allowed"}.get(status, "http_error")
         message = {
@@ -97,6 +116,17 @@ def create_quart_app(gateway: Gateway) -> QuartTrio:
             405: "method not allowed on this route",
         }.get(status, error.description or "error")
         return await _answer(HttpError(status, code, message))
+
+    @app.get("/")
+    async def index() -> Response:
+        # People land on the dashboard; an API client (JSON, or */*) gets where things are.
+        if request.accept_mimetypes.best_match([JSON, "text/html"]) == "text/html":
+            response = Response(b"", status=302)
+            response.headers["Location"] = DASHBOARD
+        else:
+            response = jsonify(index_document(gateway))
+        response.headers["Vary"] = "Accept"
+        return response
 
     @app.get("/healthz")
     async def healthz() -> Response:
@@ -123,6 +153,36 @@ def create_quart_app(gateway: Gateway) -> QuartTrio:
     return app
 
 
+JSON = "application/json"
+DASHBOARD = "/state"
+
+PLUGIN_APIS = {
+    "llm": "/api/llm/v1",
+    "mcp": "/api/mcp/id/{id}",
+    "docling": "/api/docling/v1",
+    "asr": "/api/asr/v1",
+}
+"""Where each plugin's client API starts (for ``GET /``)."""
+
+
+def index_document(gateway: Gateway) -> dict[str, Any]:
+    """``GET /`` for API clients: what this server is and where its routes start."""
+    return {
+        "name": "nfrx",
+        "version": __version__,
+        "dashboard": DASHBOARD,
+        "docs": f"{openapi.PREFIX}/",
+        "openapi": f"{openapi.PREFIX}/openapi.json",
+        "health": "/healthz",
+        "state": "/api/state",
+        "apis": {
+            name: PLUGIN_APIS[name]
+            for name in enabled_plugins(gateway.config.plugins)
+            if name in PLUGIN_APIS
+        },
+    }
+
+
 def _disabled_plugin(name: str) -> Blueprint:
     """404 JSON on every route (HTTP and WebSocket) of plugin ``name``, off by ``PLUGINS``."""
     bp = Blueprint(f"disabled_{name}", __name__, url_prefix=f"/api/{name}")
@@ -143,7 +203,8 @@ def _disabled_plugin(name: str) -> Blueprint:
 
 
 def create_app(gateway: Gateway) -> Any:
-    """The ASGI callable that hypercorn serves (see the module docstring), behind CORS."""
+    """The ASGI callable that hypercorn serves (see the module docstring), behind CORS, behind
+    the last-resort guard (:mod:`nfrx.server.guard`)."""
     app = create_quart_app(gateway)
 
     async def asgi(scope: Any, receive: Any, send: Any) -> None:
@@ -162,4 +223,4 @@ def create_app(gateway: Gateway) -> Any:
             for cleanup in cleanups:
                 cleanup()
 
-    return cors(asgi, gateway.config.allowed_origins)
+    return guarded(cors(asgi, gateway.config.allowed_origins))

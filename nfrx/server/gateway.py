@@ -18,6 +18,7 @@ from nfrx.server.http_errors import HttpError, unauthorized
 from nfrx.server.metrics import ServerMetrics
 from nfrx.server.queue import DispatchQueue
 from nfrx.server.registry import AgentRegistry
+from nfrx.server.request_body import next_chunk
 from nfrx.server.upload import Upload, too_large
 from nfrx.server.usage import Usage
 
@@ -120,14 +121,16 @@ class Gateway:
         return cleanups
 
     async def read_body(self) -> bytes:
-        """The request body, refusing (413) more than ``max_request_bytes``."""
+        """The request body, refusing (413) more than ``max_request_bytes`` and (408) a body that
+        stalls for ``body_timeout``."""
         limit = self.config.max_request_bytes
         declared = request.content_length
         if declared is not None and declared > limit:
             raise _too_large(limit)
         parts: list[bytes] = []
         size = 0
-        async for chunk in request.body:
+        body = aiter(request.body)
+        while (chunk := await next_chunk(body, self.config.body_timeout)) is not None:
             size += len(chunk)
             if size > limit:
                 raise _too_large(limit)
@@ -141,7 +144,7 @@ class Gateway:
         declared = request.content_length
         if declared is not None and declared > limit:
             raise too_large(limit)
-        upload = Upload(aiter(request.body), limit)
+        upload = Upload(aiter(request.body), limit, idle=self.config.body_timeout)
         self.cleanups().append(upload.close)
         return upload
 

@@ -6,14 +6,20 @@ Anthropic's ``{"type": "error", "error": {"type", "message"}}`` on ``/v1/message
 sets ``scope["nfrx.error_style"]``). Failures of the tunnel (:class:`StreamReset`,
 :class:`TunnelClosed`) are translated by :func:`from_tunnel_error`, both for the JSON answer
 (nothing sent yet) and for the final SSE event (a stream already under way).
+
+What an agent writes never reaches a client: agents are only half trusted, and their reset
+reasons name private backend addresses (and, with ``user:pass@`` URLs, credentials). The client
+gets the machine-readable code and a fixed message with its request id; the agent's reason, with
+URLs redacted, is the error's :attr:`HttpError.detail`, for the operator's log.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from nfrx.protocol import ResetCode
+from nfrx.redact import redact
 from nfrx.transport.errors import StreamReset, TunnelClosed
 
 ErrorStyle = Literal["openai", "anthropic"]
@@ -41,6 +47,7 @@ class HttpError(Exception):
         *,
         type: str | None = None,  # noqa: A002 -- the OpenAI field name
         headers: dict[str, str] | None = None,
+        detail: str = "",
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -48,6 +55,8 @@ class HttpError(Exception):
         self.message = message
         self.type = type or _default_type(status)
         self.headers = headers or {}
+        self.detail = detail or message
+        """What the operator's log says about it (never sent to the client)."""
 
     def body(
         self, style: ErrorStyle = "openai", extra: dict[str, Any] | None = None
@@ -141,20 +150,34 @@ def idle_timeout(seconds: float) -> HttpError:
     )
 
 
-def from_tunnel_error(exc: StreamReset | TunnelClosed) -> HttpError:
-    """Map the end of a stream to what the client is told (502 unless it was a timeout)."""
+_RESET_ANSWERS: Final[dict[str, tuple[int, str]]] = {
+    ResetCode.TIMEOUT: (504, "the agent's deadline for this request passed"),
+    ResetCode.UPSTREAM_UNREACHABLE: (502, "the agent could not reach its backend"),
+    ResetCode.UPSTREAM_ERROR: (502, "the agent's backend failed"),
+    ResetCode.DRAINING: (503, "the agent is draining and takes no new requests"),
+    ResetCode.OVERLOADED: (502, "the agent has no capacity for this request"),
+    ResetCode.INTERNAL: (502, "the agent failed"),
+    ResetCode.CANCELLED: (502, "the agent cancelled the request"),
+    ResetCode.BAD_AGENT_RESPONSE: (502, "the agent sent an invalid response"),
+}
+"""Status and message for each reset code a client may be told about; any other code an agent
+sends is reported as ``agent_error``."""
+
+_RESET_CODES: Final = {ResetCode.TIMEOUT: "timeout", ResetCode.DRAINING: "agent_draining"}
+"""Client-facing codes that differ from the reset code (kept from before: clients match them)."""
+
+
+def from_tunnel_error(exc: StreamReset | TunnelClosed, request_id: str) -> HttpError:
+    """Map the end of a stream to what the client is told (502 unless it was a timeout or a
+    drain): a fixed message naming ``request_id``; the agent's own words only in ``detail``."""
     if isinstance(exc, TunnelClosed):
         return HttpError(
             502,
             "agent_disconnected",
-            f"the agent serving this request disconnected ({exc.reason})",
+            f"the agent serving this request disconnected (request id {request_id})",
+            detail=f"agent_disconnected: {redact(exc.reason)}",
         )
-    if exc.code == ResetCode.TIMEOUT:
-        return HttpError(504, "timeout", f"the agent gave up: {exc.message or 'deadline passed'}")
-    if exc.code == ResetCode.UPSTREAM_UNREACHABLE:
-        return HttpError(502, "upstream_unreachable", exc.message or "backend unreachable")
-    if exc.code == ResetCode.DRAINING:
-        return HttpError(503, "agent_draining", exc.message or "the agent is draining")
-    if exc.code == ResetCode.UPSTREAM_ERROR:
-        return HttpError(502, "upstream_error", exc.message or "the backend failed")
-    return HttpError(502, exc.code, exc.message or f"the agent reset the request ({exc.code})")
+    status, text = _RESET_ANSWERS.get(exc.code, (502, "the agent reset the request"))
+    code = _RESET_CODES.get(exc.code, exc.code if exc.code in _RESET_ANSWERS else "agent_error")
+    detail = f"{exc.code[:64]}: {redact(exc.message)}" if exc.message else exc.code[:64]
+    return HttpError(status, code, f"{text} (request id {request_id})", detail=detail)

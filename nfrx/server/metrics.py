@@ -50,11 +50,15 @@ QUEUE_WAIT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 30
 
 SUCCESS = "success"
 ERROR = "error"
+CANCELLED = "cancelled"
 
 
 def outcome(exchange: Exchange) -> str:
-    """``success`` for a complete answer below 400; ``error`` for an upstream 4xx/5xx, an
-    exchange without a response head, or one cut short (agent failure, client gone, timeout)."""
+    """``cancelled`` when the client gave up before the answer ended (disconnect, its own
+    timeout); else ``success`` for a complete answer below 400; ``error`` for an upstream
+    4xx/5xx, an exchange without a response head, or one cut short (agent failure, timeout)."""
+    if exchange.cancelled:
+        return CANCELLED
     if exchange.failed or exchange.status is None or exchange.status >= 400:
         return ERROR
     return SUCCESS
@@ -118,8 +122,9 @@ class ServerMetrics:
         r.register(_LiveCollector(gateway))
         self.requests = Counter(
             "nfrx_model_requests",
-            "Exchanges relayed to an agent, by the agent's model id and outcome (a request "
-            "retried on another agent counts once per attempt).",
+            "Exchanges relayed to an agent, by the agent's model id and outcome (success, "
+            "error, cancelled: the client gave up; a request retried on another agent counts "
+            "once per attempt).",
             ["model", "outcome"],
             registry=r,
         )

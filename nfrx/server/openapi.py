@@ -134,7 +134,8 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "EventStream": {
         "type": "string",
         "description": "Server-sent events, relayed as they arrive. While the request waits in "
-        "the queue: `event: nfrx.queue` events; a failure after the start: a final "
+        "the queue: `: nfrx.queue {...}` comment lines (named `event: nfrx.queue` events with "
+        "the request header `X-Nfrx-Queue-Events: events`); a failure after the start: a final "
         "`event: error`.",
     },
     "Model": {
@@ -153,6 +154,26 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "properties": {
             "object": {"const": "list"},
             "data": {"type": "array", "items": _ref("Model")},
+        },
+    },
+    "Index": {
+        "type": "object",
+        "description": "Where this server's pages and APIs are (paths on this server).",
+        "required": ["name", "version", "dashboard", "docs", "openapi", "health", "state", "apis"],
+        "properties": {
+            "name": {"const": "nfrx"},
+            "version": {"type": "string"},
+            "dashboard": {"type": "string", "examples": ["/state"]},
+            "docs": {"type": "string", "examples": ["/api/client/"]},
+            "openapi": {"type": "string", "examples": ["/api/client/openapi.json"]},
+            "health": {"type": "string", "examples": ["/healthz"]},
+            "state": {"type": "string", "examples": ["/api/state"]},
+            "apis": {
+                "type": "object",
+                "description": "enabled plugin -> where its client API starts",
+                "additionalProperties": {"type": "string"},
+                "examples": [{"llm": "/api/llm/v1", "mcp": "/api/mcp/id/{id}"}],
+            },
         },
     },
     "Health": {
@@ -486,6 +507,19 @@ def _mcp_routes() -> list[Route]:
 ROUTES: tuple[Route, ...] = (
     Route(
         "get",
+        "/",
+        "Where to start: the dashboard for browsers, an index for API clients",
+        "server",
+        "none",
+        (
+            Answer(
+                200, "For API clients (Accept: application/json or */*).", ((JSON, _ref("Index")),)
+            ),
+            Answer(302, "For browsers (Accept: text/html): to the dashboard, /state."),
+        ),
+    ),
+    Route(
+        "get",
         "/healthz",
         "Liveness and connected agents",
         "server",
@@ -697,7 +731,7 @@ def build_document() -> dict[str, Any]:
         },
         # Relative to this document (/api/client/openapi.json), so the page keeps working when a
         # reverse proxy serves nfrx under a prefix.
-        "servers": [{"url": "../.."}],
+        "servers": [{"url": "../..", "description": "this server"}],
         "paths": paths,
         "components": {
             "schemas": SCHEMAS,
@@ -735,10 +769,17 @@ PAGE = """<!DOCTYPE html>
 </html>
 """
 
+# The document names its server relative to itself ("../..", so that a reverse proxy may serve
+# nfrx under a prefix), and Swagger UI would show that text in its server list: the page loads
+# the document itself and shows the URL it resolves to (http://host:port, or with the prefix).
 # validatorUrl: null -- Swagger UI would otherwise send the document to validator.swagger.io.
-INITIALIZER_JS = """window.onload = function () {
+INITIALIZER_JS = """window.onload = async function () {
+  const url = new URL("./openapi.json", window.location.href);
+  const spec = await (await fetch(url)).json();
+  spec.servers = (spec.servers || []).map((server) => (
+    {...server, url: new URL(server.url, url).href.replace(/[/]$/, "")}));
   window.ui = SwaggerUIBundle({
-    url: "./openapi.json",
+    spec: spec,
     dom_id: "#swagger-ui",
     deepLinking: true,
     validatorUrl: null,

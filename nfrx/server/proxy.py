@@ -32,6 +32,7 @@ from werkzeug.datastructures import Headers
 
 from nfrx.headers import HOP_BY_HOP
 from nfrx.protocol import ResetCode
+from nfrx.server.event_stream import EventCutter
 from nfrx.server.http_errors import (
     ErrorStyle,
     HttpError,
@@ -92,6 +93,8 @@ class Exchange:
     started: float = attrs.field(factory=trio.current_time)
     status: int | None = None
     failed: bool = False
+    cancelled: bool = False
+    """The client gave up (disconnected, or timed out on its side) before the answer ended."""
     usage: Usage | None = None
     ended: float | None = None
     owns_slot: bool = True
@@ -105,7 +108,13 @@ class Exchange:
         return end - self.started
 
     def finish(self, *, code: str = ResetCode.CANCELLED, failed: bool | None = None) -> None:
-        """End the exchange: reset the stream if it is still live, free the slot. Idempotent."""
+        """End the exchange: reset the stream if it is still live, free the slot. Idempotent.
+
+        ``failed`` says how it ended. Left out while the stream is still live, the exchange
+        was cut from the client's side -- quart-trio cancelled the request or closed its body
+        iterator because the client left -- and counts as cancelled, not as the agent's
+        failure.
+        """
         if self._finished:
             return
         self._finished = True
@@ -113,14 +122,20 @@ class Exchange:
         if self.stream.live:
             self.stream.reset(code)
             if failed is None:
-                failed = True
+                self.cancelled = True
         if failed is not None:
             self.failed = failed
         if self.owns_slot:
-            self.gateway.registry.release(self.agent, failed=self.failed)
+            self.gateway.registry.release(self.agent, failed=self.failed, cancelled=self.cancelled)
         if self.usage is not None:
             self.gateway.record_usage(self.agent, self.model, self.usage)
         self.gateway.exchange_finished(self)
+        if self.cancelled:
+            ending = " (cancelled by client)"
+        elif self.failed and self.status is not None:
+            ending = " (failed)"  # after its head arrived: the answer was cut or unusable
+        else:
+            ending = ""
         log.info(
             "%s agent=%s status=%s duration=%.3fs%s request_id=%s%s",
             self.label,
@@ -131,7 +146,7 @@ class Exchange:
             if self.usage is None
             else f" tokens_in={self.usage.input_tokens} tokens_out={self.usage.output_tokens}",
             self.request_id,
-            " (abandoned)" if self.failed and self.status is not None else "",
+            ending,
         )
 
 
@@ -308,7 +323,7 @@ class Job:
             "%s: agent %s failed before answering (%s); retrying elsewhere",
             self.label,
             agent.name,
-            error.message,
+            error.code,
         )
         self.ticket.exclude = self.ticket.exclude | {agent.id}
         self.ticket.missing = lambda: error
@@ -348,7 +363,10 @@ class Job:
         headers = response_headers(head.headers)
         event_stream = is_event_stream(headers)
         if event_stream:
-            headers = [(k, v) for k, v in headers if k.lower() != "cache-control"]
+            # The relay may end the stream with an error event of its own: no content-length.
+            headers = [
+                (k, v) for k, v in headers if k.lower() not in ("cache-control", "content-length")
+            ]
             headers.append(("Cache-Control", "no-store"))
         headers.append(("X-Request-Id", self.request_id))
         return headers, event_stream
@@ -377,9 +395,12 @@ class Job:
             return _empty()
         return relay_body(exchange, event_stream, self.style, self.gateway.config.llm_idle_timeout)
 
-    async def queued_event_stream(self, cleanups: list[Callable[[], None]]) -> AsyncIterator[bytes]:
-        """The body of a streaming request that had to wait: ``nfrx.queue`` events while it waits
-        (at once, then every ``LLM_QUEUE_UPDATE_SECONDS``), then the agent's event stream.
+    async def queued_event_stream(
+        self, cleanups: list[Callable[[], None]], *, named: bool = False
+    ) -> AsyncIterator[bytes]:
+        """The body of a streaming request that had to wait: ``nfrx.queue`` updates while it waits
+        (at once, then every ``LLM_QUEUE_UPDATE_SECONDS``), then the agent's event stream. The
+        updates are SSE comments, or named events with ``named`` (see :meth:`queue_event`).
 
         The status line (200) has been sent, so every later failure -- queue timeout, upstream
         error status, agent failure -- is a final SSE ``error`` event.
@@ -389,7 +410,7 @@ class Job:
         try:
             while True:  # until a response head arrived
                 while grant is None:
-                    yield self.queue_event()
+                    yield self.queue_event(named=named)
                     until = trio.current_time() + every if every > 0 else math.inf
                     grant = await self.wait(until)
                 try:
@@ -414,14 +435,22 @@ class Job:
         quoted = await read_bounded(exchange, ERROR_BODY_LIMIT)
         yield upstream_error_event(head.status, quoted, self.style)
 
-    def queue_event(self) -> bytes:
-        payload = {
-            "type": "nfrx.queue",
-            "request_id": self.request_id,
-            "model": self.ticket.model,
-            "position": self.position(),
-        }
-        return b"event: nfrx.queue\ndata: " + _json(payload) + b"\n\n"
+    def queue_event(self, *, named: bool = False) -> bytes:
+        """The request's place in the queue as an SSE comment (``: nfrx.queue {...}``), which
+        every SSE client skips, or with ``named`` as the original's ``event: nfrx.queue``, which
+        SDKs that read every event as a chunk (the openai SDK) turn into a chunk without
+        ``choices``. Either way the JSON is the same (one line: compact JSON has no newline)."""
+        payload = _json(
+            {
+                "type": "nfrx.queue",
+                "request_id": self.request_id,
+                "model": self.ticket.model,
+                "position": self.position(),
+            }
+        )
+        if named:
+            return b"event: nfrx.queue\ndata: " + payload + b"\n\n"
+        return b": nfrx.queue " + payload + b"\n\n"
 
 
 class AttemptFailed(Exception):
@@ -469,7 +498,7 @@ async def open_exchange(
     except TunnelClosed as exc:
         if owns_slot:
             gateway.registry.release(agent, failed=True)
-        raise AttemptFailed(from_tunnel_error(exc), retryable=True) from None
+        raise AttemptFailed(from_tunnel_error(exc, request_id), retryable=True) from None
     exchange = Exchange(
         gateway,
         agent,
@@ -495,7 +524,14 @@ async def open_exchange(
         exchange.finish(failed=False)
         raise AttemptFailed(refused, retryable=False) from None
     except (StreamReset, TunnelClosed) as exc:
-        error = from_tunnel_error(exc)
+        error = from_tunnel_error(exc, request_id)
+        log.warning(
+            "%s: agent %s failed before answering: %s request_id=%s",
+            exchange.label,
+            agent.name,
+            error.detail,
+            request_id,
+        )
         exchange.status = error.status
         exchange.finish(failed=True)
         timed_out = isinstance(exc, StreamReset) and exc.code == ResetCode.TIMEOUT
@@ -567,11 +603,16 @@ def upstream_error_event(status: int, body: bytes, style: ErrorStyle) -> bytes:
 async def relay_body(
     exchange: Exchange, event_stream: bool, style: ErrorStyle, idle: float
 ) -> AsyncIterator[bytes]:
-    """The agent's response body, chunk by chunk, with the deadline and idle timeout applied."""
+    """The agent's response body, chunk by chunk, with the deadline and idle timeout applied.
+
+    An event stream goes out in whole events (:class:`EventCutter`), so that a final error
+    event never lands inside a half-sent one.
+    """
     # The cancel scope wraps each receive only, never a yield (structured concurrency in an async
     # generator); GeneratorExit (client gone while we were parked at yield) runs the finally.
     stream = exchange.stream
     meter = UsageMeter(event_stream=event_stream)
+    cutter = EventCutter() if event_stream else None
     deadline = exchange.deadline
     try:
         while True:
@@ -586,21 +627,41 @@ async def relay_body(
                     if trio.current_time() >= deadline
                     else idle_timeout(idle)
                 )
-                if event_stream:
-                    yield error.sse_event(style)
+                if cutter is not None:
+                    yield _final_event(cutter, error.sse_event(style))
                     return
                 raise RelayBroken(error.message)
             if not chunk:
                 exchange.usage = meter.usage
                 exchange.finish(failed=False)
+                if cutter is not None and (rest := cutter.rest()):
+                    yield rest
                 return
             meter.feed(chunk)
-            yield chunk
+            if cutter is None:
+                yield chunk
+            elif whole := cutter.feed(chunk):
+                yield whole
     except (StreamReset, TunnelClosed) as exc:
         exchange.usage = meter.usage
         exchange.finish(failed=True)
-        if not event_stream:
-            raise RelayBroken(str(exc)) from None
-        yield from_tunnel_error(exc).sse_event(style)
+        error = from_tunnel_error(exc, exchange.request_id)
+        log.warning(
+            "%s agent=%s: the answer broke off: %s request_id=%s",
+            exchange.label,
+            exchange.agent.name,
+            error.detail,
+            exchange.request_id,
+        )
+        if cutter is None:
+            raise RelayBroken(error.message) from None
+        yield _final_event(cutter, error.sse_event(style))
     finally:
         exchange.finish()
+
+
+def _final_event(cutter: EventCutter, event: bytes) -> bytes:
+    """``event`` as the last bytes of a failed event stream: the held incomplete event dropped,
+    and a blank line first if the client is inside an event already (one let out unfinished)."""
+    cutter.drop()
+    return b"\n\n" + event if cutter.mid_event else event

@@ -8,6 +8,10 @@ hypercorn's own bounded queue fills, it stops reading the socket, and TCP slows 
 
 A handler that awaits the whole body at once (``await request.body``) lifts the bound for that
 request, since it could never be met otherwise.
+
+Every read of a body goes through :func:`next_chunk`, which holds the client to ``BODY_TIMEOUT``:
+a client that stops sending (a trickle that stalls, or a Content-Length it never meets) is
+answered 408 (:class:`BodyTimeout`) instead of holding its connection and handler forever.
 """
 
 from __future__ import annotations
@@ -18,14 +22,41 @@ import trio
 from quart_trio.asgi import TrioASGIHTTPConnection
 from quart_trio.wrappers.request import TrioBody, TrioRequest
 
+from nfrx.server.http_errors import HttpError
+
 if TYPE_CHECKING:
-    from collections.abc import Generator
+    from collections.abc import AsyncIterator, Generator
 
     from hypercorn.typing import ASGIReceiveCallable
     from quart.wrappers import Request
 
 HIGH_WATER = 1024 * 1024
 """Unread request bytes at which the receiver waits for the handler."""
+
+
+class BodyTimeout(HttpError):
+    """No byte of the request body arrived for ``BODY_TIMEOUT`` seconds: 408 (the app's error
+    handler closes the connection, which may still carry the rest of the body)."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(
+            408,
+            "body_timeout",
+            f"the request body stalled: nothing arrived for {seconds:g} s",
+            type="invalid_request_error",
+        )
+        self.seconds = seconds
+
+
+async def next_chunk(body: AsyncIterator[bytes], idle: float) -> bytes | None:
+    """The next chunk of a request body, or None at its end; raises :class:`BodyTimeout` when
+    none arrives within ``idle`` seconds."""
+    with trio.move_on_after(idle):
+        try:
+            return await anext(body)
+        except StopAsyncIteration:
+            return None
+    raise BodyTimeout(idle)
 
 
 class BoundedBody(TrioBody):

@@ -28,6 +28,7 @@ from hypercorn.trio import serve
 from nfrx.config.load import enabled_plugins
 from nfrx.plugins import SERVER_PLUGINS
 from nfrx.protocol import Drain
+from nfrx.server import reason_phrase
 from nfrx.server.app import create_app
 from nfrx.server.gateway import Gateway
 from nfrx.server.metrics import metrics_asgi
@@ -78,6 +79,7 @@ async def run_server(
     config: ServerConfig, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED
 ) -> None:
     """Serve until a signal ends it; ``task_status.started`` gets the bound URLs."""
+    reason_phrase.install()
     gateway = Gateway(config)
     app = create_app(gateway)
     shutdown = trio.Event()
@@ -87,6 +89,18 @@ async def run_server(
         log.warning("CLIENT_KEY is not set: ANY agent can connect and serve requests")
     if config.api_key and config.api_key == config.client_key:
         log.warning("API_KEY and CLIENT_KEY are equal: clients could register as agents")
+    for setting, roles, grants in (
+        ("API_HTTP_ROLES", config.api_http_roles, "API access"),
+        ("CLIENT_HTTP_ROLES", config.client_http_roles, "agent tunnels"),
+    ):
+        if roles:
+            log.warning(
+                "%s is set: the X-User-Roles request header grants %s; anyone who can reach "
+                "this port can send it, so only run this behind a trusted proxy that sets it and "
+                "strips what clients send",
+                setting,
+                grants,
+            )
     async with trio.open_nursery() as nursery:
 
         async def run_hypercorn(*, task_status: trio.TaskStatus[list[str]]) -> None:

@@ -100,7 +100,7 @@ def agent_status(agent: AgentRecord) -> str:
 
 def _agent_state(agent: AgentRecord, clocks: Clocks) -> dict[str, Any]:
     processing_ms = agent.busy_seconds_total * 1000.0
-    finished = agent.processed_total + agent.failures_total
+    finished = agent.processed_total + agent.failures_total + agent.cancelled_total
     last_heard = clocks.wall - (clocks.trio - agent.session.last_heard)
     return {
         "id": agent.id,
@@ -112,6 +112,7 @@ def _agent_state(agent: AgentRecord, clocks: Clocks) -> dict[str, Any]:
         "inflight": agent.inflight,
         "processed_total": agent.processed_total,
         "failures_total": agent.failures_total,
+        "cancelled_total": agent.cancelled_total,
         "processing_ms_total": round(processing_ms, 3),
         "avg_processing_ms": round(processing_ms / finished, 3) if finished else 0.0,
         "input_tokens_total": agent.usage.input_tokens,

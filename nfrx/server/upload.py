@@ -14,6 +14,7 @@ stream it was feeding.
 
 from __future__ import annotations
 
+import math
 import tempfile
 from typing import TYPE_CHECKING
 
@@ -21,6 +22,7 @@ import trio
 from werkzeug.http import parse_options_header
 
 from nfrx.server.http_errors import HttpError
+from nfrx.server.request_body import next_chunk
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -46,9 +48,11 @@ class Upload:
     """The client's request body, read once, in order. Owned by the request's handler; close
     it (a cleanup) to drop the spool."""
 
-    def __init__(self, source: AsyncIterator[bytes], limit: int) -> None:
+    def __init__(self, source: AsyncIterator[bytes], limit: int, *, idle: float = math.inf) -> None:
         self._source = source
         self.limit = limit
+        self.idle = idle
+        """Seconds the client may send nothing before a read raises 408 (BODY_TIMEOUT)."""
         self.received = 0
         """Bytes read from the client so far."""
         self._spool: tempfile.SpooledTemporaryFile[bytes] | None = None
@@ -67,13 +71,13 @@ class Upload:
         return not self._drawn
 
     async def read(self) -> bytes:
-        """The client's next chunk (``b""`` at the end). Raises 413 past the limit."""
+        """The client's next chunk (``b""`` at the end). Raises 413 past the limit, 408 when the
+        client sends nothing for :attr:`idle` seconds."""
         if self._exhausted:
             await trio.lowlevel.checkpoint()
             return b""
-        try:
-            chunk = await anext(self._source)
-        except StopAsyncIteration:
+        chunk = await next_chunk(self._source, self.idle)
+        if chunk is None:
             self._exhausted = True
             return b""
         self.received += len(chunk)

@@ -211,7 +211,7 @@ class TunnelSession:
             message = self._conn.send(frame)
         except LocalProtocolError as exc:
             raise TunnelClosed(f"cannot open a stream: {exc}") from None
-        stream = OutgoingStream(self, stream_id)
+        stream = OutgoingStream(self, stream_id, method)
         self._streams[stream_id] = stream
         self._enqueue(message)
         return stream

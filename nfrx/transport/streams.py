@@ -4,20 +4,33 @@ A stream is owned by the task that opened it (server) or by the handler task the
 for it (agent). Everything here that waits does so on the stream's own state, so a slow consumer
 of one stream never delays any other: the session's reader only appends to a buffer whose size the
 protocol's credit bounds, and wakes the waiters.
+
+The server's end checks what the agent answers before anyone reads it: a response head no HTTP
+client may be sent (:func:`nfrx.headers.check_response_head`), or a body that does not match the
+head's ``content-length``, resets the stream with ``bad_agent_response`` (the agent then cancels
+its backend request) and fails it locally with that :class:`StreamReset`, which every relay
+already turns into an error for its client. Nothing else of the tunnel is touched.
 """
 
 from __future__ import annotations
 
 import collections
+import logging
 from typing import TYPE_CHECKING
 
 import trio
 
+from nfrx.headers import check_response_head, declared_length
 from nfrx.protocol import Credit, Headers, Open, Reset, ResetCode, Response
 from nfrx.transport.errors import StreamReset, TunnelClosed
 
 if TYPE_CHECKING:
     from nfrx.transport.session import TunnelSession
+
+log = logging.getLogger("nfrx.tunnel")
+
+_BODYLESS_STATUSES = frozenset({204, 304})
+"""Statuses whose ``content-length`` describes no body that follows (RFC 9110 8.6)."""
 
 
 class TunnelStream:
@@ -171,27 +184,69 @@ class TunnelStream:
 class OutgoingStream(TunnelStream):
     """The server's end: it sent the request head and reads the agent's response."""
 
-    def __init__(self, session: TunnelSession, stream_id: int) -> None:
+    def __init__(self, session: TunnelSession, stream_id: int, method: str = "POST") -> None:
         super().__init__(session, stream_id)
+        self.method = method
         self._response: Response | None = None
         self._response_arrived = trio.Event()
+        self._expected: int | None = None
+        """Body bytes the head's ``content-length`` announced (None: not counted)."""
+        self._received = 0
 
     def _set_response(self, frame: Response) -> None:
+        problem = check_response_head(frame.status, frame.headers)
+        if problem is None and self.method != "HEAD" and frame.status not in _BODYLESS_STATUSES:
+            self._expected = declared_length(frame.headers)
+            if frame.end and self._expected:
+                problem = f"content-length {self._expected} but no body"
+        if problem is not None:
+            self._refuse(problem)
+            return
         self._response = frame
         if frame.end:
             self._eof = True
         self._response_arrived.set()
+
+    def _feed(self, payload: bytes, end: bool) -> None:
+        expected = self._expected
+        if expected is not None:
+            self._received += len(payload)
+            if self._received > expected:
+                self._refuse(f"body longer than its content-length of {expected} bytes")
+                return
+            if end and self._received < expected:
+                self._refuse(
+                    f"body of {self._received} bytes, shorter than its content-length of "
+                    f"{expected} bytes"
+                )
+                return
+        super()._feed(payload, end)
+
+    def _refuse(self, problem: str) -> None:
+        """Reject the agent's answer: log it, reset the stream (the agent cancels its work)."""
+        log.warning(
+            "%s: stream %d: bad response from the agent (%s); stream reset",
+            self._session.name,
+            self.id,
+            problem,
+        )
+        self.reset(ResetCode.BAD_AGENT_RESPONSE, problem)
 
     def _fail(self, failure: StreamReset | TunnelClosed) -> None:
         super()._fail(failure)
         self._response_arrived.set()
 
     async def receive_response(self) -> Response:
-        """Wait for the agent's response head. Raises StreamReset/TunnelClosed on failure."""
+        """Wait for the agent's response head. Raises StreamReset/TunnelClosed on failure --
+        also when the head arrived but its body was refused already (a ``content-length``
+        mismatch in the same batch), so that the client gets an error, not a broken body."""
         await self._response_arrived.wait()
-        if self._response is None:
-            assert self._failure is not None
-            raise self._failure
+        failure = self._failure
+        if self._response is None or (
+            isinstance(failure, StreamReset) and failure.code == ResetCode.BAD_AGENT_RESPONSE
+        ):
+            assert failure is not None
+            raise failure
         return self._response
 
     @property

@@ -1,4 +1,4 @@
-"""The status API's pure parts: STATUS_ADDR parsing and the control token file."""
+"""The status API's pure parts: STATUS_ADDR parsing, the Host check and the control token file."""
 
 from __future__ import annotations
 
@@ -8,7 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from nfrx.agent.status import load_or_create_token, parse_address, token_path, user_config_dir
+from nfrx.agent.status import (
+    host_allowed,
+    load_or_create_token,
+    parse_address,
+    token_path,
+    user_config_dir,
+)
 
 
 @pytest.mark.parametrize(
@@ -66,3 +72,43 @@ def test_an_empty_token_file_is_replaced(tmp_path: Path) -> None:
     token = load_or_create_token(path)
     assert len(token) == 64
     assert path.read_text() == token + "\n"
+
+
+@pytest.mark.parametrize(
+    ("host", "status_host"),
+    [
+        ("127.0.0.1", "127.0.0.1"),
+        ("127.0.0.1:4555", "127.0.0.1"),
+        ("127.9.9.9:1", "127.0.0.1"),
+        ("localhost", "127.0.0.1"),
+        ("LocalHost.:4555", "127.0.0.1"),
+        ("api.localhost", "127.0.0.1"),
+        ("[::1]:4555", "127.0.0.1"),
+        ("[::1]", "::1"),
+        ("box.lan:4555", "box.lan"),
+        ("BOX.lan", "box.lan"),
+        ("10.0.0.7:4555", "10.0.0.7"),
+        ("[fd00::7]:4555", "fd00::7"),
+    ],
+)
+def test_hosts_naming_this_api(host: str, status_host: str) -> None:
+    assert host_allowed(host, status_host)
+
+
+@pytest.mark.parametrize(
+    ("host", "status_host"),
+    [
+        ("evil.example", "127.0.0.1"),
+        ("evil.example:4555", "127.0.0.1"),
+        ("127.0.0.1.evil.example", "127.0.0.1"),
+        ("localhost.evil.example", "127.0.0.1"),
+        ("localhostevil", "127.0.0.1"),
+        ("10.0.0.7", "127.0.0.1"),
+        ("0.0.0.0:4555", "127.0.0.1"),
+        ("", "127.0.0.1"),
+        (":4555", "127.0.0.1"),
+        ("box.lan", ""),
+    ],
+)
+def test_hosts_of_anything_else(host: str, status_host: str) -> None:
+    assert not host_allowed(host, status_host)

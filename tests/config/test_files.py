@@ -142,6 +142,10 @@ def test_render_masks_secrets_and_reloads(tmp_path: Path) -> None:
         ),
         ({"plugins": " , "}, "PLUGINS: empty"),
         ({"log_format": "xml"}, "LOG_FORMAT: 'xml' is not one of text, json"),
+        (
+            {"llm_queue_event_style": "loud"},
+            "LLM_QUEUE_EVENT_STYLE: 'loud' is not one of comments, events",
+        ),
         ({"allowed_origins": "https://a/b"}, "ALLOWED_ORIGINS: 'https://a/b' is not an origin"),
     ],
 )

@@ -294,6 +294,18 @@ def test_masked_hides_agent_secrets() -> None:
     assert "secret" not in repr(out)
 
 
+def test_masked_redacts_urls() -> None:
+    config = LlmAgentConfig(
+        server_url="wss://agent:pw@gw.example/api/llm/connect?ticket=t1",
+        completion_base_url="http://user:pass@10.0.0.5:8000/v1?key=k1",
+    )
+    out = masked(config)
+    assert out["server_url"] == "wss://***@gw.example/api/llm/connect?ticket=***"
+    assert out["completion_base_url"] == "http://***@10.0.0.5:8000/v1?key=***"
+    for secret in ("pw", "pass", "k1", "t1"):
+        assert secret not in repr(out)
+
+
 def test_masked_shows_unset_secrets_as_empty() -> None:
     out = masked(ServerConfig())
     assert out["api_key"] == ""

@@ -209,13 +209,6 @@ async def wait_closed(stream: trio.SocketStream) -> None:
     assert data == b"", data
 
 
-@pytest.mark.xfail(
-    strict=False,  # the failure depends on task scheduling inside hypercorn
-    reason="BUG: a request refused before its body arrived leaves a dead connection behind: "
-    "quart-trio cancels the response task inside hypercorn's end-of-request bookkeeping, so "
-    "hypercorn neither recycles nor closes the keep-alive connection (even after answering "
-    "'Connection: close'); a client that reuses it, or waits for the close, hangs",
-)
 async def test_connection_after_an_early_401_is_usable_or_closed(server: Server) -> None:
     """A 401 sent before the body arrived must leave the connection usable, or close it.
 

@@ -41,6 +41,13 @@ def _api(server: Server) -> str:
     return f"{server.url}/api/docling/v1"
 
 
+async def test_the_server_logs_no_model_count_for_a_docling_agent(
+    server: Server, docling_agent: NfrxProcess
+) -> None:
+    line = await server.proc.wait_for_line(r"docling agent \S+ \(\S+\) connected from ")
+    assert line.string.endswith(": ready, capacity 1"), line.string
+
+
 async def test_sync_conversions_relay_and_keep_client_keys(
     server: Server, docling: DoclingBackend, docling_agent: NfrxProcess
 ) -> None:

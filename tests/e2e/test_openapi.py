@@ -3,12 +3,16 @@ from local files only."""
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 from typing import Any
 
 import httpx
 import pytest
+import trio
 from openapi_spec_validator import validate
+from playwright.sync_api import expect, sync_playwright
 
 from nfrx.config.model import ServerConfig
 from nfrx.server.app import create_quart_app
@@ -129,10 +133,43 @@ async def test_swagger_ui_is_served_from_local_files(server: Server) -> None:
         assert b"SwaggerUIBundle" in bundle.content
 
         initializer = (await client.get("/api/client/swagger-initializer.js")).text
-        assert 'url: "./openapi.json"' in initializer
+        assert 'new URL("./openapi.json", window.location.href)' in initializer
         assert "validatorUrl: null" in initializer  # no call to validator.swagger.io
         assert "http" not in initializer
 
         missing = await client.get("/api/client/no-such-file.js")
         assert missing.status_code == 404
         assert missing.json()["error"]["code"] == "not_found"
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(
+    CHROMIUM is None,
+    reason="the Swagger UI test needs a Chromium on PATH (Debian: apt-get install chromium)",
+)
+async def test_swagger_ui_offers_this_server_by_its_url(server: Server) -> None:
+    """The document's server is relative ("../.."); the page shows the URL it resolves to."""
+    assert CHROMIUM is not None
+    document = await fetch_document(server)
+    assert document["servers"] == [{"url": "../..", "description": "this server"}]
+
+    def browse() -> tuple[list[str], list[str]]:
+        errors: list[str] = []
+        with sync_playwright() as p:
+            args = ["--no-sandbox"] if os.geteuid() == 0 else []
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=args)
+            try:
+                page = browser.new_page()
+                page.on("pageerror", lambda error: errors.append(str(error)))
+                page.goto(f"{server.url}/api/client/")
+                options = page.locator(".servers select option")
+                expect(options.first).to_be_attached(timeout=20_000)
+                return options.all_text_contents(), errors
+            finally:
+                browser.close()
+
+    options, errors = await trio.to_thread.run_sync(browse)
+    assert errors == []
+    assert options == [f"{server.url} - this server"]

@@ -263,6 +263,12 @@ def sse_events(raw: str) -> list[tuple[str | None, str]]:
     return events
 
 
+def sse_comments(raw: str, prefix: str) -> list[str]:
+    """The text after ``: <prefix>`` of every comment line of an SSE body."""
+    lines = raw.replace("\r\n", "\n").split("\n")
+    return [line[2 + len(prefix) :] for line in lines if line.startswith(f": {prefix}")]
+
+
 class SseReader:
     """Reads a streaming response's events incrementally."""
 
@@ -279,6 +285,16 @@ class SseReader:
                 return events
         raise AssertionError(f"the stream ended before {count} {name!r} events: {self.raw!r}")
 
+    async def until_comments(self, prefix: str, count: int = 1) -> list[str]:
+        """Read until ``count`` comment lines starting with ``prefix`` arrived; the rest of
+        each such line."""
+        async for text in self._chunks:
+            self.raw += text
+            found = sse_comments(self.raw[: self.raw.rfind("\n\n") + 2], prefix)
+            if len(found) >= count:
+                return found
+        raise AssertionError(f"the stream ended before {count} {prefix!r} comments: {self.raw!r}")
+
     async def all(self) -> list[tuple[str | None, str]]:
         """Every event of the stream, read to its end."""
         async for text in self._chunks:
@@ -286,7 +302,7 @@ class SseReader:
         return sse_events(self.raw)
 
 
-async def test_a_waiting_stream_gets_queue_events_then_the_generation(
+async def test_a_waiting_stream_gets_queue_comments_then_the_generation(
     http: httpx.AsyncClient,
 ) -> None:
     async with (
@@ -298,7 +314,49 @@ async def test_a_waiting_stream_gets_queue_events_then_the_generation(
             headers={**b.server.headers(), "X-Request-Id": "waiting"},
         ) as response,
     ):
-        # The head and the first event come at once, while the request still waits.
+        # The head and the first update come at once, while the request still waits: as SSE
+        # comments, which every SSE client skips (no event for the openai SDK to choke on).
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        assert response.headers["x-request-id"] == "waiting"
+        reader = SseReader(response)
+        updates = await reader.until_comments("nfrx.queue ", 3)
+        assert json.loads(updates[0]) == {
+            "type": "nfrx.queue",
+            "request_id": "waiting",
+            "model": "fixture-model",
+            "position": 1,
+        }
+        assert sse_events(reader.raw) == []
+        b.client.cancel("busy")
+        everything = await reader.all()
+    assert everything[-1] == (None, "[DONE]")
+    assert all(name is None for name, _ in everything)
+    chunks = [json.loads(data) for _, data in everything[:-1]]
+    assert chunks
+    assert all(c["object"] == "chat.completion.chunk" for c in chunks)
+    assert contents(b.backend) == ["busy", "waiting"]
+
+
+@pytest.mark.parametrize(
+    ("env", "headers"),
+    [
+        pytest.param({}, {"X-Nfrx-Queue-Events": "events"}, id="header"),
+        pytest.param({"LLM_QUEUE_EVENT_STYLE": "events"}, {}, id="setting"),
+    ],
+)
+async def test_a_waiting_stream_gets_named_queue_events_when_asked(
+    http: httpx.AsyncClient, env: dict[str, str], headers: dict[str, str]
+) -> None:
+    async with (
+        busy_gateway(http, {"LLM_QUEUE_UPDATE_SECONDS": "0.1", **env}) as b,
+        http.stream(
+            "POST",
+            f"{b.server.api_base}/chat/completions",
+            json=stream_chat("waiting"),
+            headers={**b.server.headers(), "X-Request-Id": "waiting", **headers},
+        ) as response,
+    ):
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
         assert response.headers["cache-control"] == "no-store"
@@ -324,6 +382,48 @@ async def test_a_waiting_stream_gets_queue_events_then_the_generation(
     assert contents(b.backend) == ["busy", "waiting"]
 
 
+async def test_a_client_may_choose_comments_over_the_setting(
+    http: httpx.AsyncClient,
+) -> None:
+    async with (
+        busy_gateway(http, {"LLM_QUEUE_EVENT_STYLE": "events"}) as b,
+        http.stream(
+            "POST",
+            f"{b.server.api_base}/chat/completions",
+            json=stream_chat("waiting"),
+            headers={**b.server.headers(), "X-Nfrx-Queue-Events": "Comments"},
+        ) as response,
+    ):
+        reader = SseReader(response)
+        await reader.until_comments("nfrx.queue ")
+        b.client.cancel("busy")
+        everything = await reader.all()
+    assert all(name is None for name, _ in everything)
+    assert everything[-1] == (None, "[DONE]")
+
+
+@pytest.mark.parametrize("path", ["/chat/completions", "/messages"])
+async def test_an_unknown_queue_events_header_is_a_400(
+    server: Server, http: httpx.AsyncClient, path: str
+) -> None:
+    response = await http.post(
+        f"{server.api_base}{path}",
+        json={**stream_chat("x"), "max_tokens": 8},
+        headers={**server.headers(), "X-Nfrx-Queue-Events": "loud"},
+    )
+    assert response.status_code == 400
+    body = response.json()
+    if path == "/messages":
+        assert body["type"] == "error"
+        assert body["error"]["type"] == "invalid_request_error"
+        message = body["error"]["message"]
+    else:
+        assert body["error"]["code"] == "invalid_header"
+        assert body["error"]["type"] == "invalid_request_error"
+        message = body["error"]["message"]
+    assert message == "X-Nfrx-Queue-Events must be one of comments, events, not 'loud'"
+
+
 async def test_with_queue_events_off_a_waiting_stream_starts_with_the_generation(
     http: httpx.AsyncClient,
 ) -> None:
@@ -342,7 +442,7 @@ async def test_an_upstream_error_after_queue_events_is_a_final_error_event(
     http: httpx.AsyncClient,
 ) -> None:
     async with (
-        busy_gateway(http) as b,
+        busy_gateway(http, {"LLM_QUEUE_EVENT_STYLE": "events"}) as b,
         http.stream(
             "POST",
             f"{b.server.api_base}/chat/completions",

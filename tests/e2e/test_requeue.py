@@ -118,7 +118,7 @@ async def test_retries_are_bounded_then_502() -> None:
             )
             assert response.status_code == 502
             assert response.json()["error"]["code"] == "upstream_unreachable"
-            assert "cannot reach the backend" in response.json()["error"]["message"]
+            assert "could not reach its backend" in response.json()["error"]["message"]
             # The next one goes to the other agent.
             response = await http.post(
                 f"{server.api_base}/chat/completions", json=CHAT, headers=server.headers()

@@ -45,6 +45,7 @@ SAMPLE_STATE = {
                     "inflight": 2,
                     "processed_total": 120,
                     "failures_total": 3,
+                    "cancelled_total": 5,
                     "processing_ms_total": 5000.0,
                     "avg_processing_ms": 40.65,
                     "input_tokens_total": 1500,
@@ -63,6 +64,7 @@ SAMPLE_STATE = {
                     "inflight": 0,
                     "processed_total": 0,
                     "failures_total": 0,
+                    "cancelled_total": 0,
                     "processing_ms_total": 0.0,
                     "avg_processing_ms": 0.0,
                     "input_tokens_total": 0,
@@ -98,22 +100,26 @@ def test_server_tables() -> None:
     header = next(line for line in lines if line.startswith("NAME"))
     assert header.split() == [
         "NAME",
+        "ID",
         "STATUS",
         "MODELS",
         "INFLIGHT",
         "PROCESSED",
         "FAILURES",
+        "CANCELLED",
         "TOKENS",
         "IN/OUT",
     ]
     gpu = next(line for line in lines if line.startswith("gpu-box"))
     assert cells(gpu) == [
         "gpu-box",
+        "gpu-box-1a2b",
         "working",
         "llama3:8b, qwen2:7b",
         "2/4",
         "120",
         "3",
+        "5",
         "1500/700",
     ]
     # Columns line up: every row starts its STATUS cell where the header does.
@@ -142,6 +148,31 @@ def test_server_tables_when_draining_and_empty() -> None:
     assert text.splitlines()[0].endswith(", DRAINING")
     assert "  (no agents connected)" in text
     assert "  (no models)" in text
+
+
+def test_relays_on_one_host_are_told_apart_by_id() -> None:
+    relay = {
+        "name": "host-a",
+        "version": "0.1.0",
+        "status": "idle",
+        "models": [],
+        "max_concurrency": 16,
+        "inflight": 0,
+        "processed_total": 0,
+        "failures_total": 0,
+        "cancelled_total": 0,
+    }
+    state = {
+        "server": SAMPLE_STATE["server"],
+        "plugins": {
+            "mcp": {
+                "agents": [{**relay, "id": "prefs"}, {**relay, "id": "files"}],
+                "relays": [],
+            }
+        },
+    }
+    rows = [cells(line) for line in render_server(state).splitlines() if line.startswith("host-a")]
+    assert [row[:3] for row in rows] == [["host-a", "prefs", "idle"], ["host-a", "files", "idle"]]
 
 
 def test_agent_lines() -> None:
@@ -175,6 +206,26 @@ def test_agent_lines() -> None:
         "jobs": "1/2",
         "last error": "-",
     }
+
+
+def test_agent_lines_without_the_token() -> None:
+    text = render_agent(
+        {
+            "state": "connected",
+            "connected_to_server": True,
+            "connected_to_backend": True,
+            "models": [],
+            "current_jobs": 0,
+            "max_concurrency": 1,
+            "version": "0.1.0",
+            "client_id": "box-1",
+            "client_name": "box",
+        }
+    )
+    lines = {k: v.strip() for k, v in (line.split(":", 1) for line in text.splitlines())}
+    for label in ("server", "backend", "last error"):
+        assert lines[label] == "(needs the control token)"
+    assert lines["models"] == "-"
 
 
 def test_urls() -> None:
@@ -219,18 +270,30 @@ async def test_agent_status_and_json(
         assert "models:               fixture-model, org/llama3:8b" in lines
         assert "jobs:                 0/1" in lines
 
+        # The token file is not where this process looks: the reduced view.
+        assert "backend:              (needs the control token)" in lines
         raw = await nfrx_status("--agent", agent.url, "--json")
         assert raw.returncode == 0, raw.stderr
         document = json.loads(raw.stdout)
         async with httpx.AsyncClient() as http:
             direct = (await http.get(agent.url + "/status")).json()
         assert document == direct
+        assert "backend_url" not in document
+
+        # Where the agent keeps it (XDG_CONFIG_HOME here), or named: the whole document.
+        for args, env in (
+            ([], {"XDG_CONFIG_HOME": str(tmp_path / "xdg")}),
+            (["--token-file", str(agent.token_file)], {}),
+        ):
+            full = await nfrx_status("--agent", agent.url, *args, env=env)
+            assert full.returncode == 0, full.stderr
+            assert f"backend:              {backend.base_url}" in full.stdout.decode().splitlines()
 
 
 async def test_server_status_tables_and_json(
     server: Server, backend: FixtureBackend, tmp_path: Path
 ) -> None:
-    async with status_agent(server, backend, tmp_path, name="alpha"):
+    async with status_agent(server, backend, tmp_path, env={"CLIENT_ID": "alpha-1"}):
         readable = await nfrx_status("--server", server.url, env={"API_KEY": server.api_key})
         assert readable.returncode == 0, readable.stderr
         lines = readable.stdout.decode().splitlines()
@@ -238,9 +301,11 @@ async def test_server_status_tables_and_json(
         alpha = next(line for line in lines if line.startswith("alpha "))
         assert cells(alpha) == [
             "alpha",
+            "alpha-1",
             "idle",
             "fixture-model, org/llama3:8b",
             "0/1",
+            "0",
             "0",
             "0",
             "0/0",
@@ -278,9 +343,36 @@ async def test_errors_are_one_line(server: Server) -> None:
         f"nfrx status: cannot reach http://127.0.0.1:{port}/status: ConnectError"
     )
 
-    usage = await nfrx_status()
+    usage = await nfrx_status("--server", server.url, "--agent", "127.0.0.1:1")
     assert usage.returncode == 2
-    assert one_line_error(usage) == "nfrx status: give exactly one of --server URL or --agent URL"
+    assert one_line_error(usage) == "nfrx status: give one of --server URL or --agent URL, not both"
+
+
+async def test_without_options_it_reads_the_local_server(server: Server, tmp_path: Path) -> None:
+    port = server.url.rsplit(":", 1)[1]
+    # As `nfrx serve` would: PORT and API_KEY from the environment...
+    from_env = await nfrx_status(env={"PORT": port, "API_KEY": server.api_key})
+    assert from_env.returncode == 0, from_env.stderr
+    assert from_env.stdout.decode().startswith("nfrx server ")
+    # ... or from the server's config file (HOST 0.0.0.0 is reached on loopback).
+    config = tmp_path / "server.yaml"
+    config.write_text(f"host: 0.0.0.0\nport: {port}\napi_key: {server.api_key}\n")
+    from_file = await nfrx_status("--json", env={"CONFIG_FILE": str(config)})
+    assert from_file.returncode == 0, from_file.stderr
+    assert "plugins" in json.loads(from_file.stdout)
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        free = sock.getsockname()[1]  # bound, not listening: connections are refused
+        down = await nfrx_status(env={"PORT": str(free)})
+    assert down.returncode == 1
+    assert one_line_error(down).startswith(
+        f"nfrx status: cannot reach http://127.0.0.1:{free}/api/state: ConnectError"
+    )
+    bad = await nfrx_status(env={"PORT": "eighty"})
+    assert bad.returncode == 2
+    assert one_line_error(bad).startswith("nfrx status: configuration error: PORT: ")
+    assert one_line_error(bad).endswith("(or give --server URL)")
 
 
 def _default_sigint() -> None:

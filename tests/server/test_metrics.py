@@ -26,23 +26,26 @@ class _Finished:
     model: str = "m1"
     status: int | None = 200
     failed: bool = False
+    cancelled: bool = False
     usage: Usage | None = None
     duration: float = 0.5
 
 
 @pytest.mark.parametrize(
-    ("status", "failed", "expected"),
+    ("status", "failed", "cancelled", "expected"),
     [
-        (200, False, "success"),
-        (302, False, "success"),
-        (404, False, "error"),
-        (500, False, "error"),
-        (200, True, "error"),  # cut short after the head
-        (None, True, "error"),  # no head at all
+        (200, False, False, "success"),
+        (302, False, False, "success"),
+        (404, False, False, "error"),
+        (500, False, False, "error"),
+        (200, True, False, "error"),  # cut short after the head
+        (None, True, False, "error"),  # no head at all
+        (200, False, True, "cancelled"),  # the client left mid-answer
+        (None, False, True, "cancelled"),  # the client left before the head
     ],
 )
-def test_outcome(status: int | None, failed: bool, expected: str) -> None:
-    exchange = cast("Exchange", _Finished(status=status, failed=failed))
+def test_outcome(status: int | None, failed: bool, cancelled: bool, expected: str) -> None:
+    exchange = cast("Exchange", _Finished(status=status, failed=failed, cancelled=cancelled))
     assert outcome(exchange) == expected
 
 

@@ -107,6 +107,19 @@ async def test_release_wakes_waiters(autojump_clock: trio.testing.MockClock) -> 
     assert a.processed_total == 1
 
 
+def test_release_counts_each_exchange_once_by_how_it_ended() -> None:
+    registry = AgentRegistry()
+    a = agent("a")
+    registry.add(a)
+    for outcome in ({}, {"failed": True}, {"cancelled": True}, {"failed": True, "cancelled": True}):
+        registry.acquire(a)
+        registry.release(a, **outcome)
+    registry.acquire(a)
+    registry.release(a, counted=False)
+    assert (a.processed_total, a.failures_total, a.cancelled_total) == (1, 1, 2)
+    assert a.inflight == 0
+
+
 def test_models_table_leaves_out_not_ready_agents() -> None:
     registry = AgentRegistry()
     registry.add(agent("a", models=("m1", "m2")))

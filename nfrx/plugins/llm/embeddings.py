@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import math
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +28,7 @@ from quart import Response
 from werkzeug.datastructures import Headers
 
 from nfrx.protocol import ResetCode
-from nfrx.server.http_errors import HttpError
+from nfrx.server.http_errors import HttpError, from_tunnel_error
 from nfrx.server.proxy import AttemptFailed, response_headers
 from nfrx.server.scheduler import choose_match
 from nfrx.server.usage import Usage
@@ -38,6 +39,8 @@ if TYPE_CHECKING:
 
     from nfrx.server.proxy import Exchange, Job
     from nfrx.server.registry import AgentRecord
+
+log = logging.getLogger("nfrx.proxy")
 
 MAX_RESPONSE_BYTES = 512 * 1024 * 1024
 """Largest embeddings answer one batch may return (float vectors are big, but not unbounded)."""
@@ -168,7 +171,7 @@ async def _run_agents(
     retryable: list[HttpError] = []
 
     async def worker(agent: AgentRecord, concrete: str) -> None:
-        failed = False
+        failed = cancelled = False
         try:
             while (
                 batch := plan.take(batch_size(agent.embedding_batch_size, plan.share))
@@ -189,8 +192,13 @@ async def _run_agents(
                     fatal.append(exc)
                     nursery.cancel_scope.cancel()
                     return
+        except trio.Cancelled:
+            # The client left (or another agent's failure ended the request): not this
+            # agent's failure.
+            cancelled = not failed
+            raise
         finally:
-            job.gateway.registry.release(agent, failed=failed)
+            job.gateway.registry.release(agent, failed=failed, cancelled=cancelled)
 
     async with trio.open_nursery() as nursery:
         for agent, concrete in agents:
@@ -265,9 +273,17 @@ async def _read_all(exchange: Exchange, job: Job) -> bytes:
         except (StreamReset, TunnelClosed) as exc:
             # Nothing has reached the client yet, so the batch can still go elsewhere.
             exchange.finish(failed=True)
+            detail = from_tunnel_error(exc, job.request_id).detail
+            log.warning(
+                "%s: agent %s failed mid-answer: %s request_id=%s",
+                exchange.label,
+                exchange.agent.name,
+                detail,
+                job.request_id,
+            )
+            message = f"the agent failed mid-answer (request id {job.request_id})"
             raise AttemptFailed(
-                HttpError(502, "upstream_error", f"the agent failed mid-answer: {exc}"),
-                retryable=True,
+                HttpError(502, "upstream_error", message, detail=detail), retryable=True
             ) from None
         if scope.cancelled_caught:
             exchange.finish(code=ResetCode.TIMEOUT, failed=True)

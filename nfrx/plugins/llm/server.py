@@ -12,9 +12,11 @@ from typing import TYPE_CHECKING, Any, cast
 
 from quart import Blueprint, Response, request
 
+from nfrx.config.load import QUEUE_EVENT_STYLES
 from nfrx.plugins.llm.embeddings import run_split, splittable
 from nfrx.server.agent_socket import serve_agent
 from nfrx.server.catalog import ModelCatalog
+from nfrx.server.gateway import header
 from nfrx.server.http_errors import HttpError
 from nfrx.server.proxy import Job, streaming_response
 
@@ -60,6 +62,27 @@ def rewrite_model(body: bytes, model: str) -> bytes:
     return json.dumps(payload, ensure_ascii=False).encode()
 
 
+QUEUE_EVENTS_HEADER = "X-Nfrx-Queue-Events"
+"""A client's choice of ``LLM_QUEUE_EVENT_STYLE`` for its own request."""
+
+
+def queue_event_style(gateway: Gateway) -> str:
+    """``comments`` or ``events``: the request's ``X-Nfrx-Queue-Events`` header, else
+    ``LLM_QUEUE_EVENT_STYLE``. Raises 400 for any other header value."""
+    given = header(QUEUE_EVENTS_HEADER)
+    if given is None:
+        return gateway.config.llm_queue_event_style.lower()
+    style = given.strip().lower()
+    if style not in QUEUE_EVENT_STYLES:
+        raise HttpError(
+            400,
+            "invalid_header",
+            f"{QUEUE_EVENTS_HEADER} must be one of {', '.join(QUEUE_EVENT_STYLES)}, not {given!r}",
+            type="invalid_request_error",
+        )
+    return style
+
+
 RELAYED_PATHS = ("/chat/completions", "/completions", "/responses", "/embeddings")
 """OpenAI routes relayed as they are; each also exists under ``/api/llm/id/{agent}/v1``."""
 
@@ -86,6 +109,7 @@ def blueprint(gateway: Gateway) -> Blueprint:
             catalog.table(agent_id)  # 404 at once for an unknown agent
         body = await gateway.read_body()
         payload = parse_body(body)
+        named = queue_event_style(gateway) == "events"
         model = payload["model"]
         prefix = f"/api/{KIND}" + (f"/id/{agent_id}" if agent_id else "")
         ticket = catalog.ticket(model, request_id, agent_id)
@@ -108,7 +132,7 @@ def blueprint(gateway: Gateway) -> Blueprint:
             if grant is None:
                 # It has to wait: answer now, and tell the client where it stands meanwhile.
                 return streaming_response(
-                    job.queued_event_stream(cleanups),
+                    job.queued_event_stream(cleanups, named=named),
                     200,
                     [
                         ("Content-Type", "text/event-stream"),

@@ -55,6 +55,7 @@ from nfrx.plugins.mcp.http_cancel import (
     valid_id,
 )
 from nfrx.protocol import ResetCode
+from nfrx.redact import redact
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
@@ -330,14 +331,15 @@ class McpHttpBackend:
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             watch.answered = True  # nothing reached the provider: nothing to cancel
             stream.reset(
-                ResetCode.UPSTREAM_UNREACHABLE, f"cannot reach the MCP provider at {url}: {exc}"
+                ResetCode.UPSTREAM_UNREACHABLE,
+                redact(f"cannot reach the MCP provider at {url}: {exc}"),
             )
             return Outcome.UNREACHABLE
         except httpx.HTTPError as exc:
             watch.answered = True  # the connection is gone; so is the provider's request
             stream.reset(
                 ResetCode.UPSTREAM_ERROR,
-                f"the MCP provider at {url} failed: {type(exc).__name__}: {exc}",
+                redact(f"the MCP provider at {url} failed: {type(exc).__name__}: {exc}"),
             )
             return Outcome.BROKEN
 

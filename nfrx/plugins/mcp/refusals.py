@@ -87,6 +87,11 @@ def too_large(limit: int) -> McpRefusal:
     )
 
 
+def body_stalled(message: str) -> McpRefusal:
+    """408: no body chunk for ``BODY_TIMEOUT`` (worth retrying)."""
+    return McpRefusal(408, wire.RelayCode.INVALID_MESSAGE, message, retryable=True)
+
+
 def invalid_message(problem: wire.InvalidMessage) -> McpRefusal:
     """400: the body is not one JSON-RPC message (``-32700`` when it is not JSON at all)."""
     not_json_at_all = str(problem).startswith("the body is not JSON")

@@ -38,6 +38,7 @@ from werkzeug.datastructures import Headers
 from nfrx.plugins.mcp import wire
 from nfrx.plugins.mcp.sessions import Call, EndedBy
 from nfrx.protocol import ResetCode
+from nfrx.redact import redact
 from nfrx.server.proxy import is_event_stream, streaming_response
 from nfrx.transport.errors import StreamReset, TunnelClosed
 
@@ -57,10 +58,16 @@ _UNAVAILABLE: Final = frozenset(
     {ResetCode.UPSTREAM_UNREACHABLE, ResetCode.DRAINING, ResetCode.OVERLOADED}
 )
 """Reset codes that mean the provider could not take the request (worth a retry)."""
+_KNOWN_FAILURES: Final = frozenset(
+    {ResetCode.UPSTREAM_ERROR, ResetCode.BAD_AGENT_RESPONSE, ResetCode.INTERNAL}
+)
+"""Reset codes a client may see by name; any other an agent sends is ``agent_error``."""
 
 
 def tunnel_error(request_id: str | None, exc: StreamReset | TunnelClosed, req_id: str) -> bytes:
-    """The JSON-RPC error a client gets when the tunnel stream failed under its request."""
+    """The JSON-RPC error a client gets when the tunnel stream failed under its request: the
+    reset code, never the relay's own words (see :func:`nfrx.server.http_errors.from_tunnel_error`;
+    :meth:`McpExchange.tunnel_failed` logs those)."""
     code, text, retryable = _tunnel_failure(exc)
     return wire.relay_error(request_id, code, text, retryable=retryable, req_id=req_id)
 
@@ -68,14 +75,14 @@ def tunnel_error(request_id: str | None, exc: StreamReset | TunnelClosed, req_id
 def _tunnel_failure(exc: StreamReset | TunnelClosed) -> tuple[str, str, bool]:
     """What a failed tunnel stream means for the client: relay code, text, retryable."""
     if isinstance(exc, TunnelClosed):
-        return wire.RelayCode.PROVIDER_UNAVAILABLE, f"the relay disconnected ({exc.reason})", True
+        return wire.RelayCode.PROVIDER_UNAVAILABLE, "the relay disconnected", True
     if exc.code == ResetCode.TIMEOUT:
-        why = exc.message or "deadline passed"
-        return wire.RelayCode.TIMEOUT, f"the relay gave up waiting for the provider ({why})", True
-    why = exc.message or exc.code
+        return wire.RelayCode.TIMEOUT, "the relay gave up waiting for the provider", True
     if exc.code in _UNAVAILABLE:
-        return wire.RelayCode.PROVIDER_UNAVAILABLE, f"the provider is not available ({why})", True
-    return wire.RelayCode.UPSTREAM_ERROR, f"the provider failed ({why})", False
+        text = f"the provider is not available ({exc.code})"
+        return wire.RelayCode.PROVIDER_UNAVAILABLE, text, True
+    named = exc.code if exc.code in _KNOWN_FAILURES else "agent_error"
+    return wire.RelayCode.UPSTREAM_ERROR, f"the provider failed ({named})", False
 
 
 @attrs.define(eq=False, kw_only=True)
@@ -164,6 +171,16 @@ class McpExchange:
 
     # -- outcomes ------------------------------------------------------------------------------
 
+    def tunnel_failed(self, exc: StreamReset | TunnelClosed) -> bytes:
+        """End the exchange after its stream failed; log why (the relay's words, redacted) and
+        return the client's JSON-RPC error (which has only the code)."""
+        self.finish()
+        reason = exc.reason if isinstance(exc, TunnelClosed) else f"{exc.code[:64]}: {exc.message}"
+        log.warning(
+            "%s relay=%s: %s request_id=%s", self.label, self.agent.id, redact(reason), self.req_id
+        )
+        return tunnel_error(self.call.request_id, exc, self.req_id)
+
     def _stopped_code(self) -> str:
         """The reset code for a call whose scope was cancelled (and log a timeout)."""
         if self.call.ended_by == EndedBy.CLIENT_CANCELLED:
@@ -237,8 +254,7 @@ class McpExchange:
                 method, path, headers, timeout=timeout, end=not body
             )
         except TunnelClosed as exc:
-            self.finish()
-            error = tunnel_error(self.request_id, exc, self.req_id)
+            error = self.tunnel_failed(exc)
             return self._json(error, 200 if self.request_id is not None else 503), None
         try:
             with self.call.watch() as scope:
@@ -246,8 +262,7 @@ class McpExchange:
                     await stream.send_data(body, end=True)
                 head = await stream.receive_response()
         except (StreamReset, TunnelClosed) as exc:
-            self.finish()
-            error = tunnel_error(self.request_id, exc, self.req_id)
+            error = self.tunnel_failed(exc)
             return self._json(error, 200 if self.request_id is not None else 502), None
         if scope.cancelled_caught:
             code = self._stopped_code()
@@ -278,8 +293,7 @@ class McpExchange:
                         break
                     parts.append(chunk)
         except (StreamReset, TunnelClosed) as exc:
-            self.finish()
-            error = tunnel_error(self.request_id, exc, self.req_id)
+            error = self.tunnel_failed(exc)
             return self._json(error, 200 if self.request_id is not None else 502)
         if scope.cancelled_caught:
             self.finish(code=self._stopped_code())
@@ -343,9 +357,9 @@ class McpExchange:
                             self.relay.touch_session(call.session_id)
                     yield event.raw
         except (StreamReset, TunnelClosed) as exc:
-            self.finish()
+            error = self.tunnel_failed(exc)
             if call.request_id is not None:
-                yield wire.sse_message(tunnel_error(call.request_id, exc, self.req_id))
+                yield wire.sse_message(error)
         finally:
             self.client_left()  # a no-op unless the client left mid-stream
 

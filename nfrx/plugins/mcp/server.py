@@ -55,6 +55,7 @@ from nfrx.server import auth
 from nfrx.server.agent_socket import serve_agent
 from nfrx.server.cors import OriginPolicy
 from nfrx.server.registry import AgentStatus
+from nfrx.server.request_body import BodyTimeout, next_chunk
 
 if TYPE_CHECKING:
     from nfrx.protocol import Response as ResponseHead
@@ -195,8 +196,8 @@ class McpRelayRoutes:
         )
 
     async def read_message(self, relay_id: str) -> tuple[bytes, wire.Message]:
-        """The body, whole (415 unless JSON, 413 past ``BROKER_MAX_REQ_BYTES``), and the one
-        JSON-RPC message it must be (400)."""
+        """The body, whole (415 unless JSON, 413 past ``BROKER_MAX_REQ_BYTES``, 408 when it
+        stalls for ``BODY_TIMEOUT``), and the one JSON-RPC message it must be (400)."""
         if not refusals.is_json(request.headers.get("Content-Type", "")):
             raise _refuse(relay_id, refusals.not_json())
         limit = self.config.mcp_max_req_bytes
@@ -206,7 +207,14 @@ class McpRelayRoutes:
             raise _refuse(relay_id, too_large)
         parts: list[bytes] = []
         size = 0
-        async for chunk in request.body:
+        body_iter = aiter(request.body)
+        while True:
+            try:
+                chunk = await next_chunk(body_iter, self.config.body_timeout)
+            except BodyTimeout as stalled:
+                raise _refuse(relay_id, refusals.body_stalled(stalled.message)) from None
+            if chunk is None:
+                break
             size += len(chunk)
             if size > limit:
                 raise _refuse(relay_id, too_large)

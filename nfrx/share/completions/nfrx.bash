@@ -17,7 +17,7 @@ _nfrx() {
         word=${COMP_WORDS[i]}
         case "$cmd:$word" in
             "nfrx:serve"|"nfrx:llm"|"nfrx:mcp"|"nfrx:docling"|"nfrx:asr"|"nfrx:status"|"nfrx:completion") cmd="${cmd} $word"; npos=0 ;;
-            "nfrx serve:--host"|"nfrx serve:--port"|"nfrx serve:--api-key"|"nfrx serve:--client-key"|"nfrx serve:--request-timeout"|"nfrx serve:--max-request-bytes"|"nfrx serve:--max-upload-bytes"|"nfrx serve:--heartbeat-interval"|"nfrx serve:--agent-dead-after"|"nfrx serve:--drain-timeout"|"nfrx serve:--llm-min-score"|"nfrx serve:--llm-queue-size"|"nfrx serve:--llm-queue-timeout"|"nfrx serve:--llm-queue-update-seconds"|"nfrx serve:--llm-idle-timeout"|"nfrx serve:--llm-max-retries"|"nfrx serve:--llm-max-parallel-embeddings"|"nfrx serve:--mcp-max-req-bytes"|"nfrx serve:--mcp-max-resp-bytes"|"nfrx serve:--mcp-max-concurrency-per-client"|"nfrx serve:--mcp-max-streams-per-client"|"nfrx serve:--mcp-call-timeout"|"nfrx serve:--mcp-call-max"|"nfrx serve:--mcp-session-idle"|"nfrx serve:--mcp-max-sessions-per-client"|"nfrx serve:--mcp-allowed-hosts"|"nfrx serve:--public-url"|"nfrx serve:--config"|"nfrx serve:--metrics-port"|"nfrx serve:--plugins"|"nfrx serve:--allowed-origins"|"nfrx serve:--api-http-roles"|"nfrx serve:--client-http-roles"|"nfrx serve:--tls-cert"|"nfrx serve:--tls-key"|"nfrx serve:--log-format"|"nfrx serve:--log-level")
+            "nfrx serve:--host"|"nfrx serve:--port"|"nfrx serve:--api-key"|"nfrx serve:--client-key"|"nfrx serve:--request-timeout"|"nfrx serve:--max-request-bytes"|"nfrx serve:--max-upload-bytes"|"nfrx serve:--body-timeout"|"nfrx serve:--heartbeat-interval"|"nfrx serve:--agent-dead-after"|"nfrx serve:--drain-timeout"|"nfrx serve:--llm-min-score"|"nfrx serve:--llm-queue-size"|"nfrx serve:--llm-queue-timeout"|"nfrx serve:--llm-queue-event-style"|"nfrx serve:--llm-queue-update-seconds"|"nfrx serve:--llm-idle-timeout"|"nfrx serve:--llm-max-retries"|"nfrx serve:--llm-max-parallel-embeddings"|"nfrx serve:--mcp-max-req-bytes"|"nfrx serve:--mcp-max-resp-bytes"|"nfrx serve:--mcp-max-concurrency-per-client"|"nfrx serve:--mcp-max-streams-per-client"|"nfrx serve:--mcp-call-timeout"|"nfrx serve:--mcp-call-max"|"nfrx serve:--mcp-session-idle"|"nfrx serve:--mcp-max-sessions-per-client"|"nfrx serve:--mcp-allowed-hosts"|"nfrx serve:--public-url"|"nfrx serve:--config"|"nfrx serve:--metrics-port"|"nfrx serve:--plugins"|"nfrx serve:--allowed-origins"|"nfrx serve:--api-http-roles"|"nfrx serve:--client-http-roles"|"nfrx serve:--tls-cert"|"nfrx serve:--tls-key"|"nfrx serve:--log-format"|"nfrx serve:--log-level")
                 vopt=$word
                 if [[ ${COMP_WORDS[i+1]-} == "=" ]]; then ((i += 2)); else ((i += 1)); fi ;;
             "nfrx llm:--server-url"|"nfrx llm:--client-key"|"nfrx llm:--client-id"|"nfrx llm:--client-name"|"nfrx llm:--completion-base-url"|"nfrx llm:--completion-api-key"|"nfrx llm:--max-concurrency"|"nfrx llm:--model-poll-interval"|"nfrx llm:--embedding-batch-size"|"nfrx llm:--request-timeout"|"nfrx llm:--drain-timeout"|"nfrx llm:--config"|"nfrx llm:--status-addr"|"nfrx llm:--metrics-port"|"nfrx llm:--ca-file"|"nfrx llm:--log-format"|"nfrx llm:--log-dir"|"nfrx llm:--log-level")
@@ -32,7 +32,7 @@ _nfrx() {
             "nfrx asr:--server-url"|"nfrx asr:--client-key"|"nfrx asr:--client-id"|"nfrx asr:--client-name"|"nfrx asr:--asr-base-url"|"nfrx asr:--asr-api-key"|"nfrx asr:--asr-models"|"nfrx asr:--max-concurrency"|"nfrx asr:--request-timeout"|"nfrx asr:--drain-timeout"|"nfrx asr:--config"|"nfrx asr:--status-addr"|"nfrx asr:--metrics-port"|"nfrx asr:--ca-file"|"nfrx asr:--log-format"|"nfrx asr:--log-dir"|"nfrx asr:--log-level")
                 vopt=$word
                 if [[ ${COMP_WORDS[i+1]-} == "=" ]]; then ((i += 2)); else ((i += 1)); fi ;;
-            "nfrx status:--server"|"nfrx status:--agent"|"nfrx status:--api-key"|"nfrx status:--interval")
+            "nfrx status:--server"|"nfrx status:--agent"|"nfrx status:--api-key"|"nfrx status:--token-file"|"nfrx status:--interval")
                 vopt=$word
                 if [[ ${COMP_WORDS[i+1]-} == "=" ]]; then ((i += 2)); else ((i += 1)); fi ;;
             *:-*) ;;
@@ -54,7 +54,7 @@ _nfrx() {
             else
                 words="serve llm mcp docling asr status completion"
             fi ;;
-        "nfrx serve") words="--host --port --api-key --client-key --request-timeout --max-request-bytes --max-upload-bytes --heartbeat-interval --agent-dead-after --drain-timeout --llm-min-score --llm-queue-size --llm-queue-timeout --llm-queue-events --no-llm-queue-events --llm-queue-update-seconds --llm-idle-timeout --llm-max-retries --llm-max-parallel-embeddings --mcp-max-req-bytes --mcp-max-resp-bytes --mcp-max-concurrency-per-client --mcp-max-streams-per-client --mcp-call-timeout --mcp-call-max --mcp-session-idle --mcp-max-sessions-per-client --mcp-allowed-hosts --public-url --config --metrics-port --plugins --allowed-origins --api-http-roles --client-http-roles --tls-cert --tls-key --log-format --log-level --print-config --help" ;;
+        "nfrx serve") words="--host --port --api-key --client-key --request-timeout --max-request-bytes --max-upload-bytes --body-timeout --heartbeat-interval --agent-dead-after --drain-timeout --llm-min-score --llm-queue-size --llm-queue-timeout --llm-queue-events --no-llm-queue-events --llm-queue-event-style --llm-queue-update-seconds --llm-idle-timeout --llm-max-retries --llm-max-parallel-embeddings --mcp-max-req-bytes --mcp-max-resp-bytes --mcp-max-concurrency-per-client --mcp-max-streams-per-client --mcp-call-timeout --mcp-call-max --mcp-session-idle --mcp-max-sessions-per-client --mcp-allowed-hosts --public-url --config --metrics-port --plugins --allowed-origins --api-http-roles --client-http-roles --tls-cert --tls-key --log-format --log-level --print-config --help" ;;
         "nfrx llm") words="--server-url --client-key --client-id --client-name --completion-base-url --completion-api-key --max-concurrency --model-poll-interval --embedding-batch-size --reconnect -r --request-timeout --drain-timeout --config --status-addr --metrics-port --ca-file --log-format --log-dir --log-level --print-config --help" ;;
         "nfrx mcp")
             if [[ $cur == -* ]]; then
@@ -67,7 +67,7 @@ _nfrx() {
             fi ;;
         "nfrx docling") words="--server-url --client-key --client-id --client-name --doc-base-url --doc-api-key --max-concurrency --reconnect -r --request-timeout --drain-timeout --config --status-addr --metrics-port --ca-file --log-format --log-dir --log-level --print-config --help" ;;
         "nfrx asr") words="--server-url --client-key --client-id --client-name --asr-base-url --asr-api-key --asr-models --max-concurrency --reconnect -r --request-timeout --drain-timeout --config --status-addr --metrics-port --ca-file --log-format --log-dir --log-level --print-config --help" ;;
-        "nfrx status") words="--server --agent --api-key --json --watch -w --interval --help" ;;
+        "nfrx status") words="--server --agent --api-key --token-file --json --watch -w --interval --help" ;;
         "nfrx completion")
             if [[ $cur == -* ]]; then
                 words="--help"
