@@ -23,6 +23,7 @@ from quart_trio import QuartTrio
 from nfrx.config.model import ServerConfig
 from nfrx.plugins.mcp import wire
 from nfrx.plugins.mcp.server import McpRelayRoutes
+from nfrx.plugins.mcp.sessions import McpRelays, McpSession, RelayState, credential_hash
 from nfrx.protocol import ResetCode
 from nfrx.server.app import create_app
 from nfrx.server.gateway import Gateway
@@ -67,6 +68,13 @@ class Relay:
     @property
     def auth(self) -> dict[str, str]:
         return {"authorization": f"Bearer {API_KEY}"}
+
+    def open_session(self, session_id: str = "s1") -> RelayState:
+        """Record a session the API key's holder created (as the provider's answer would) and
+        return the relay's state."""
+        state = McpRelays.of(self.gateway).state(self.record)
+        state.sessions[session_id] = McpSession(session_id, credential_hash(API_KEY))
+        return state
 
     def headers(self, **extra: str) -> dict[str, str]:
         return {

@@ -21,11 +21,9 @@ import trio
 
 from nfrx.plugins.mcp import wire
 from nfrx.plugins.mcp.relay import tunnel_error
-from nfrx.plugins.mcp.sessions import McpRelays, McpSession, credential_hash
 from nfrx.protocol import ResetCode
 from nfrx.transport.errors import StreamReset, TunnelClosed
 from tests.plugins.mcp.relay_harness import (
-    API_KEY,
     RELAY,
     Relay,
     access_lines,
@@ -99,8 +97,7 @@ async def test_a_clients_own_cancel_is_cancelled_not_failed(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     async with serve_relay(progress_then_wait) as relay, httpx.AsyncClient() as client:
-        state = McpRelays.of(relay.gateway).state(relay.record)
-        state.sessions["s1"] = McpSession("s1", credential_hash(API_KEY))
+        relay.open_session()
         async with first_progress(client, relay, mcp_session_id="s1") as lines:
             cancel = {
                 "jsonrpc": "2.0",
@@ -124,8 +121,7 @@ async def test_a_clients_own_cancel_is_cancelled_not_failed(
 
 async def test_a_deleted_session_cancels_its_calls(caplog: pytest.LogCaptureFixture) -> None:
     async with serve_relay(progress_then_wait) as relay, httpx.AsyncClient() as client:
-        state = McpRelays.of(relay.gateway).state(relay.record)
-        state.sessions["s1"] = McpSession("s1", credential_hash(API_KEY))
+        state = relay.open_session()
         async with first_progress(client, relay, mcp_session_id="s1") as lines:
             state.end_session("s1")  # what a DELETE that the provider accepted does
             rest = await data_lines(lines)
@@ -143,8 +139,7 @@ async def test_a_stream_the_client_closes_is_logged_as_closed(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     async with serve_relay(progress_then_wait) as relay, httpx.AsyncClient() as client:
-        state = McpRelays.of(relay.gateway).state(relay.record)
-        state.sessions["s1"] = McpSession("s1", credential_hash(API_KEY))
+        relay.open_session()
         headers = relay.headers(mcp_session_id="s1")
         async with client.stream("GET", relay.url, headers=headers) as response:
             assert response.status_code == 200

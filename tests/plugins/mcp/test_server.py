@@ -317,8 +317,7 @@ async def test_get_and_delete_carry_the_session_and_delete_ends_it() -> None:
             await stream.send_response(200, (), end=True)
 
     async with serve_relay(script) as relay, httpx.AsyncClient() as client:
-        state = McpRelays.of(relay.gateway).state(relay.record)
-        state.sessions["s1"] = McpSession("s1", credential_hash(API_KEY))
+        state = relay.open_session()
         headers = relay.headers(mcp_session_id="s1")
         stream = await client.get(relay.url, headers=headers)
         assert (stream.status_code, stream.text) == (200, ": hello\n\n")
@@ -356,8 +355,7 @@ async def test_head_is_no_mcp_method_and_never_deletes_the_session() -> None:
     assert "HEAD is not an MCP method" in json.loads(info.value.payload)["error"]["message"]
 
     async with serve_relay(answer_json({})) as relay, httpx.AsyncClient() as client:
-        state = McpRelays.of(relay.gateway).state(relay.record)
-        state.sessions["s1"] = McpSession("s1", credential_hash(API_KEY))
+        state = relay.open_session()
         answer = await client.head(relay.url, headers=relay.headers(mcp_session_id="s1"))
         assert answer.status_code == 405
         assert relay.agent.requests == []
