@@ -55,7 +55,7 @@ async def test_a_draining_server_refuses_before_anything_else() -> None:
 
 
 async def test_host_and_origin_are_checked_before_the_credential() -> None:
-    async with relay_routes(mcp_allowed_hosts="good.example") as r:
+    async with relay_routes(mcp_allowed_hosts=("good.example",)) as r:
         async with r.request(headers={"Host": "evil.example", "Authorization": ""}):
             with pytest.raises(McpRefusal) as info:
                 r.routes.admit(RELAY)
@@ -73,7 +73,7 @@ async def test_host_and_origin_are_checked_before_the_credential() -> None:
 
 async def test_an_allowed_origin_passes() -> None:
     async with (
-        relay_routes(allowed_origins="https://app.example") as r,
+        relay_routes(allowed_origins=("https://app.example",)) as r,
         r.request(headers={"Origin": "https://app.example"}),
     ):
         r.routes.admit(RELAY)
