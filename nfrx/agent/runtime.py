@@ -69,6 +69,11 @@ class BackendUnavailable(Exception):
     """The local service did not answer its probe; the message says how."""
 
 
+class BackendStarting(BackendUnavailable):
+    """The local service is not ready yet because it is starting, as it should: logged at INFO,
+    not as a failure (a backend the agent starts itself, e.g. a stdio MCP provider)."""
+
+
 @attrs.frozen
 class BackendState:
     """What the last successful probe found (kept while the backend is not ready)."""
@@ -86,7 +91,9 @@ class Backend(Protocol):
     """Seconds between probes while the backend is ready."""
 
     # A backend may also define ``hello_options``: (name, value) pairs sent in its Hello
-    # (see :attr:`nfrx.protocol.frames.Hello.options`).
+    # (see :attr:`nfrx.protocol.frames.Hello.options`), and ``describe(agent_id) -> str``: what
+    # it serves, in words, for the agent's log lines (a backend without models, which would
+    # otherwise be described as serving "0 model(s)").
 
     async def probe(self) -> BackendState:
         """Ask the local service what it serves; raises :class:`BackendUnavailable`."""
@@ -142,6 +149,8 @@ class AgentRuntime:
         self._idle = trio.Event()
         self._idle.set()
         self._probed = False
+        self._starting = False
+        """The latest probe found the backend starting (:class:`BackendStarting`)."""
         self._probe_wanted = trio.Event()
 
     # -- lifetime ------------------------------------------------------------------------------
@@ -280,12 +289,12 @@ class AgentRuntime:
         async with websocket_agent.connect(url, headers=headers, ssl_context=ssl_context) as ws:
             conn, welcome = await agent_handshake(ws, hello, timeout=10)
             log.info(
-                "connected to %s as %s (%s): %s, %d model(s)",
+                "connected to %s as %s (%s): %s, %s",
                 self.config.server_url,
                 self.name,
                 self.agent_id,
                 hello.status,
-                len(hello.models),
+                self.offer(hello.models),
             )
             settings = TunnelSettings(
                 heartbeat_interval=welcome.heartbeat_interval, dead_after=welcome.dead_after
@@ -362,23 +371,43 @@ class AgentRuntime:
         try:
             state = await self.backend.probe()
         except BackendUnavailable as exc:
-            self.last_error = f"backend not ready: {exc}"
-            if self.backend_ready or not self._probed:
-                log.warning(
-                    "backend not ready: %s (probing it every %g s)", exc, self._poll_interval(False)
-                )
-            else:
-                log.debug("backend still not ready: %s", exc)
+            self._note_unavailable(exc)
             self.backend_ready = False
         else:
+            self._starting = False
             if not self.backend_ready:
-                log.info("backend ready: %d model(s)", len(state.models))
+                log.info("backend ready: %s", self.offer(state.models))
             elif state.models != self.state.models:
                 log.info("backend models changed: %d model(s)", len(state.models))
             self.state = state
             self.backend_ready = True
         self._probed = True
         return (self.backend_ready, self.state) != before
+
+    def _note_unavailable(self, exc: BackendUnavailable) -> None:
+        """Log a failed probe: a backend that is starting at INFO, a failure at WARNING (once
+        per change: the probes that follow find the same, at DEBUG)."""
+        was_starting, self._starting = self._starting, isinstance(exc, BackendStarting)
+        news = self.backend_ready or not self._probed or was_starting != self._starting
+        if self._starting:
+            if news:
+                log.info("backend starting: %s", exc)
+            return
+        self.last_error = f"backend not ready: {exc}"
+        if news:
+            log.warning(
+                "backend not ready: %s (probing it every %g s)", exc, self._poll_interval(False)
+            )
+        else:
+            log.debug("backend still not ready: %s", exc)
+
+    def offer(self, models: tuple[str, ...]) -> str:
+        """What this agent serves, for its log lines: the backend's own words if it has them
+        (``describe``, for kinds without models), else the count of ``models``."""
+        describe: Callable[[str], str] | None = getattr(self.backend, "describe", None)
+        if describe is not None:
+            return describe(self.agent_id)
+        return f"{len(models)} model(s)"
 
     def probe_soon(self) -> None:
         """Have the backend poller probe now (or right after the probe it is running)."""

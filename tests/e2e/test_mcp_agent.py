@@ -16,6 +16,7 @@ import pytest
 import trio
 
 from tests.e2e.harness import Server, clean_env, nfrx, run_plugin_agent, run_server
+from tests.fixtures.mcp_stack import agent_env
 
 ROOT = Path(__file__).resolve().parents[2]
 INIT = {
@@ -71,7 +72,7 @@ async def test_not_ready_until_the_provider_answers(tmp_path: Path) -> None:
 
         placeholder.close()
         provider = await trio.lowlevel.open_process(
-            [sys.executable, "-m", "tests.agent.mcp_http_provider", str(port)],
+            [sys.executable, "-m", "tests.fixtures.mcp_http_provider", str(port)],
             cwd=ROOT,
             env=clean_env({"NFRX_TEST_HEADERS": str(tmp_path / "headers.jsonl")}),
             stdout=subprocess.DEVNULL,
@@ -99,6 +100,19 @@ async def test_not_ready_until_the_provider_answers(tmp_path: Path) -> None:
     for entry in seen:
         assert not [name for name, _ in entry["headers"] if name.startswith("x-nfrx-")]
         assert "authorization" not in dict(entry["headers"])
+
+
+async def test_a_stdio_relay_starts_without_a_warning_and_names_itself(tmp_path: Path) -> None:
+    async with run_server() as server:
+        env = agent_env(server, "words", "stdio", None, tmp_path / "events.txt")
+        async with run_plugin_agent(server, "mcp", env) as agent:
+            ready = await agent.wait_for_line(r"INFO +nfrx\.agent: backend ready: .*")
+            started = list(agent.lines)  # before the harness stops it (its shutdown may warn)
+    assert ready.string.endswith(": MCP relay at /api/mcp/id/words (stdio provider)"), ready
+    connected = next(line for line in started if "connected to " in line)
+    assert connected.endswith(": not_ready, MCP relay at /api/mcp/id/words (stdio provider)")
+    assert any("INFO    nfrx.agent: backend starting: starting the stdio" in x for x in started)
+    assert not [line for line in started if "model(s)" in line or " WARNING " in line], started
 
 
 @pytest.mark.parametrize(

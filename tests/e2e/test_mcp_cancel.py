@@ -120,6 +120,17 @@ def provider_for(wire: str) -> Provider:
 # ---- client disconnect ------------------------------------------------------------------------
 
 
+async def cancelled_by_client(s: Stack) -> None:
+    """The server logged the call as the client's cancellation, and counted no failure."""
+    await s.server.proc.wait_for_line(
+        rf"method=tools/call relay={RELAY} status=- cancelled by client ", timeout=WAIT
+    )
+    async with httpx.AsyncClient() as http:
+        state = await http.get(f"{s.server.url}/api/state", headers=s.server.headers())
+    (agent,) = state.json()["plugins"]["mcp"]["agents"]
+    assert agent["failures_total"] == 0, agent
+
+
 @pytest.mark.parametrize("wire", WIRES)
 async def test_client_disconnect_cancels_the_provider_work(wire: str, tmp_path: Path) -> None:
     async with stack(provider_for(wire), tmp_path, {}) as s, client(s, wire) as c:
@@ -128,6 +139,7 @@ async def test_client_disconnect_cancels_the_provider_work(wire: str, tmp_path: 
         # Leaving the block closed the response: the client is gone.
         await s.wait_event("cancelled gone")
         assert "done gone" not in s.lines()
+        await cancelled_by_client(s)
         await next_call_works(c)
 
 
@@ -173,6 +185,7 @@ async def test_client_cancel_notification_cancels(wire: str, tmp_path: Path) -> 
         # own -32800 "Request cancelled" must be dropped by the relay too).
         assert for_id(rest, 9) == [], rest
         assert "done called-off" not in s.lines()
+        await cancelled_by_client(s)
         await next_call_works(c)
 
 

@@ -16,6 +16,13 @@ Duties (see ``shared/reference/mcp.md`` section 11):
   Streamable HTTP providers, a stdio <-> Streamable HTTP bridge for stdio providers, and the
   era-correct cancellation of provider work.
 
+Modules: server side :mod:`.server` (the routes), :mod:`.refusals`, :mod:`.relay` (one exchange),
+:mod:`.sessions`, :mod:`.reaper`; agent side :mod:`.agent` (the HTTP provider tunnel and the
+agent process), :mod:`.http_cancel`, and the stdio bridge: :mod:`.stdio` (its Streamable HTTP
+front), :mod:`.stdio_pool` (the processes), :mod:`.stdio_process` (one process),
+:mod:`.stdio_exchange` (one message through a process), :mod:`.modern_validation` (the pure
+2026-07-28 checks), :mod:`.splice`; both sides :mod:`.wire`.
+
 Wire contract between the two (one tunnel stream per public HTTP exchange)
 --------------------------------------------------------------------------
 ``Open``: ``method`` is the client's (POST, GET or DELETE); ``path`` is ``/`` (the provider's

@@ -12,12 +12,9 @@ Two provider kinds (exactly one per agent):
 
 Cancellation (reference ``mcp.md`` section 5.3 and the contract in :mod:`nfrx.plugins.mcp`): the
 tunnel session cancels a stream's handler when the server resets the stream, when the tunnel
-ends or when ``Open.timeout`` passes. Leaving ``client.stream()`` under cancellation closes the
-provider connection (HTTP/1.1), which is the whole cancellation for the modern era. A legacy
-provider does not treat a closed stream as cancellation (the spec says it SHOULD NOT), so for a
-legacy *request* that had no final response yet (never ``initialize``) the agent also POSTs
-``notifications/cancelled`` for it, shielded and bounded, unless the server's reset code says the
-client already sent its own (:data:`~nfrx.plugins.mcp.wire.CLIENT_CANCELLED`).
+ends or when ``Open.timeout`` passes; leaving ``client.stream()`` then closes the provider
+connection, and a legacy request still unanswered is also cancelled with a POSTed
+``notifications/cancelled`` (:mod:`.http_cancel` says when and how).
 
 The agent enforces the call's inactivity limit itself too (``x-nfrx-mcp-idle`` plus
 :data:`IDLE_MARGIN`): a provider silent for that long on a request is cancelled the same way and
@@ -28,6 +25,7 @@ a sampling request) counts, because the server counts it too.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -35,7 +33,6 @@ import math
 import os
 import re
 import shutil
-from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Final
 from urllib.parse import urlsplit, urlunsplit
 
@@ -47,12 +44,20 @@ from nfrx.agent.proxy import Outcome
 from nfrx.agent.runtime import AgentExit, BackendState, BackendUnavailable
 from nfrx.config.load import ConfigError
 from nfrx.plugins.mcp import wire
+from nfrx.plugins.mcp.http_cancel import (
+    ACCEPT_BOTH,
+    FinalWatch,
+    IdleClock,
+    cancel_reason,
+    paused,
+    tell_provider,
+    valid_id,
+)
 from nfrx.protocol import ResetCode
 from nfrx.redact import redact
-from nfrx.transport.errors import StreamReset, TunnelClosed
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Sequence
+    from collections.abc import AsyncIterator, Sequence
 
     from nfrx.agent.runtime import Backend
     from nfrx.config.model import McpAgentConfig
@@ -67,13 +72,6 @@ IDLE_MARGIN: Final = 5.0
 """Seconds the agent waits past the server's inactivity limit before giving up on its own (the
 server's reset normally arrives first)."""
 
-CANCEL_GRACE: Final = 5.0
-"""Most seconds the shielded ``notifications/cancelled`` POST may take after a cancellation."""
-
-WATCH_LIMIT: Final = 16 * 1024 * 1024
-"""Largest SSE event the agent inspects for the final response (bigger ones are forwarded
-untouched; the request is then treated as still unanswered, and a later cancel is harmless)."""
-
 BUFFER_BODY: Final = 1024 * 1024
 """A request body up to this size is sent with a Content-Length (some providers dislike chunked
 uploads); a larger one is streamed."""
@@ -82,7 +80,6 @@ PRM_PATH: Final = "/.well-known/oauth-protected-resource"
 """RFC 9728's well-known path (tunnelled for pass-through relays)."""
 
 PROBE_VERSION: Final = "2025-11-25"
-ACCEPT_BOTH: Final = "application/json, text/event-stream"
 
 _DROP_UPSTREAM: Final = frozenset(
     {
@@ -149,100 +146,6 @@ def public_prm_url(public_url: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, PRM_PATH + path, "", ""))
 
 
-class _IdleClock:
-    """One request's inactivity deadline: pushed back by any activity, paused while the agent
-    itself waits for the tunnel (a slow client is not a silent provider)."""
-
-    def __init__(self, limit: float) -> None:
-        self.limit = limit
-        self.scope = trio.CancelScope()
-        self.paused = False
-        self.bump()
-
-    def bump(self) -> None:
-        if not self.paused:
-            self.scope.deadline = trio.current_time() + self.limit
-
-    def pause(self) -> None:
-        self.paused = True
-        self.scope.deadline = math.inf
-
-    def resume(self) -> None:
-        self.paused = False
-        self.bump()
-
-
-class _FinalWatch:
-    """Watches a copy of the provider's answer for the final response to one request id."""
-
-    def __init__(self, request_id: str | None) -> None:
-        self.request_id = request_id
-        self.answered = False
-        self._parser: wire.SseParser | None = wire.SseParser(WATCH_LIMIT)
-
-    def feed(self, chunk: bytes) -> None:
-        if self.answered or self._parser is None or self.request_id is None:
-            return
-        try:
-            events = self._parser.feed(chunk)
-        except wire.EventTooLarge:
-            self._parser = None
-            return
-        for event in events:
-            if event.is_message and _is_response_to(event.data, self.request_id):
-                self.answered = True
-                return
-
-
-def _is_response_to(data: bytes, request_id: str) -> bool:
-    try:
-        message = wire.parse_message(data)
-    except wire.InvalidMessage:
-        return False
-    return message.kind == wire.Kind.RESPONSE and message.id == request_id
-
-
-def _valid_id(text: str | None) -> str | None:
-    """``text`` if it is the JSON of a string or an integer (an id to splice), else None."""
-    if text is None:
-        return None
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return None
-    if isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
-        return text
-    return None
-
-
-def cancelled_notification(request_id: str, reason: str) -> bytes:
-    """``notifications/cancelled`` for ``request_id`` (JSON text, spliced verbatim)."""
-    return (
-        '{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":'
-        + request_id
-        + ',"reason":'
-        + json.dumps(reason)
-        + "}}"
-    ).encode()
-
-
-def _cancel_reason(stream: IncomingStream, idle_fired: bool) -> tuple[str, bool]:
-    """Why the request is abandoned, and whether the provider should be told (it should not
-    when the client sent its own ``notifications/cancelled``)."""
-    if idle_fired:
-        return "nfrx: the provider was inactive past the call timeout", True
-    failure = stream.failure
-    if isinstance(failure, StreamReset):
-        if failure.code == wire.CLIENT_CANCELLED:
-            return "", False
-        if failure.code == ResetCode.TIMEOUT:
-            return "nfrx: the call timed out", True
-        return f"nfrx: the request was abandoned ({failure.code})", True
-    if isinstance(failure, TunnelClosed):
-        return "nfrx: the relay lost its tunnel to the server", True
-    return "nfrx: the call reached its time limit", True
-
-
 class McpHttpBackend:
     """A Streamable HTTP provider behind a verbatim tunnel (see the module docstring)."""
 
@@ -256,8 +159,12 @@ class McpHttpBackend:
         self.hello_options = hello_options(config, "http")
         self.idle_margin = IDLE_MARGIN
         """Seconds past the server's inactivity limit before the agent gives up by itself."""
-        self._sessions: dict[str, set[_IdleClock]] = {}
+        self._sessions: dict[str, set[IdleClock]] = {}
         """In-flight requests' idle clocks by legacy session id (activity anywhere bumps all)."""
+
+    def describe(self, agent_id: str) -> str:
+        """What the agent serves, for its log lines (an MCP relay has no models)."""
+        return f"MCP relay at /api/mcp/id/{agent_id} (HTTP provider)"
 
     # -- probe ---------------------------------------------------------------------------------
 
@@ -307,66 +214,39 @@ class McpHttpBackend:
     # -- exchanges -----------------------------------------------------------------------------
 
     async def handle(self, stream: IncomingStream) -> Outcome:
+        """Relay one tunnel stream as one HTTP exchange with the provider (see the module
+        docstring); an abandoned legacy request is cancelled at the provider."""
         request = stream.request
-        meta: dict[str, str] = {}
-        headers: list[tuple[str, str]] = []
-        for name, value in request.headers:
-            lower = name.lower()
-            if lower.startswith(wire.META_PREFIX):
-                meta[lower] = value
-            elif lower not in _DROP_UPSTREAM:
-                headers.append((lower, value))
-        headers.append(("accept-encoding", "identity"))
+        meta, headers = _split_headers(request.headers)
         url = self._url(request.path)
         if url is None:
             await _answer_not_found(stream, request.path)
             return Outcome.ANSWERED
-
-        era = meta.get(wire.Meta.ERA, wire.LEGACY)
         is_request = meta.get(wire.Meta.KIND) == wire.Kind.REQUEST
         method = meta.get(wire.Meta.METHOD, "")
-        request_id = _valid_id(meta.get(wire.Meta.ID)) if is_request else None
+        request_id = valid_id(meta.get(wire.Meta.ID)) if is_request else None
         session_id = dict(headers).get("mcp-session-id", "")
         exempt = method in wire.EXEMPT_METHODS  # never timed out, by the agent either
         clock = self._clock(meta) if is_request and not exempt else None
+        legacy = meta.get(wire.Meta.ERA, wire.LEGACY) == wire.LEGACY
+        # What the provider is told if it is abandoned: a legacy request, never initialize.
+        cancellable = request_id if legacy and method != "initialize" else None
         self._touch_session(session_id)
-        watch = _FinalWatch(request_id)
-        group = (
-            self._sessions.setdefault(session_id, set())
-            if clock is not None and session_id
-            else None
-        )
-        if clock is not None and group is not None:
-            group.add(clock)
-        finished = False
-        idle_fired = False
+        watch = FinalWatch(request_id)
+        self._join(session_id, clock)
+        finished = idle_fired = False
+        outcome = Outcome.ANSWERED
         try:
-            if clock is None:
-                outcome = await self._exchange(stream, url, headers, watch, None, session_id, meta)
-            else:
-                with clock.scope:
-                    outcome = await self._exchange(
-                        stream, url, headers, watch, clock, session_id, meta
-                    )
-                idle_fired = clock.scope.cancelled_caught
+            with clock.scope if clock is not None else contextlib.nullcontext():
+                outcome = await self._exchange(stream, url, headers, watch, clock, session_id, meta)
+            idle_fired = clock is not None and clock.scope.cancelled_caught
             finished = not idle_fired
         finally:
-            if clock is not None and group is not None:
-                group.discard(clock)
-                if not group:
-                    self._sessions.pop(session_id, None)
-            if (
-                not finished
-                and is_request
-                and request_id is not None
-                and era == wire.LEGACY
-                and method != "initialize"
-                and not watch.answered
-            ):
-                reason, tell = _cancel_reason(stream, idle_fired)
+            self._leave(session_id, clock)
+            if not finished and cancellable is not None and not watch.answered:
+                reason, tell = cancel_reason(stream, idle_fired)
                 if tell:
-                    with trio.CancelScope(shield=True), trio.move_on_after(CANCEL_GRACE):
-                        await self._post_cancel(url, headers, request_id, reason)
+                    await tell_provider(self.client, url, headers, cancellable, reason)
         if idle_fired:
             assert clock is not None
             stream.reset(
@@ -376,6 +256,18 @@ class McpHttpBackend:
             return Outcome.ANSWERED
         return outcome
 
+    def _join(self, session_id: str, clock: IdleClock | None) -> None:
+        """Count ``clock`` among its legacy session's (activity anywhere bumps them all)."""
+        if clock is not None and session_id:
+            self._sessions.setdefault(session_id, set()).add(clock)
+
+    def _leave(self, session_id: str, clock: IdleClock | None) -> None:
+        group = self._sessions.get(session_id)
+        if clock is not None and group is not None:
+            group.discard(clock)
+            if not group:
+                del self._sessions[session_id]
+
     def _url(self, path: str) -> str | None:
         base = self.base_url
         if path in ("", "/"):
@@ -384,7 +276,7 @@ class McpHttpBackend:
             return prm_urls(base)[0]
         return None
 
-    def _clock(self, meta: dict[str, str]) -> _IdleClock | None:
+    def _clock(self, meta: dict[str, str]) -> IdleClock | None:
         raw = meta.get(wire.Meta.IDLE)
         if raw is None:
             return None
@@ -394,7 +286,7 @@ class McpHttpBackend:
             return None
         if not math.isfinite(idle) or idle <= 0:
             return None
-        return _IdleClock(idle + self.idle_margin)
+        return IdleClock(idle + self.idle_margin)
 
     def _touch_session(self, session_id: str) -> None:
         if session_id:
@@ -406,8 +298,8 @@ class McpHttpBackend:
         stream: IncomingStream,
         url: str,
         headers: list[tuple[str, str]],
-        watch: _FinalWatch,
-        clock: _IdleClock | None,
+        watch: FinalWatch,
+        clock: IdleClock | None,
         session_id: str,
         meta: dict[str, str],
     ) -> Outcome:
@@ -427,13 +319,13 @@ class McpHttpBackend:
                 if status != 200 or not _is_sse(resp):
                     # A JSON answer (or an error status) is the final answer once it is whole.
                     watch.request_id = None
-                await _paused(clock, stream.send_response(status, tuple(out_headers)))
+                await paused(clock, stream.send_response(status, tuple(out_headers)))
                 async for chunk in resp.aiter_raw():
                     self._activity(clock, session_id)
                     watch.feed(chunk)
-                    await _paused(clock, stream.send_data(chunk))
+                    await paused(clock, stream.send_data(chunk))
                 watch.answered = watch.answered or not _is_sse(resp) or status != 200
-                await _paused(clock, stream.end())
+                await paused(clock, stream.end())
                 return Outcome.SERVER_ERROR if status >= 500 else Outcome.ANSWERED
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             watch.answered = True  # nothing reached the provider: nothing to cancel
@@ -450,45 +342,32 @@ class McpHttpBackend:
             )
             return Outcome.BROKEN
 
-    def _activity(self, clock: _IdleClock | None, session_id: str) -> None:
+    def _activity(self, clock: IdleClock | None, session_id: str) -> None:
         if clock is not None:
             clock.bump()
         self._touch_session(session_id)
 
-    async def _post_cancel(
-        self, url: str, headers: list[tuple[str, str]], request_id: str, reason: str
-    ) -> None:
-        """Tell a legacy provider its request is abandoned (with the request's session)."""
-        keep = {"mcp-session-id", "mcp-protocol-version", "authorization"}
-        cancel_headers = [(k, v) for k, v in headers if k in keep]
-        cancel_headers += [
-            ("content-type", "application/json"),
-            ("accept", ACCEPT_BOTH),
-            ("accept-encoding", "identity"),
-        ]
-        body = cancelled_notification(request_id, reason)
-        try:
-            async with self.client.stream("POST", url, headers=cancel_headers, content=body) as r:
-                log.debug("notifications/cancelled for %s: HTTP %d", request_id, r.status_code)
-        except httpx.HTTPError as exc:
-            log.debug("notifications/cancelled for %s failed: %s", request_id, exc)
+
+def _split_headers(
+    given: Sequence[tuple[str, str]],
+) -> tuple[dict[str, str], list[tuple[str, str]]]:
+    """The server's ``x-nfrx-*`` annotations (for the agent alone), and the headers for the
+    provider (names lower-cased, never :data:`_DROP_UPSTREAM`; ``accept-encoding: identity``)."""
+    meta: dict[str, str] = {}
+    headers: list[tuple[str, str]] = []
+    for name, value in given:
+        lower = name.lower()
+        if lower.startswith(wire.META_PREFIX):
+            meta[lower] = value
+        elif lower not in _DROP_UPSTREAM:
+            headers.append((lower, value))
+    headers.append(("accept-encoding", "identity"))
+    return meta, headers
 
 
 def _is_sse(resp: httpx.Response) -> bool:
     content_type: str = resp.headers.get("content-type", "")
     return content_type.split(";")[0].strip().lower() == "text/event-stream"
-
-
-async def _paused(clock: _IdleClock | None, send: Awaitable[None]) -> None:
-    """Await a tunnel send with the idle clock paused (waiting for credit is not inactivity)."""
-    if clock is None:
-        await send
-        return
-    clock.pause()
-    try:
-        await send
-    finally:
-        clock.resume()
 
 
 async def _request_content(stream: IncomingStream) -> bytes | AsyncIterator[bytes]:
@@ -566,6 +445,12 @@ def provider_spec(config: McpAgentConfig, args: Sequence[str] | None = None) -> 
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ConfigError(f"MCP_HTTP_URL: {http!r} is not an http:// or https:// URL")
         return ProviderSpec("http", url=http)
+    return _stdio_spec(config, command, args)
+
+
+def _stdio_spec(config: McpAgentConfig, command: str, args: Sequence[str] | None) -> ProviderSpec:
+    """The stdio half of :func:`provider_spec`: an executable file, found on PATH only when
+    ``MCP_STDIO_ALLOW_RELATIVE``, and an existing working directory."""
     if os.path.isabs(command):
         resolved = command
     elif not config.mcp_stdio_allow_relative:
@@ -605,7 +490,7 @@ async def serve(config: McpAgentConfig, spec: ProviderSpec) -> None:
         await AgentRuntime(runtime_config, bridge, backend_url=spec.command).run()
 
 
-@asynccontextmanager
+@contextlib.asynccontextmanager
 async def stdio_backend(config: McpAgentConfig, spec: ProviderSpec) -> AsyncIterator[Backend]:
     """The stdio bridge of :mod:`nfrx.plugins.mcp.stdio`, its process pool running for the
     block's length (leaving the block stops every provider process)."""

@@ -55,44 +55,35 @@ if TYPE_CHECKING:
 log = logging.getLogger("nfrx.mcp")
 
 SSE_HEADERS: Final = (("cache-control", "no-cache"), ("x-accel-buffering", "no"))
+_UNAVAILABLE: Final = frozenset(
+    {ResetCode.UPSTREAM_UNREACHABLE, ResetCode.DRAINING, ResetCode.OVERLOADED}
+)
+"""Reset codes that mean the provider could not take the request (worth a retry)."""
+_KNOWN_FAILURES: Final = frozenset(
+    {ResetCode.UPSTREAM_ERROR, ResetCode.BAD_AGENT_RESPONSE, ResetCode.INTERNAL}
+)
+"""Reset codes a client may see by name; any other an agent sends is ``agent_error``."""
 
 
 def tunnel_error(request_id: str | None, exc: StreamReset | TunnelClosed, req_id: str) -> bytes:
     """The JSON-RPC error a client gets when the tunnel stream failed under its request: the
     reset code, never the relay's own words (see :func:`nfrx.server.http_errors.from_tunnel_error`;
     :meth:`McpExchange.tunnel_failed` logs those)."""
+    code, text, retryable = _tunnel_failure(exc)
+    return wire.relay_error(request_id, code, text, retryable=retryable, req_id=req_id)
+
+
+def _tunnel_failure(exc: StreamReset | TunnelClosed) -> tuple[str, str, bool]:
+    """What a failed tunnel stream means for the client: relay code, text, retryable."""
     if isinstance(exc, TunnelClosed):
-        return wire.relay_error(
-            request_id,
-            wire.RelayCode.PROVIDER_UNAVAILABLE,
-            "the relay disconnected",
-            retryable=True,
-            req_id=req_id,
-        )
+        return wire.RelayCode.PROVIDER_UNAVAILABLE, "the relay disconnected", True
     if exc.code == ResetCode.TIMEOUT:
-        return wire.relay_error(
-            request_id,
-            wire.RelayCode.TIMEOUT,
-            "the relay gave up waiting for the provider",
-            retryable=True,
-            req_id=req_id,
-        )
-    if exc.code in (ResetCode.UPSTREAM_UNREACHABLE, ResetCode.DRAINING, ResetCode.OVERLOADED):
-        return wire.relay_error(
-            request_id,
-            wire.RelayCode.PROVIDER_UNAVAILABLE,
-            f"the provider is not available ({exc.code})",
-            retryable=True,
-            req_id=req_id,
-        )
-    known = exc.code in (ResetCode.UPSTREAM_ERROR, ResetCode.BAD_AGENT_RESPONSE, ResetCode.INTERNAL)
-    return wire.relay_error(
-        request_id,
-        wire.RelayCode.UPSTREAM_ERROR,
-        f"the provider failed ({exc.code if known else 'agent_error'})",
-        retryable=False,
-        req_id=req_id,
-    )
+        return wire.RelayCode.TIMEOUT, "the relay gave up waiting for the provider", True
+    if exc.code in _UNAVAILABLE:
+        text = f"the provider is not available ({exc.code})"
+        return wire.RelayCode.PROVIDER_UNAVAILABLE, text, True
+    named = exc.code if exc.code in _KNOWN_FAILURES else "agent_error"
+    return wire.RelayCode.UPSTREAM_ERROR, f"the provider failed ({named})", False
 
 
 @attrs.define(eq=False, kw_only=True)
@@ -124,24 +115,23 @@ class McpExchange:
         if self.counted:
             self.gateway.registry.acquire(self.agent)
 
-    def finish(self, *, code: str = ResetCode.CANCELLED, failed: bool = True) -> None:
-        """End the exchange (idempotent, never blocks): reset a live stream, free the slot."""
+    def finish(
+        self, *, code: str = ResetCode.CANCELLED, failed: bool = True, cancelled: bool = False
+    ) -> None:
+        """End the exchange (idempotent, never blocks): reset a live stream, free the slot,
+        count and log the outcome. ``cancelled``: the client left (see :meth:`client_left`);
+        a call stopped by the client's ``notifications/cancelled`` or the end of its session
+        counts as cancelled too. A cancelled call is no failure of the relay's agent."""
         if self._finished:
             return
         self._finished = True
         if self.stream is not None and self.stream.live:
             self.stream.reset(code)
         self.relay.remove(self.call)
+        by_client = cancelled or self.call.ended_by is not None
         if self.counted:
-            self.gateway.registry.release(self.agent, failed=failed)
-        if code == ResetCode.TIMEOUT:
-            outcome = "timeout"
-        elif self.call.ended_by is not None:
-            outcome = self.call.ended_by
-        elif failed or self.status is None or self.status >= 400:
-            outcome = "error"
-        else:
-            outcome = "success"
+            self.gateway.registry.release(self.agent, failed=failed, cancelled=by_client)
+        outcome = self._outcome(code, failed, cancelled)
         self.gateway.metrics.mcp_exchanges.labels(self.agent.id, self.kind, outcome).inc()
         record = accounting.current()
         if record is not None:
@@ -149,17 +139,44 @@ class McpExchange:
                 f"mcp:{self.agent.id}",
                 None,
                 failed=outcome in ("error", "timeout"),
-                cancelled=outcome in (EndedBy.CLIENT_CANCELLED, EndedBy.SESSION_ENDED),
+                cancelled=outcome in ("cancelled", EndedBy.CLIENT_CANCELLED, EndedBy.SESSION_ENDED),
             )
         log.info(
             "%s relay=%s status=%s duration=%.3fs%s request_id=%s",
             self.label,
             self.agent.id,
-            self.status if self.status is not None else "-",
+            self._shown_status(by_client),
             trio.current_time() - self.call.started,
             f" ended_by={self.call.ended_by}" if self.call.ended_by else "",
             self.req_id,
         )
+
+    def _shown_status(self, by_client: bool) -> str:
+        """The access log's ``status=``: the provider's, or how the client ended the exchange
+        (a long-lived stream the client closes is how such a stream normally ends)."""
+        status = str(self.status) if self.status is not None else "-"
+        if not by_client:
+            return status
+        if self.call.stream and self.status is not None:
+            return f"{status} closed by client"
+        return "- cancelled by client"
+
+    def client_left(self) -> None:
+        """The client is gone before the exchange ended (quart-trio cancelled the handler, the
+        body generator was closed, or the request's cleanups ran first)."""
+        self.finish(cancelled=True)
+
+    def _outcome(self, code: str, failed: bool, cancelled: bool) -> str:
+        """The ``nfrx_mcp_exchanges`` outcome label."""
+        if code == ResetCode.TIMEOUT:
+            return "timeout"
+        if self.call.ended_by is not None:
+            return self.call.ended_by
+        if cancelled:
+            return "cancelled"
+        if failed or self.status is None or self.status >= 400:
+            return "error"
+        return "success"
 
     # -- outcomes ------------------------------------------------------------------------------
 
@@ -240,7 +257,7 @@ class McpExchange:
         """Relay the exchange; returns the client's response and the provider's head (None if
         the exchange failed before it)."""
         self.start()
-        cleanups.append(self.finish)
+        cleanups.append(self.client_left)
         try:
             self.stream = stream = self.agent.session.open_stream(
                 method, path, headers, timeout=timeout, end=not body
@@ -353,7 +370,7 @@ class McpExchange:
             if call.request_id is not None:
                 yield wire.sse_message(error)
         finally:
-            self.finish()
+            self.client_left()  # a no-op unless the client left mid-stream
 
 
 async def _single(body: bytes) -> AsyncIterator[bytes]:

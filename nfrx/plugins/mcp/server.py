@@ -13,7 +13,9 @@ the body is parsed): draining 503; ``Host`` outside ``MCP_ALLOWED_HOSTS`` 403; a
 instead when API auth is configured: which ids exist is not revealed); the caller's credential
 401; a provider not ready 503; ``Content-Type`` 415; size 413; a body that is not one JSON-RPC
 message 400; an unknown session or one created by another credential 404; the per-relay request
-cap (requests only) or stream cap 429; the session cap 503 (on ``initialize``).
+cap (requests only) or stream cap 429; the session cap 503 (on ``initialize``). The refusals
+themselves and the checks that need no relay state live in :mod:`.refusals`; the checks run in
+the methods of :class:`McpRelayRoutes`, one instance per gateway.
 
 Task tree and where each cancellation trigger lives::
 
@@ -34,19 +36,18 @@ which resets the tunnel stream so the agent cancels the provider's work.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import logging
 import math
 import re
-import urllib.parse
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
 import trio
 from quart import Blueprint, Response, request
 
-from nfrx.plugins.mcp import wire
+from nfrx.plugins.mcp import refusals, wire
 from nfrx.plugins.mcp.reaper import sweep_forever
+from nfrx.plugins.mcp.refusals import McpRefusal
 from nfrx.plugins.mcp.relay import McpExchange
 from nfrx.plugins.mcp.sessions import Call, EndedBy, McpRelays, McpSession, credential_hash
 from nfrx.server import auth
@@ -57,8 +58,6 @@ from nfrx.server.registry import AgentStatus
 from nfrx.server.request_body import BodyTimeout, next_chunk
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
-
     from nfrx.protocol import Response as ResponseHead
     from nfrx.server.gateway import Gateway
     from nfrx.server.registry import AgentRecord
@@ -74,30 +73,8 @@ log = logging.getLogger("nfrx.mcp")
 _RESOURCE_METADATA = re.compile(r'resource_metadata="[^"]*"')
 
 
-class McpRefusal(HttpError):
-    """A relay refusal: an HTTP status whose body is a JSON-RPC error (``data.nfrx.code``)."""
-
-    def __init__(
-        self,
-        status: int,
-        nfrx_code: str,
-        message: str,
-        *,
-        request_id: str | None = None,
-        retryable: bool = False,
-        headers: dict[str, str] | None = None,
-        code: int = wire.INTERNAL_ERROR,
-    ) -> None:
-        super().__init__(status, nfrx_code, message, headers=headers)
-        self.payload = wire.relay_error(
-            request_id, nfrx_code, message, retryable=retryable, code=code
-        )
-
-    def json_bytes(self, style: Any = "openai") -> bytes:
-        return self.payload
-
-
 def _refuse(relay_id: str, refusal: McpRefusal) -> McpRefusal:
+    """``refusal``, logged with the request it refuses."""
     log.warning(
         "refused %s %s/id/%s: %d %s: %s",
         request.method,
@@ -110,68 +87,85 @@ def _refuse(relay_id: str, refusal: McpRefusal) -> McpRefusal:
     return refusal
 
 
-def unauthorized() -> McpRefusal:
-    return McpRefusal(
-        401,
-        wire.RelayCode.UNAUTHORIZED,
-        "missing or invalid key: send 'Authorization: Bearer <API_KEY or the relay's AUTH_TOKEN>'",
-        headers={"WWW-Authenticate": 'Bearer realm="nfrx"'},
-    )
-
-
-def _host_allowed(host: str, allowed: Sequence[str]) -> bool:
-    host = host.strip().lower()
-    bare = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-    return any(entry.lower() in (host, bare) for entry in allowed)
-
-
-def _same_origin(origin: str, host: str) -> bool:
-    parts = urllib.parse.urlsplit(origin)
-    return bool(parts.scheme) and parts.netloc.lower() == host.strip().lower()
-
-
-def _is_json(content_type: str) -> bool:
-    media = content_type.split(";")[0].strip().lower()
-    return media == "application/json" or (
-        media.startswith("application/") and media.endswith("+json")
-    )
-
-
-def _token_matches(bearer: str | None, digest: str) -> bool:
-    if not bearer or not digest:
-        return False
-    presented = hashlib.sha256(bearer.encode()).hexdigest()
-    return hmac.compare_digest(presented, digest.strip().lower())
-
-
 def blueprint(gateway: Gateway) -> Blueprint:
-    # No url_prefix: the metadata route lives under /.well-known.
-    bp = Blueprint(KIND, __name__)
-    config = gateway.config
-    registry = gateway.registry
-    relays = McpRelays.of(gateway)
-    origins = OriginPolicy(config.allowed_origins)
-    allowed_hosts = config.mcp_allowed_hosts
-    api_configured = bool(config.api_key) or bool(config.api_http_roles)
+    """The relay's routes (see the module docstring), served by one :class:`McpRelayRoutes`."""
+    return McpRelayRoutes(gateway).blueprint()
+
+
+class McpRelayRoutes:
+    """The MCP relay's routes over one gateway (see the module docstring).
+
+    The request handlers (:meth:`post`, :meth:`get_stream`, :meth:`delete`, :meth:`metadata`)
+    and the checks they share run inside the route's request context and read ``request``;
+    a refusal is raised as :class:`McpRefusal` (logged, and answered by the app with its status
+    and JSON-RPC body). The relays' sessions and calls live in :class:`McpRelays`, not here.
+    """
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self.config = gateway.config
+        self.registry = gateway.registry
+        self.relays = McpRelays.of(gateway)
+        self.origins = OriginPolicy(self.config.allowed_origins)
+        self.allowed_hosts = self.config.mcp_allowed_hosts
+        self.api_configured = bool(self.config.api_key) or bool(self.config.api_http_roles)
+
+    def blueprint(self) -> Blueprint:
+        # No url_prefix: the metadata route lives under /.well-known.
+        bp = Blueprint(KIND, __name__)
+        bp.add_websocket(f"{PREFIX}/connect", "connect", self.connect)
+        bp.add_url_rule(
+            f"{WELL_KNOWN}{PREFIX}/id/<relay_id>", "metadata", self.metadata, methods=["GET"]
+        )
+        methods = ["POST", "GET", "DELETE"]
+        bp.add_url_rule(f"{PREFIX}/id/<relay_id>", "relay", self.mcp, methods=methods)
+        bp.add_url_rule(f"{PREFIX}/id/<relay_id>/", "relay_slash", self.mcp, methods=methods)
+        return bp
 
     # -- the agents' tunnel, and the reaper riding on it ---------------------------------------
 
-    @bp.websocket(f"{PREFIX}/connect")
-    async def connect() -> Response | None:
+    async def connect(self) -> Response | None:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(sweep_forever, gateway, relays)
+            nursery.start_soon(sweep_forever, self.gateway, self.relays)
             try:
-                return await serve_agent(gateway, KIND)
+                return await serve_agent(self.gateway, KIND)
             finally:
                 nursery.cancel_scope.cancel()
-                relays.forget_closed()
+                self.relays.forget_closed()
 
     # -- admission -----------------------------------------------------------------------------
 
-    def client_key_admitted(relay_id: str, bearer: str | None) -> bool:
+    def admit(self, relay_id: str) -> tuple[AgentRecord, str | None, bool]:
+        """The checks common to every method (see the module docstring): the relay, the bearer,
+        and whether the relay passes auth through."""
+        if self.gateway.draining:
+            raise _refuse(relay_id, refusals.draining())
+        self._check_host_and_origin(relay_id)
+        bearer = auth.bearer_token(request.headers.get("Authorization"))
+        api_ok = self.api_configured and auth.authorized(
+            bearer,
+            self.config.api_key,
+            request.headers.get("X-User-Roles"),
+            self.config.api_http_roles,
+        )
+        # A client key counts as the API key for the relays its routes allow.
+        api_ok = api_ok or self._client_key_admitted(relay_id, bearer)
+        agent = self._connected_relay(relay_id, api_ok)
+        passthrough = agent.options.get("auth_passthrough") == "true"
+        digest = agent.options.get("auth_token_sha256", "")
+        keyed = self.api_configured or bool(digest)
+        if not passthrough and keyed and not (api_ok or refusals.token_matches(bearer, digest)):
+            raise _refuse(relay_id, refusals.unauthorized())
+        if agent.status != AgentStatus.READY:
+            why = "is draining" if agent.status == AgentStatus.DRAINING else "cannot reach it"
+            message = f"the relay's provider is not available (the relay {why})"
+            raise _refuse(relay_id, refusals.unavailable(message))
+        return agent, bearer, passthrough
+
+    def _client_key_admitted(self, relay_id: str, bearer: str | None) -> bool:
         """True for a client key allowed on this relay now; its refusals (401, 403, 429) as
         JSON-RPC errors."""
-        keys = gateway.client_keys
+        keys = self.gateway.client_keys
         try:
             return keys is not None and keys.admit(bearer, f"{KIND}:{relay_id}")
         except HttpError as refused:
@@ -190,97 +184,46 @@ def blueprint(gateway: Gateway) -> Blueprint:
                 ),
             ) from None
 
-    def admit(relay_id: str) -> tuple[AgentRecord, str | None, bool]:
-        """The checks common to every method (see the module docstring): the relay, the bearer,
-        and whether the relay passes auth through."""
-        if gateway.draining:
-            raise _refuse(
-                relay_id,
-                McpRefusal(
-                    503,
-                    wire.RelayCode.DRAINING,
-                    "the server is shutting down and accepts no new requests",
-                    retryable=True,
-                    headers={"Retry-After": "5"},
-                ),
-            )
+    def _check_host_and_origin(self, relay_id: str) -> None:
+        """403 for a ``Host`` outside ``MCP_ALLOWED_HOSTS`` or a foreign ``Origin``."""
         host = request.headers.get("Host", "")
-        if allowed_hosts and not _host_allowed(host, allowed_hosts):
+        if self.allowed_hosts and not refusals.host_allowed(host, self.allowed_hosts):
             raise _refuse(
                 relay_id,
                 McpRefusal(403, wire.RelayCode.FORBIDDEN, f"the Host {host!r} is not allowed"),
             )
         origin = request.headers.get("Origin")
-        if origin is not None and not (origins.allows(origin) or _same_origin(origin, host)):
+        if origin is not None and not (
+            self.origins.allows(origin) or refusals.same_origin(origin, host)
+        ):
             raise _refuse(
                 relay_id,
                 McpRefusal(403, wire.RelayCode.FORBIDDEN, f"the Origin {origin!r} is not allowed"),
             )
-        bearer = auth.bearer_token(request.headers.get("Authorization"))
-        api_ok = api_configured and auth.authorized(
-            bearer, config.api_key, request.headers.get("X-User-Roles"), config.api_http_roles
-        )
-        # A client key counts as the API key for the relays its routes allow.
-        api_ok = api_ok or client_key_admitted(relay_id, bearer)
-        agent = registry.get(KIND, relay_id)
-        if agent is None or agent.session.closed:
-            if api_configured and not api_ok:
-                raise _refuse(relay_id, unauthorized())
-            if relay_id in relays.seen:
-                raise _refuse(
-                    relay_id,
-                    McpRefusal(
-                        503,
-                        wire.RelayCode.PROVIDER_UNAVAILABLE,
-                        f"relay offline: {relay_id!r} is not connected now",
-                        retryable=True,
-                        headers={"Retry-After": "5"},
-                    ),
-                )
-            raise _refuse(
-                relay_id,
-                McpRefusal(
-                    404, wire.RelayCode.RELAY_NOT_FOUND, f"no MCP relay {relay_id!r} is known"
-                ),
-            )
-        passthrough = agent.options.get("auth_passthrough") == "true"
-        digest = agent.options.get("auth_token_sha256", "")
-        keyed = api_configured or bool(digest)
-        if not passthrough and keyed and not (api_ok or _token_matches(bearer, digest)):
-            raise _refuse(relay_id, unauthorized())
-        if agent.status != AgentStatus.READY:
-            why = "is draining" if agent.status == AgentStatus.DRAINING else "cannot reach it"
-            raise _refuse(
-                relay_id,
-                McpRefusal(
-                    503,
-                    wire.RelayCode.PROVIDER_UNAVAILABLE,
-                    f"the relay's provider is not available (the relay {why})",
-                    retryable=True,
-                    headers={"Retry-After": "5"},
-                ),
-            )
-        return agent, bearer, passthrough
 
-    async def read_message(relay_id: str) -> tuple[bytes, wire.Message]:
-        content_type = request.headers.get("Content-Type", "")
-        if not _is_json(content_type):
-            raise _refuse(
-                relay_id,
-                McpRefusal(
-                    415,
-                    wire.RelayCode.INVALID_MESSAGE,
-                    "an MCP message must be sent as Content-Type: application/json",
-                    code=wire.INVALID_REQUEST,
-                ),
-            )
-        limit = config.mcp_max_req_bytes
-        too_large = McpRefusal(
-            413,
-            wire.RelayCode.LIMIT_EXCEEDED,
-            f"the message exceeds the limit of {limit} bytes (BROKER_MAX_REQ_BYTES)",
-            code=wire.INVALID_REQUEST,
+    def _connected_relay(self, relay_id: str, api_ok: bool) -> AgentRecord:
+        """The relay's agent; else 401 for a caller without the API key when API auth is
+        configured (which ids exist is not revealed), 503 for a relay seen before, 404."""
+        agent = self.registry.get(KIND, relay_id)
+        if agent is not None and not agent.session.closed:
+            return agent
+        if self.api_configured and not api_ok:
+            raise _refuse(relay_id, refusals.unauthorized())
+        if relay_id in self.relays.seen:
+            message = f"relay offline: {relay_id!r} is not connected now"
+            raise _refuse(relay_id, refusals.unavailable(message))
+        raise _refuse(
+            relay_id,
+            McpRefusal(404, wire.RelayCode.RELAY_NOT_FOUND, f"no MCP relay {relay_id!r} is known"),
         )
+
+    async def read_message(self, relay_id: str) -> tuple[bytes, wire.Message]:
+        """The body, whole (415 unless JSON, 413 past ``BROKER_MAX_REQ_BYTES``, 408 when it
+        stalls for ``BODY_TIMEOUT``), and the one JSON-RPC message it must be (400)."""
+        if not refusals.is_json(request.headers.get("Content-Type", "")):
+            raise _refuse(relay_id, refusals.not_json())
+        limit = self.config.mcp_max_req_bytes
+        too_large = refusals.too_large(limit)
         declared = request.content_length
         if declared is not None and declared > limit:
             raise _refuse(relay_id, too_large)
@@ -289,14 +232,9 @@ def blueprint(gateway: Gateway) -> Blueprint:
         body_iter = aiter(request.body)
         while True:
             try:
-                chunk = await next_chunk(body_iter, config.body_timeout)
+                chunk = await next_chunk(body_iter, self.config.body_timeout)
             except BodyTimeout as stalled:
-                raise _refuse(
-                    relay_id,
-                    McpRefusal(
-                        408, wire.RelayCode.INVALID_MESSAGE, stalled.message, retryable=True
-                    ),
-                ) from None
+                raise _refuse(relay_id, refusals.body_stalled(stalled.message)) from None
             if chunk is None:
                 break
             size += len(chunk)
@@ -307,19 +245,11 @@ def blueprint(gateway: Gateway) -> Blueprint:
         try:
             message = wire.parse_message(body)
         except wire.InvalidMessage as exc:
-            not_json = str(exc).startswith("the body is not JSON")
-            raise _refuse(
-                relay_id,
-                McpRefusal(
-                    400,
-                    wire.RelayCode.INVALID_MESSAGE,
-                    str(exc),
-                    code=wire.PARSE_ERROR if not_json else wire.INVALID_REQUEST,
-                ),
-            ) from None
+            raise _refuse(relay_id, refusals.invalid_message(exc)) from None
         return body, message
 
     def check_session(
+        self,
         relay_id: str,
         agent: AgentRecord,
         session_id: str | None,
@@ -331,157 +261,148 @@ def blueprint(gateway: Gateway) -> Blueprint:
         know (or another credential created); modern requests never require one."""
         if session_id is None:
             return None
-        session = relays.state(agent).sessions.get(session_id)
+        session = self.relays.state(agent).sessions.get(session_id)
         if session is not None and not hmac.compare_digest(session.credential, credential):
             session = None
         if session is None:
             if era == wire.MODERN:
                 return None
-            raise _refuse(
-                relay_id,
-                McpRefusal(
-                    404,
-                    wire.RelayCode.SESSION_NOT_FOUND,
-                    "session not found: it ended or never existed here; initialize a new one",
-                    request_id=request_id,
-                ),
-            )
+            raise _refuse(relay_id, refusals.session_not_found(request_id))
         session.use()
         version = request.headers.get("MCP-Protocol-Version")
         if version:
             session.protocol_version = version
         return session
 
+    # -- the exchange --------------------------------------------------------------------------
+
     def tunnel_headers(
-        relay_id: str, passthrough: bool, meta: list[tuple[str, str]]
+        self, relay_id: str, passthrough: bool, meta: list[tuple[str, str]]
     ) -> tuple[tuple[str, str], ...]:
         headers = wire.request_headers(list(request.headers.items()), passthrough_auth=passthrough)
-        meta.append((wire.Meta.PUBLIC_URL, public_url(relay_id)))
+        meta.append((wire.Meta.PUBLIC_URL, self.public_url(relay_id)))
         return (*headers, *meta)
 
-    def public_url(relay_id: str) -> str:
-        base = config.public_url.rstrip("/") or f"{request.scheme}://{request.host}"
+    def public_url(self, relay_id: str) -> str:
+        base = self.config.public_url.rstrip("/") or f"{request.scheme}://{request.host}"
         return f"{base}{PREFIX}/id/{relay_id}"
 
     def exchange(
-        agent: AgentRecord, call: Call, message: wire.Message | None, kind: str
+        self, agent: AgentRecord, call: Call, message: wire.Message | None, kind: str
     ) -> McpExchange:
         label = f"{request.method} {PREFIX}/id/{agent.id}"
         if call.method:
             label += f" method={call.method}"
         return McpExchange(
-            gateway=gateway,
+            gateway=self.gateway,
             agent=agent,
-            relay=relays.state(agent),
+            relay=self.relays.state(agent),
             call=call,
             message=message,
             label=label,
-            req_id=gateway.request_id(),
+            req_id=self.gateway.request_id(),
             counted=message is not None and message.kind == wire.Kind.REQUEST and not call.stream,
             kind=kind,
         )
 
-    def rewrite_challenge(relay_id: str, response: Response, passthrough: bool) -> None:
+    def rewrite_challenge(self, relay_id: str, response: Response, passthrough: bool) -> None:
         if not passthrough:
             return
         challenge = response.headers.get("WWW-Authenticate")
         if challenge and "resource_metadata=" in challenge:
-            base = config.public_url.rstrip("/") or f"{request.scheme}://{request.host}"
+            base = self.config.public_url.rstrip("/") or f"{request.scheme}://{request.host}"
             metadata = f'resource_metadata="{base}{WELL_KNOWN}{PREFIX}/id/{relay_id}"'
             response.headers["WWW-Authenticate"] = _RESOURCE_METADATA.sub(metadata, challenge)
 
     # -- POST ----------------------------------------------------------------------------------
 
-    async def post(relay_id: str) -> Response:
-        agent, bearer, passthrough = admit(relay_id)
-        body, message = await read_message(relay_id)
+    async def post(self, relay_id: str) -> Response:
+        agent, bearer, passthrough = self.admit(relay_id)
+        body, message = await self.read_message(relay_id)
         era = wire.era_of(request.headers.get("MCP-Protocol-Version"))
         session_id = request.headers.get("Mcp-Session-Id")
         credential = credential_hash(bearer)
-        relay = relays.state(agent)
-        session = check_session(relay_id, agent, session_id, credential, era, message.id)
+        session = self.check_session(relay_id, agent, session_id, credential, era, message.id)
         tracked = session.id if session is not None else None
-        now = trio.current_time()
         meta = [(wire.Meta.ERA, era), (wire.Meta.KIND, message.kind)]
         if message.kind == wire.Kind.REQUEST:
-            assert message.id is not None
-            is_stream = message.method == "subscriptions/listen"
-            if is_stream and relay.streams >= config.mcp_max_streams_per_client:
-                raise _refuse(relay_id, too_many("streams", message.id))
-            cap = config.mcp_max_concurrency_per_client
-            if agent.max_concurrency > 0:
-                cap = min(cap, agent.max_concurrency)
-            if not is_stream and relay.requests >= cap:
-                raise _refuse(relay_id, too_many("requests", message.id, cap))
-            if message.method == "initialize" and (
-                len(relay.sessions) >= config.mcp_max_sessions_per_client
-            ):
-                raise _refuse(
-                    relay_id,
-                    McpRefusal(
-                        503,
-                        wire.RelayCode.LIMIT_EXCEEDED,
-                        f"the relay holds {len(relay.sessions)} sessions, its limit "
-                        "(MCP_MAX_SESSIONS_PER_CLIENT); end one (DELETE) or retry later",
-                        request_id=message.id,
-                        retryable=True,
-                        headers={"Retry-After": "5"},
-                    ),
-                )
-            exempt = message.method in wire.EXEMPT_METHODS
-            idle = None if exempt else config.mcp_call_timeout
-            timeout = None if is_stream else config.mcp_call_max
-            call = Call(
-                message.method,
-                message.id,
-                tracked,
-                idle,
-                now + timeout if timeout is not None else math.inf,
-                stream=is_stream,
-            )
-            meta += [(wire.Meta.ID, message.id), (wire.Meta.METHOD, message.method)]
-            if idle is not None:
-                meta.append((wire.Meta.IDLE, f"{idle:g}"))
+            call, timeout = self.request_call(relay_id, agent, message, tracked, meta)
         else:
-            # A notification or a reply to the provider's own request: nested activity for
-            # whatever waits in this session; never counted, never timed out by the relay.
-            relay.touch_session(tracked)
-            if message.kind == wire.Kind.NOTIFICATION:
-                meta.append((wire.Meta.METHOD, message.method))
-            if message.cancelled_id is not None and tracked is not None:
-                target = relay.by_id.get((tracked, message.cancelled_id))
-                if target is not None and target.method != "initialize":
-                    target.stop(EndedBy.CLIENT_CANCELLED)
-            timeout = config.mcp_call_timeout
-            call = Call(message.method, None, tracked, None, now + timeout)
-        ex = exchange(agent, call, message, message.kind)
-        headers = tunnel_headers(relay_id, passthrough, meta)
+            call, timeout = self.message_call(agent, message, tracked, meta)
+        ex = self.exchange(agent, call, message, message.kind)
+        headers = self.tunnel_headers(relay_id, passthrough, meta)
         response, head = await ex.run(
-            "POST", "/", headers, body, timeout=timeout, cleanups=gateway.cleanups()
+            "POST", "/", headers, body, timeout=timeout, cleanups=self.gateway.cleanups()
         )
         if head is not None:
-            note_session(relay_id, agent, head, session_id, credential)
-        rewrite_challenge(relay_id, response, passthrough)
+            self.note_session(relay_id, agent, head, session_id, credential)
+        self.rewrite_challenge(relay_id, response, passthrough)
         return response
 
-    def too_many(what: str, request_id: str, cap: int | None = None) -> McpRefusal:
-        if what == "streams":
-            text = (
-                f"the relay has {config.mcp_max_streams_per_client} long-lived streams open, its "
-                "limit (MCP_MAX_STREAMS_PER_CLIENT)"
-            )
-        else:
-            text = f"the relay has {cap} requests in flight, its limit; retry shortly"
-        return McpRefusal(
-            429,
-            wire.RelayCode.LIMIT_EXCEEDED,
-            text,
-            request_id=request_id,
-            retryable=True,
-            headers={"Retry-After": "1"},
-        )
+    def request_call(
+        self,
+        relay_id: str,
+        agent: AgentRecord,
+        message: wire.Message,
+        tracked: str | None,
+        meta: list[tuple[str, str]],
+    ) -> tuple[Call, float | None]:
+        """A JSON-RPC request's call and tunnel timeout, once the relay's caps let it in (429
+        requests or streams, 503 sessions on ``initialize``); its annotations join ``meta``."""
+        assert message.id is not None
+        is_stream = message.method == "subscriptions/listen"
+        self._check_caps(relay_id, agent, message, is_stream)
+        exempt = message.method in wire.EXEMPT_METHODS
+        idle = None if exempt else self.config.mcp_call_timeout
+        timeout = None if is_stream else self.config.mcp_call_max
+        deadline = trio.current_time() + timeout if timeout is not None else math.inf
+        call = Call(message.method, message.id, tracked, idle, deadline, stream=is_stream)
+        meta += [(wire.Meta.ID, message.id), (wire.Meta.METHOD, message.method)]
+        if idle is not None:
+            meta.append((wire.Meta.IDLE, f"{idle:g}"))
+        return call, timeout
+
+    def _check_caps(
+        self, relay_id: str, agent: AgentRecord, message: wire.Message, is_stream: bool
+    ) -> None:
+        """The per-relay caps a request meets (see :meth:`request_call`)."""
+        relay = self.relays.state(agent)
+        streams = self.config.mcp_max_streams_per_client
+        if is_stream and relay.streams >= streams:
+            raise _refuse(relay_id, refusals.too_many("streams", message.id, streams))
+        cap = self.config.mcp_max_concurrency_per_client
+        if agent.max_concurrency > 0:
+            cap = min(cap, agent.max_concurrency)
+        if not is_stream and relay.requests >= cap:
+            raise _refuse(relay_id, refusals.too_many("requests", message.id, cap))
+        count = len(relay.sessions)
+        if message.method == "initialize" and count >= self.config.mcp_max_sessions_per_client:
+            raise _refuse(relay_id, refusals.sessions_full(count, message.id))
+
+    def message_call(
+        self,
+        agent: AgentRecord,
+        message: wire.Message,
+        tracked: str | None,
+        meta: list[tuple[str, str]],
+    ) -> tuple[Call, float]:
+        """The call of a notification or a reply to the provider's own request: nested
+        activity for whatever waits in this session; never counted, never timed out by the
+        relay. A client's ``notifications/cancelled`` stops the request it names (in its
+        session; never ``initialize``)."""
+        relay = self.relays.state(agent)
+        relay.touch_session(tracked)
+        if message.kind == wire.Kind.NOTIFICATION:
+            meta.append((wire.Meta.METHOD, message.method))
+        if message.cancelled_id is not None and tracked is not None:
+            target = relay.by_id.get((tracked, message.cancelled_id))
+            if target is not None and target.method != "initialize":
+                target.stop(EndedBy.CLIENT_CANCELLED)
+        timeout = self.config.mcp_call_timeout
+        return Call(message.method, None, tracked, None, trio.current_time() + timeout), timeout
 
     def note_session(
+        self,
         relay_id: str,
         agent: AgentRecord,
         head: ResponseHead,
@@ -490,10 +411,10 @@ def blueprint(gateway: Gateway) -> Blueprint:
     ) -> None:
         """Session bookkeeping from the provider's answer: a new ``Mcp-Session-Id`` creates a
         session bound to the caller's credential; a 404 in a session ends it."""
-        relay = relays.state(agent)
+        relay = self.relays.state(agent)
         created = next((v for k, v in head.headers if k.lower() == "mcp-session-id"), None)
         if created and created not in relay.sessions and head.status < 400:
-            if len(relay.sessions) >= config.mcp_max_sessions_per_client:
+            if len(relay.sessions) >= self.config.mcp_max_sessions_per_client:
                 log.warning(
                     "relay %s: session %s... not recorded, MCP_MAX_SESSIONS_PER_CLIENT reached",
                     relay_id,
@@ -510,65 +431,88 @@ def blueprint(gateway: Gateway) -> Blueprint:
 
     # -- GET and DELETE ------------------------------------------------------------------------
 
-    async def get_stream(relay_id: str) -> Response:
-        agent, bearer, passthrough = admit(relay_id)
-        era = wire.era_of(request.headers.get("MCP-Protocol-Version"))
-        session_id = request.headers.get("Mcp-Session-Id")
-        session = check_session(relay_id, agent, session_id, credential_hash(bearer), era, None)
-        relay = relays.state(agent)
-        if relay.streams >= config.mcp_max_streams_per_client:
-            refusal = too_many("streams", "null")
-            refusal.payload = wire.relay_error(None, refusal.code, refusal.message, retryable=True)
-            raise _refuse(relay_id, refusal)
+    async def get_stream(self, relay_id: str) -> Response:
+        agent, bearer, passthrough = self.admit(relay_id)
+        era, session = self._session_of(relay_id, agent, bearer)
+        streams = self.config.mcp_max_streams_per_client
+        if self.relays.state(agent).streams >= streams:
+            raise _refuse(relay_id, refusals.too_many("streams", None, streams))
         call = Call("", None, session.id if session else None, None, math.inf, stream=True)
-        meta = [(wire.Meta.ERA, era), (wire.Meta.KIND, "stream")]
-        ex = exchange(agent, call, None, "stream")
-        response, _ = await ex.run(
-            "GET",
-            "/",
-            tunnel_headers(relay_id, passthrough, meta),
-            b"",
-            timeout=None,
-            cleanups=gateway.cleanups(),
+        response, _ = await self._relay_empty(
+            relay_id, agent, passthrough, call, era, "GET", timeout=None
         )
-        rewrite_challenge(relay_id, response, passthrough)
         return response
 
-    async def delete(relay_id: str) -> Response:
-        agent, bearer, passthrough = admit(relay_id)
-        era = wire.era_of(request.headers.get("MCP-Protocol-Version"))
-        session_id = request.headers.get("Mcp-Session-Id")
-        session = check_session(relay_id, agent, session_id, credential_hash(bearer), era, None)
-        timeout = config.mcp_call_timeout
+    async def delete(self, relay_id: str) -> Response:
+        agent, bearer, passthrough = self.admit(relay_id)
+        era, session = self._session_of(relay_id, agent, bearer)
+        timeout = self.config.mcp_call_timeout
         # Not attached to the session: ending the session below must not stop this exchange.
         call = Call("", None, None, None, trio.current_time() + timeout)
-        meta = [(wire.Meta.ERA, era), (wire.Meta.KIND, "delete")]
-        ex = exchange(agent, call, None, "delete")
-        response, head = await ex.run(
-            "DELETE",
-            "/",
-            tunnel_headers(relay_id, passthrough, meta),
-            b"",
-            timeout=timeout,
-            cleanups=gateway.cleanups(),
+        response, head = await self._relay_empty(
+            relay_id, agent, passthrough, call, era, "DELETE", timeout=timeout
         )
         if session is not None and head is not None and (head.status < 300 or head.status == 404):
-            relays.state(agent).end_session(session.id)
+            self.relays.state(agent).end_session(session.id)
             log.info("MCP session %s... ended by DELETE on relay %s", session.id[:8], relay_id)
-        rewrite_challenge(relay_id, response, passthrough)
         return response
 
-    async def mcp(relay_id: str) -> Response:
-        if request.method == "POST":
-            return await post(relay_id)
-        if request.method == "GET":
-            return await get_stream(relay_id)
-        return await delete(relay_id)
+    def _session_of(
+        self, relay_id: str, agent: AgentRecord, bearer: str | None
+    ) -> tuple[str, McpSession | None]:
+        """The era of a GET or DELETE and the session it names (see :meth:`check_session`)."""
+        era = wire.era_of(request.headers.get("MCP-Protocol-Version"))
+        session_id = request.headers.get("Mcp-Session-Id")
+        credential = credential_hash(bearer)
+        return era, self.check_session(relay_id, agent, session_id, credential, era, None)
 
-    @bp.get(f"{WELL_KNOWN}{PREFIX}/id/<relay_id>")
-    async def metadata(relay_id: str) -> Response:
+    async def _relay_empty(
+        self,
+        relay_id: str,
+        agent: AgentRecord,
+        passthrough: bool,
+        call: Call,
+        era: str,
+        method: str,
+        *,
+        timeout: float | None,
+    ) -> tuple[Response, ResponseHead | None]:
+        """Relay a bodiless exchange: a GET stream or a DELETE."""
+        kind = "stream" if method == "GET" else "delete"
+        meta = [(wire.Meta.ERA, era), (wire.Meta.KIND, kind)]
+        response, head = await self.exchange(agent, call, None, kind).run(
+            method,
+            "/",
+            self.tunnel_headers(relay_id, passthrough, meta),
+            b"",
+            timeout=timeout,
+            cleanups=self.gateway.cleanups(),
+        )
+        self.rewrite_challenge(relay_id, response, passthrough)
+        return response, head
+
+    async def mcp(self, relay_id: str) -> Response:
+        if request.method == "POST":
+            return await self.post(relay_id)
+        if request.method == "GET":
+            return await self.get_stream(relay_id)
+        if request.method == "DELETE":
+            return await self.delete(relay_id)
+        # HEAD, which every GET rule also answers: no MCP method (it used to run a DELETE).
+        raise _refuse(
+            relay_id,
+            McpRefusal(
+                405,
+                wire.RelayCode.INVALID_MESSAGE,
+                f"{request.method} is not an MCP method: use POST, GET or DELETE",
+                headers={"Allow": "GET, POST, DELETE"},
+                code=wire.INVALID_REQUEST,
+            ),
+        )
+
+    async def metadata(self, relay_id: str) -> Response:
         """A pass-through relay's protected-resource metadata, fetched through the tunnel."""
-        agent = registry.get(KIND, relay_id)
+        agent = self.registry.get(KIND, relay_id)
         if agent is None or agent.session.closed or agent.options.get("auth_passthrough") != "true":
             # Only a pass-through relay has metadata to show; which other ids exist is not said.
             raise McpRefusal(
@@ -578,14 +522,14 @@ def blueprint(gateway: Gateway) -> Blueprint:
         headers = (
             ("accept", "application/json"),
             (wire.Meta.KIND, "metadata"),
-            (wire.Meta.PUBLIC_URL, public_url(relay_id)),
+            (wire.Meta.PUBLIC_URL, self.public_url(relay_id)),
         )
-        response, _ = await exchange(agent, call, None, "metadata").run(
-            "GET", WELL_KNOWN, headers, b"", timeout=METADATA_TIMEOUT, cleanups=gateway.cleanups()
+        response, _ = await self.exchange(agent, call, None, "metadata").run(
+            "GET",
+            WELL_KNOWN,
+            headers,
+            b"",
+            timeout=METADATA_TIMEOUT,
+            cleanups=self.gateway.cleanups(),
         )
         return response
-
-    methods = ["POST", "GET", "DELETE"]
-    bp.add_url_rule(f"{PREFIX}/id/<relay_id>", "relay", mcp, methods=methods)
-    bp.add_url_rule(f"{PREFIX}/id/<relay_id>/", "relay_slash", mcp, methods=methods)
-    return bp

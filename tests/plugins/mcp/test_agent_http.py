@@ -32,7 +32,7 @@ from nfrx.transport.errors import StreamReset, TunnelClosed
 from nfrx.transport.streams import IncomingStream, OutgoingStream
 from tests.transport.helpers import Tunnel, open_tunnel
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 ACCEPT = ("accept", "application/json, text/event-stream")
 JSON = ("content-type", "application/json")
 LEGACY = "2025-11-25"
@@ -66,7 +66,7 @@ def provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Provider]:
     record, headers = work / "record.txt", work / "headers.jsonl"
     env = {**os.environ, "NFRX_TEST_RECORD": str(record), "NFRX_TEST_HEADERS": str(headers)}
     process = subprocess.Popen(
-        [sys.executable, "-m", "tests.agent.mcp_http_provider", "0"],
+        [sys.executable, "-m", "tests.fixtures.mcp_http_provider", "0"],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,

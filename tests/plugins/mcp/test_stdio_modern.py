@@ -1,8 +1,8 @@
 """The stdio bridge's modern-era HTTP validation (it plays the Streamable HTTP server for a stdio
 provider), through an in-memory tunnel against the conformance fixture provider over stdio
 (``tests/fixtures/mcp_provider.py --stdio``, the ``mcp`` SDK's server, which has the
-``x-mcp-header``-annotated ``test_region`` tool). The pure ladder and ``Mcp-Param-*`` validator
-are also checked case by case against the SDK's own (``mcp.shared.inbound``), which they mirror.
+``x-mcp-header``-annotated ``test_region`` tool). The pure ladder itself is tested in
+``test_modern_validation.py``.
 """
 
 from __future__ import annotations
@@ -14,22 +14,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import pytest
-import trio
-from mcp.shared.inbound import (
-    InboundLadderRejection,
-    classify_inbound_request,
-    validate_mcp_param_headers,
-)
-
-from nfrx.agent.runtime import BackendUnavailable
 from nfrx.config.model import McpAgentConfig
-from nfrx.plugins.mcp import stdio, wire
+from nfrx.plugins.mcp import modern_validation, wire
 from nfrx.plugins.mcp.stdio import StdioBridge
 from nfrx.transport.session import TunnelSession
-from nfrx.transport.streams import IncomingStream
-from tests.agent.test_mcp_stdio import CAP, ROOT, Answer, read_all
-from tests.transport.helpers import open_tunnel
+from tests.plugins.mcp.test_stdio import ROOT, Answer, read_all, serving
 
 MODERN = "2026-07-28"
 META = {
@@ -48,23 +37,9 @@ async def relay() -> AsyncIterator[TunnelSession]:
         mcp_stdio_workdir=str(ROOT),
     )
     bridge = StdioBridge(config)
-
-    async def handler(stream: IncomingStream) -> None:
-        await bridge.handle(stream)
-
-    with trio.fail_after(CAP):
-        async with trio.open_nursery() as nursery:
-            await nursery.start(bridge.run)
-            while True:
-                try:
-                    await bridge.probe()
-                    break
-                except BackendUnavailable:
-                    await trio.sleep(0.05)
-            assert bridge.modern_versions == (MODERN,)
-            async with open_tunnel(handler) as tunnel:
-                yield tunnel.server
-            nursery.cancel_scope.cancel()
+    async with serving(bridge) as server:
+        assert bridge.pool.modern_versions == (MODERN,)
+        yield server
 
 
 def request(request_id: Any, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -83,7 +58,7 @@ def region_call(request_id: Any, arguments: dict[str, Any]) -> dict[str, Any]:
 def routing(body: dict[str, Any]) -> list[tuple[str, str]]:
     """The headers a conforming modern client sends for ``body``."""
     headers = [("mcp-protocol-version", MODERN), ("mcp-method", body["method"])]
-    key = stdio.NAME_BEARING_METHODS.get(body["method"])
+    key = modern_validation.NAME_BEARING_METHODS.get(body["method"])
     if key and key in body.get("params", {}):
         headers.append(("mcp-name", body["params"][key]))
     return headers
@@ -140,7 +115,7 @@ async def test_header_and_envelope_checks() -> None:
             answer,
             400,
             302,
-            stdio.HEADER_MISMATCH,
+            modern_validation.HEADER_MISMATCH,
             "mcp-protocol-version header does not match the request envelope's protocol version",
         )
 
@@ -150,7 +125,7 @@ async def test_header_and_envelope_checks() -> None:
             await post(server, body, headers),
             400,
             302,
-            stdio.UNSUPPORTED_PROTOCOL_VERSION,
+            modern_validation.UNSUPPORTED_PROTOCOL_VERSION,
             "Unsupported protocol version",
         )
         assert data == {"supported": [MODERN], "requested": "v999.0.0"}
@@ -167,14 +142,18 @@ async def test_header_and_envelope_checks() -> None:
                 answer,
                 400,
                 "a",
-                stdio.HEADER_MISMATCH,
+                modern_validation.HEADER_MISMATCH,
                 "mcp-method header does not match the request body's method",
             )
 
         # A routing header sent twice: -32020, before anything else.
         answer = await post(server, body, [*routing(body), ("mcp-method", "tools/list")])
         assert_error(
-            answer, 400, "a", stdio.HEADER_MISMATCH, "mcp-method header appears more than once"
+            answer,
+            400,
+            "a",
+            modern_validation.HEADER_MISMATCH,
+            "mcp-method header appears more than once",
         )
 
         # Mcp-Name missing or different: -32020; its base64 form matches.
@@ -183,7 +162,7 @@ async def test_header_and_envelope_checks() -> None:
         no_name = [h for h in routing(call) if h[0] != "mcp-name"]
         for name_headers in ([], [("mcp-name", "wrong_tool_name")]):
             answer = await post(server, call, [*no_name, *name_headers, ("mcp-param-region", "eu")])
-            assert_error(answer, 400, 7, stdio.HEADER_MISMATCH, name_message)
+            assert_error(answer, 400, 7, modern_validation.HEADER_MISMATCH, name_message)
         encoded = "=?base64?" + base64.b64encode(b"test_region").decode() + "?="
         answer = await post(
             server, call, [*no_name, ("mcp-name", encoded), ("mcp-param-region", "eu")]
@@ -196,7 +175,7 @@ async def test_header_and_envelope_checks() -> None:
             await post(server, bare, routing(bare)),
             400,
             9,
-            stdio.INVALID_PARAMS,
+            modern_validation.INVALID_PARAMS,
             "params._meta must be an object carrying the required "
             "'io.modelcontextprotocol/protocolVersion' and "
             "'io.modelcontextprotocol/clientCapabilities' envelope keys",
@@ -207,7 +186,7 @@ async def test_header_and_envelope_checks() -> None:
             await post(server, partial, routing(partial)),
             400,
             10,
-            stdio.INVALID_PARAMS,
+            modern_validation.INVALID_PARAMS,
             "params._meta is missing the required envelope key(s): "
             "io.modelcontextprotocol/clientCapabilities",
         )
@@ -215,13 +194,13 @@ async def test_header_and_envelope_checks() -> None:
 
 async def test_removed_methods_are_not_found() -> None:
     async with relay() as server:
-        for method in sorted(stdio.REMOVED_METHODS):
+        for method in sorted(modern_validation.REMOVED_METHODS):
             body = request(500, method)
             data = assert_error(
                 await post(server, body, routing(body)),
                 404,
                 500,
-                stdio.METHOD_NOT_FOUND,
+                modern_validation.METHOD_NOT_FOUND,
                 "Method not found",
             )
             assert data == method
@@ -232,7 +211,7 @@ async def test_removed_methods_are_not_found() -> None:
             answer,
             400,
             501,
-            stdio.HEADER_MISMATCH,
+            modern_validation.HEADER_MISMATCH,
             "mcp-method header does not match the request body's method",
         )
 
@@ -242,7 +221,11 @@ async def test_notifications_are_checked_for_the_version_only() -> None:
         note = {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 1}}
         answer = await post(server, note, [("mcp-protocol-version", "v999.0.0")])
         data = assert_error(
-            answer, 400, None, stdio.UNSUPPORTED_PROTOCOL_VERSION, "Unsupported protocol version"
+            answer,
+            400,
+            None,
+            modern_validation.UNSUPPORTED_PROTOCOL_VERSION,
+            "Unsupported protocol version",
         )
         assert data == {"supported": [MODERN], "requested": "v999.0.0"}
         answer = await post(server, note, [("mcp-protocol-version", MODERN)])
@@ -295,7 +278,7 @@ async def test_mcp_param_headers_are_checked_against_the_tool_schema() -> None:
         ]
         for extra, message in cases:
             answer = await post(server, call, [*head, *extra])
-            assert_error(answer, 400, 200, stdio.HEADER_MISMATCH, message)
+            assert_error(answer, 400, 200, modern_validation.HEADER_MISMATCH, message)
 
         # A header for an argument the body does not carry.
         absent = region_call(202, {"query": "q"})
@@ -304,7 +287,7 @@ async def test_mcp_param_headers_are_checked_against_the_tool_schema() -> None:
             answer,
             400,
             202,
-            stdio.HEADER_MISMATCH,
+            modern_validation.HEADER_MISMATCH,
             "Mcp-Param-Region header is present but the request body's 'region' argument is absent",
         )
         # Tools without annotations, and unknown tools, are not refused by the bridge.
@@ -322,163 +305,3 @@ async def test_valid_modern_traffic_passes_unchanged() -> None:
         answer = await post(server, body, [*routing(body), ("mcp-param-region", "eu")])
         assert answer.json["id"] == "x-1"
         assert tool_text(answer) == "region=eu query=q"
-
-
-# -- the pure validators against the SDK's ---------------------------------------------------------
-
-
-def _sdk(rejection: InboundLadderRejection | Any) -> tuple[int, str, Any] | None:
-    if isinstance(rejection, InboundLadderRejection):
-        return (rejection.code, rejection.message, rejection.data)
-    return None
-
-
-def _ours(rejection: stdio.Rejection | Any) -> tuple[int, str, Any] | None:
-    if isinstance(rejection, stdio.Rejection):
-        return (rejection.code, rejection.message, rejection.data)
-    return None
-
-
-LADDER_CASES: list[tuple[dict[str, Any], dict[str, str]]] = [
-    (request(1, "tools/list"), {"mcp-protocol-version": MODERN, "mcp-method": "tools/list"}),
-    (request(1, "tools/list"), {"mcp-protocol-version": MODERN}),
-    (request(1, "tools/list"), {"mcp-method": "tools/list"}),
-    ({"jsonrpc": "2.0", "id": 1, "method": "x"}, {}),
-    ({"jsonrpc": "2.0", "id": 1, "method": "x", "params": {"_meta": []}}, {}),
-    ({"jsonrpc": "2.0", "id": 1, "method": "x", "params": {"_meta": {}}}, {}),
-    (
-        {
-            "jsonrpc": "2.0",
-            "id": 1,
-            "method": "x",
-            "params": {"_meta": {**META, "io.modelcontextprotocol/protocolVersion": 5}},
-        },
-        {"mcp-protocol-version": "5", "mcp-method": "x"},
-    ),
-    (
-        {
-            "jsonrpc": "2.0",
-            "id": 1,
-            "method": "x",
-            "params": {"_meta": {**META, "io.modelcontextprotocol/protocolVersion": "2099-01-01"}},
-        },
-        {"mcp-protocol-version": "2099-01-01", "mcp-method": "x"},
-    ),
-    (
-        request(1, "prompts/get", {"name": "p"}),
-        {"mcp-protocol-version": MODERN, "mcp-method": "prompts/get"},
-    ),
-    (
-        request(1, "prompts/get", {"name": "p"}),
-        {
-            "mcp-protocol-version": MODERN,
-            "mcp-method": "prompts/get",
-            "mcp-name": "=?base64?cA==?=",
-        },
-    ),
-    (
-        request(1, "resources/read", {"uri": "a://b"}),
-        {"mcp-protocol-version": MODERN, "mcp-method": "resources/read", "mcp-name": "a://c"},
-    ),
-    (
-        request(1, "resources/read", {}),
-        {"mcp-protocol-version": MODERN, "mcp-method": "resources/read"},
-    ),
-]
-
-
-@pytest.mark.parametrize(("body", "headers"), LADDER_CASES)
-def test_the_ladder_matches_the_sdk(body: dict[str, Any], headers: dict[str, str]) -> None:
-    ours = stdio.classify_request(body, headers, (MODERN,))
-    theirs = classify_inbound_request(body, headers=headers)
-    assert _ours(ours) == _sdk(theirs)
-    if not isinstance(ours, stdio.Rejection):
-        assert ours == stdio.Envelope(MODERN, META["io.modelcontextprotocol/clientInfo"], {})
-
-
-NESTED = {
-    "type": "object",
-    "properties": {
-        "n": {"type": "integer", "x-mcp-header": "N"},
-        "flag": {"type": "boolean", "x-mcp-header": "Flag"},
-        "outer": {
-            "type": "object",
-            "properties": {"inner": {"type": "string", "x-mcp-header": "Inner"}},
-        },
-    },
-}
-PARAM_CASES: list[tuple[Any, dict[str, Any], list[tuple[str, str]]]] = [
-    (
-        NESTED,
-        {"n": 42, "flag": True, "outer": {"inner": "é"}},
-        [
-            ("mcp-param-n", "42.0"),
-            ("mcp-param-flag", "true"),
-            ("mcp-param-inner", "=?base64?w6k=?="),
-        ],
-    ),
-    (NESTED, {"n": 42}, [("mcp-param-n", "42.5")]),
-    (NESTED, {"n": 42}, [("mcp-param-n", "4.2e1")]),
-    (NESTED, {"n": 42, "flag": False}, [("mcp-param-n", "42"), ("mcp-param-flag", "False")]),
-    (NESTED, {"n": None}, [("mcp-param-n", "1")]),
-    (NESTED, {"n": [1]}, [("mcp-param-n", "1")]),
-    (NESTED, {"n": [1]}, []),
-    (NESTED, {"outer": "flat"}, [("mcp-param-inner", "x")]),
-    (NESTED, {"outer": {"inner": "x"}}, [("mcp-param-inner", "=?base64?eA?=")]),
-    (
-        {"type": "object", "properties": {"a": {"type": "number", "x-mcp-header": "A"}}},
-        {"a": 1},
-        [],
-    ),
-    ({"type": "object", "x-mcp-header": "Root"}, {}, [("mcp-param-root", "x")]),
-    (
-        {
-            "type": "object",
-            "properties": {
-                "a": {"type": "string", "x-mcp-header": "A"},
-                "b": {"type": "string", "x-mcp-header": "a"},
-            },
-        },
-        {"a": "x"},
-        [],
-    ),
-    (
-        {
-            "type": "object",
-            "anyOf": [{"properties": {"a": {"type": "string", "x-mcp-header": "A"}}}],
-        },
-        {"a": "x"},
-        [],
-    ),
-    (
-        {"type": "object", "properties": {"a": {"type": "string", "x-mcp-header": "bad name"}}},
-        {"a": "x"},
-        [],
-    ),
-    (None, {"a": "x"}, [("mcp-param-a", "y")]),
-]
-
-
-@pytest.mark.parametrize(("schema", "arguments", "pairs"), PARAM_CASES)
-def test_param_validation_matches_the_sdk(
-    schema: Any, arguments: dict[str, Any], pairs: list[tuple[str, str]]
-) -> None:
-    class RawHeaders(dict[str, str]):
-        """A mapping whose ``items()`` keeps duplicates, as Starlette's headers do."""
-
-        def items(self) -> Any:
-            return list(pairs)
-
-    theirs = validate_mcp_param_headers(schema, arguments, RawHeaders(pairs))
-    assert _ours(stdio.validate_param_headers(schema, arguments, pairs)) == _sdk(theirs)
-
-
-def test_param_cases_cover_acceptance_and_refusal() -> None:
-    """The table above is not all one outcome (a differential test that agrees on nothing
-    but ``None`` would prove little)."""
-    outcomes = [
-        stdio.validate_param_headers(schema, arguments, pairs)
-        for schema, arguments, pairs in PARAM_CASES
-    ]
-    assert any(o is None for o in outcomes)
-    assert sum(o is not None for o in outcomes) >= 5

@@ -16,17 +16,18 @@ import attrs
 import pytest
 import trio
 
-from nfrx.agent.runtime import BackendUnavailable
+from nfrx.agent.runtime import BackendStarting, BackendUnavailable
 from nfrx.config.model import McpAgentConfig
-from nfrx.plugins.mcp import stdio, wire
-from nfrx.plugins.mcp.stdio import StdioBridge, provider_argv
+from nfrx.plugins.mcp import modern_validation, stdio_exchange, wire
+from nfrx.plugins.mcp.stdio import StdioBridge
+from nfrx.plugins.mcp.stdio_pool import provider_argv
 from nfrx.protocol import ResetCode
 from nfrx.transport.errors import StreamReset
 from nfrx.transport.session import TunnelSession
 from nfrx.transport.streams import IncomingStream, OutgoingStream
 from tests.transport.helpers import open_tunnel
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 CAP = 60.0
 """Hard cap on each test (real processes)."""
 MODERN = "2026-07-28"
@@ -55,6 +56,13 @@ async def relay(tmp_path: Path, **options: Any) -> AsyncIterator[Relay]:
     record = tmp_path / "record.txt"
     record.touch()
     bridge = StdioBridge(make_config(record, **options))
+    async with serving(bridge) as server:
+        yield Relay(bridge, server, record)
+
+
+@asynccontextmanager
+async def serving(bridge: StdioBridge) -> AsyncIterator[TunnelSession]:
+    """``bridge`` running and ready behind an in-memory tunnel; yields the tunnel's server end."""
 
     async def handler(stream: IncomingStream) -> None:
         await bridge.handle(stream)
@@ -69,7 +77,7 @@ async def relay(tmp_path: Path, **options: Any) -> AsyncIterator[Relay]:
                 except BackendUnavailable:
                     await trio.sleep(0.05)
             async with open_tunnel(handler) as tunnel:
-                yield Relay(bridge, tunnel.server, record)
+                yield tunnel.server
             nursery.cancel_scope.cancel()
 
 
@@ -91,7 +99,7 @@ def routing_headers(body: dict[str, Any]) -> list[tuple[str, str]]:
     if not isinstance(method, str):
         return []
     headers = [("mcp-method", method)]
-    key = stdio.NAME_BEARING_METHODS.get(method)
+    key = modern_validation.NAME_BEARING_METHODS.get(method)
     value = body.get("params", {}).get(key) if key else None
     if isinstance(value, str):
         headers.append(("mcp-name", value))
@@ -222,7 +230,8 @@ def tool_text(message: dict[str, Any]) -> str:
 async def test_initialize_mints_a_session_and_requests_flow(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(stdio, "JSON_DEFER", CAP)  # a response that comes first is plain JSON
+    # A response that comes first is plain JSON.
+    monkeypatch.setattr(stdio_exchange, "JSON_DEFER", CAP)
     async with relay(tmp_path, legacy_only=True) as r:
         answer = await post(r.server, INIT)
         assert answer.status == 200
@@ -397,7 +406,7 @@ async def test_client_cancel_is_mapped_to_the_process_id(tmp_path: Path) -> None
 async def test_inactivity_limit_answers_a_timeout_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(stdio, "IDLE_MARGIN", 0.0)
+    monkeypatch.setattr(stdio_exchange, "IDLE_MARGIN", 0.0)
     async with relay(tmp_path, legacy_only=True) as r:
         session = await open_session(r.server)
         answer = await post(
@@ -470,7 +479,7 @@ async def test_modern_request_to_a_legacy_provider_is_a_plain_400(tmp_path: Path
 
 async def test_modern_requests_share_one_process_with_ids_rewritten(tmp_path: Path) -> None:
     async with relay(tmp_path) as r:
-        assert r.bridge.modern is True
+        assert r.bridge.pool.modern is True
         answers: dict[str, Answer] = {}
 
         async def one(text: str) -> None:
@@ -514,14 +523,26 @@ def test_relative_command_needs_permission(tmp_path: Path) -> None:
     assert os.path.isabs(provider_argv(allowed)[0])
 
 
+async def test_a_provider_that_is_starting_is_not_a_failure(tmp_path: Path) -> None:
+    bridge = StdioBridge(make_config(tmp_path / "r"))
+    with trio.fail_after(CAP):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(bridge.run)
+            # The era probe and the spare take a process start at least: not ready, not broken.
+            with pytest.raises(BackendStarting, match="starting the stdio provider"):
+                await bridge.probe()
+            nursery.cancel_scope.cancel()
+
+
 async def test_a_provider_that_cannot_start_is_not_ready(tmp_path: Path) -> None:
     config = attrs.evolve(make_config(tmp_path / "r"), mcp_stdio_command=str(tmp_path / "missing"))
     bridge = StdioBridge(config)
     with trio.fail_after(CAP):
         async with trio.open_nursery() as nursery:
             await nursery.start(bridge.run)
-            while not bridge.last_error:  # noqa: ASYNC110 (the supervisor sets no event for it)
+            while not bridge.pool.last_error:  # noqa: ASYNC110 (the supervisor sets no event for it)
                 await trio.sleep(0.02)
-            with pytest.raises(BackendUnavailable, match="cannot start"):
+            with pytest.raises(BackendUnavailable, match="cannot start") as failure:
                 await bridge.probe()
+            assert not isinstance(failure.value, BackendStarting)
             nursery.cancel_scope.cancel()
