@@ -106,7 +106,7 @@ class Gateway:
         if self.api_key_granted(token):
             return
         keys = self.client_keys
-        if keys is not None and keys.admit(token, route_of(request.path) or "llm"):
+        if keys is not None and keys.admit(token, route_of(request.path) or request.path):
             return
         if self.config.api_key or self.config.api_http_roles:
             raise unauthorized()
