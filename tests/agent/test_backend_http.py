@@ -29,6 +29,7 @@ from tests.transport.helpers import Tunnel, open_tunnel
 
 HANG_GUARD = 10.0
 SSE_HEAD = [("content-type", "text/event-stream"), ("transfer-encoding", "chunked")]
+CHUNKED = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
 
 
 def event(i: int) -> bytes:
@@ -341,6 +342,28 @@ async def test_a_reset_mid_stream_closes_the_backend_connection() -> None:
     assert outcomes == [Outcome.ANSWERED]  # the cancelled exchange returned no outcome
 
 
+@pytest.mark.parametrize(("close", "connections"), [(False, 1), (True, 2)])
+async def test_after_a_chunked_answer_the_connection_is_reused_unless_closing(
+    close: bool, connections: int
+) -> None:
+    async def stream(exchange: Exchange) -> None:
+        head = h11.Response(
+            status_code=200, headers=SSE_HEAD + ([("connection", "close")] if close else [])
+        )
+        events = [h11.Data(data=event(i)) for i in range(3)]
+        await exchange.stream.send_all(exchange.encode(head, *events, h11.EndOfMessage()))
+
+    outcomes: list[Outcome] = []
+    with trio.fail_after(HANG_GUARD):
+        async with raw_backend(stream) as backend, agent_for(backend.base_url, outcomes) as tunnel:
+            for _ in range(2):
+                opened = tunnel.server.open_stream("POST", "/chat/completions", (), end=True)
+                assert await read_answer(opened) == b"".join(event(i) for i in range(3))
+                await trio.testing.wait_all_tasks_blocked()
+    assert backend.connections == connections
+    assert outcomes == [Outcome.ANSWERED] * 2
+
+
 async def test_a_connection_the_backend_closed_while_idle_is_not_reused() -> None:
     async def answer_and_close(exchange: Exchange) -> None:
         await exchange.answer(200, b"ok", [])
@@ -389,8 +412,10 @@ async def test_an_unreachable_backend_resets_with_upstream_unreachable_redacted(
         (b"", "closed the connection without a response"),
         (b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nshort", "invalid response body"),
         (b"NOT HTTP AT ALL\r\n\r\n", "invalid response"),
+        (CHUNKED + b"5\r\nhel", "closed the connection before the end of the body"),
+        (CHUNKED + b"5\r\nhelloXX", "invalid response body: chunk data not followed by CRLF"),
     ],
-    ids=["no-answer", "short-body", "garbage"],
+    ids=["no-answer", "short-body", "garbage", "short-chunked", "bad-chunked"],
 )
 async def test_a_backend_that_breaks_the_exchange_resets_with_upstream_error(
     written: bytes, detail: str
