@@ -7,6 +7,8 @@ The CPU figures are what the cell cost each process, warm-up excluded; with a 10
 
 from __future__ import annotations
 
+import socket
+import urllib.parse
 from typing import TYPE_CHECKING
 
 import attrs
@@ -25,18 +27,31 @@ class Cell:
     """Process name ("server", "agent", "ceiling") -> CPU µs per request over the cell."""
     events: int = 1
     """Events per response (to report events/s and CPU per event for streams)."""
+    response_bytes: int = 0
+    """Bytes of one whole response on this path, head included (streams only)."""
 
     @property
     def events_per_s(self) -> float:
-        return self.result.rps * self.events
+        """Responses/s times events per response; for a stream, the bytes wrk read per second
+        over the bytes per event, which also counts the events of responses still in progress
+        when the run ended (at 256 connections a 5 s run completes few 500-event responses).
+        The relay's chunk framing varies with its batching: good to a few percent."""
+        r = self.result
+        if self.response_bytes and r.seconds:
+            return r.bytes_read / r.seconds / (self.response_bytes / self.events)
+        return r.rps * self.events
 
-    def cpu_per_event(self, name: str) -> float:
-        return self.cpu_us[name] / self.events
+    @property
+    def cpu_units(self) -> float:
+        """What the CPU figures are divided by: requests, or events delivered."""
+        if self.events == 1:
+            return max(self.result.requests, 1)
+        return max(self.events_per_s * self.result.seconds, 1)
 
     def cpu_text(self) -> str:
         """``server 412 µs, agent 188 µs`` per request (per event for multi-event cells)."""
         unit = "request" if self.events == 1 else "event"
-        parts = [f"{name} {us / self.events:,.1f} µs" for name, us in self.cpu_us.items()]
+        parts = [f"{name} {us:,.1f} µs" for name, us in self.cpu_us.items()]
         return f"{', '.join(parts)} per {unit}" if parts else ""
 
 
@@ -53,14 +68,44 @@ def run_cell(
     events: int = 1,
 ) -> Cell:
     """One measured wrk run against ``url``; ``procs`` are sampled for CPU around it."""
+    size = response_bytes(url, model, auth) if events > 1 else 0
     before = {name: proc.cpu_seconds() for name, proc in procs.items()}
     result = run_wrk(
         url, connections=connections, seconds=seconds, model=model, stream=stream, auth=auth
     )
     after = {name: proc.cpu_seconds() for name, proc in procs.items()}
-    requests = max(result.requests, 1)
-    cpu = {name: (after[name] - before[name]) / requests * 1e6 for name in procs}
-    return Cell(path, result, cpu, events)
+    cell = Cell(path, result, {}, events, size)
+    units = cell.cpu_units
+    cpu = {name: (after[name] - before[name]) / units * 1e6 for name in procs}
+    return attrs.evolve(cell, cpu_us=cpu)
+
+
+def response_bytes(url: str, model: str, auth: str) -> int:
+    """The size of one whole streamed (chunked) response from ``url``, head included, as wrk
+    would read it (the same request ``chat.lua`` sends)."""
+    parts = urllib.parse.urlsplit(url)
+    body = (
+        f'{{"model":"{model}","messages":[{{"role":"user","content":"Say hello"}}],'
+        '"max_tokens":16,"stream":true}'
+    ).encode()
+    head = [
+        f"POST {parts.path} HTTP/1.1",
+        f"Host: {parts.netloc}",
+        "Content-Type: application/json",
+        f"Content-Length: {len(body)}",
+    ]
+    if auth:
+        head.append(f"Authorization: Bearer {auth}")
+    request = ("\r\n".join(head) + "\r\n\r\n").encode() + body
+    received = b""
+    with socket.create_connection((parts.hostname, parts.port), timeout=30) as sock:
+        sock.sendall(request)
+        while not received.endswith(b"\r\n0\r\n\r\n"):
+            data = sock.recv(65536)
+            if not data:
+                break
+            received += data
+    return len(received)
 
 
 def nfrx_procs(stack: Stack, agent: str) -> dict[str, Proc]:

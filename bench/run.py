@@ -178,8 +178,11 @@ def profile(stack: Stack, seconds: int, out_dir: Path) -> str:
     return "\n".join(parts)
 
 
-def run_once(label: str, rev: str | None, args: argparse.Namespace, out_dir: Path) -> RunResult:
-    """Everything, against nfrx as of ``rev`` (None: the working tree)."""
+def run_once(
+    label: str, rev: str | None, args: argparse.Namespace, out_dir: Path | None
+) -> RunResult:
+    """Everything, against nfrx as of ``rev`` (None: the working tree); with ``out_dir``,
+    py-spy profiles too."""
     print(f"\n== {label} ==", flush=True)
     seconds = args.seconds
     run = RunResult(label)
@@ -188,13 +191,10 @@ def run_once(label: str, rev: str | None, args: argparse.Namespace, out_dir: Pat
         run.rows = measure(stack, seconds)
         run.long_rows = measure_long(stack, seconds)
         run.ceiling = measure_ceiling(stack, seconds)
-        profile_dir = out_dir / label.split()[0] if args.profile else None
-        if profile_dir is not None:
-            profile_dir.mkdir()
         if not args.no_scenarios:
-            run.scenarios = scenarios.run_all(stack, args.quick, profile_dir)
-        if profile_dir is not None:
-            run.profiles = profile(stack, seconds, profile_dir)
+            run.scenarios = scenarios.run_all(stack, args.quick, out_dir)
+        if out_dir is not None:
+            run.profiles = profile(stack, seconds, out_dir)
             if run.scenarios is not None and run.scenarios.profiles:
                 run.profiles += (
                     "\n### Paced streams through nfrx, under py-spy\n\n" + run.scenarios.profiles
@@ -291,7 +291,11 @@ def main() -> int:
     plan = ([(_describe(args.before), args.before)] if args.before else []) + [
         (_describe(args.rev) if args.rev else _describe(None), args.rev)
     ]
-    runs = [run_once(label, rev, args, out_dir) for label, rev in plan]
+    # Only the last run (the one under study) is profiled: py-spy costs time, not accuracy.
+    runs = [
+        run_once(label, rev, args, out_dir if args.profile and i == len(plan) - 1 else None)
+        for i, (label, rev) in enumerate(plan)
+    ]
     load_after = os.getloadavg()
     quiet = load_before[0] <= QUIET_LOAD
     load_line = (

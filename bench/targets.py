@@ -95,6 +95,8 @@ def _cancel(run: RunResult) -> Figure:
 def _cpu_per_request(kind: str, name: str) -> Callable[[RunResult], Figure]:
     def figure(run: RunResult) -> Figure:
         us = _row(run.rows, kind, 32).nfrx.cpu_us[name]
+        if name != "server":
+            return us, f"{us:,.0f} µs"
         return us, f"{us:,.0f} µs (ceiling {run.ceiling[kind, 32].cpu_us['ceiling']:,.0f} µs)"
 
     return figure
