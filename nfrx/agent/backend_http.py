@@ -8,17 +8,18 @@ case: llama.cpp, Ollama, vLLM, docling-serve next to the agent -- this module sp
 h11 directly over Trio sockets; ``https://`` backends keep httpx (``nfrx.agent.proxy``), which
 earns its cost there: certificate verification against its CA bundle, SNI, TLS error reporting.
 Proxies are no reason to keep it: the agent never used them (``trust_env=False``). Measured with
-``bench/backend_leg.py`` (one process, sequential POSTs of a 50-byte JSON body to a canned local
-backend, CPU of the client process per request; 2 cores, other work running):
+``bench/backend_leg.py`` (one process, 3,000 sequential POSTs of a 70-byte JSON body to nginx
+answering a canned 150-byte JSON, CPU of the client process per request; 2 cores, load average
+2.2 from other work, 2026-12-03):
 
-============================  ===============  ==================
-client                        CPU µs/request    requests/s (1 conn)
-============================  ===============  ==================
-httpx pool path (before)      see bench output see bench output
-this module                   see bench output see bench output
-============================  ===============  ==================
+============================  ===============  ===================
+client                        CPU µs/request   requests/s (1 conn)
+============================  ===============  ===================
+httpx pool path (before)      575              1,728
+this module                   228              4,018
+============================  ===============  ===================
 
-The same figures are in ``bench/RESULTS.md``. It also lets the relay batch by what is waiting:
+``bench/run.py`` measures the same leg in each run. It also lets the relay batch by what is waiting:
 :meth:`BackendResponse.receive_some` reads the socket in :data:`READ_SIZE` reads and returns every
 body byte they brought, where httpx hands over one piece per HTTP chunk -- a backend that wrote
 fifty events at once made fifty tunnel frames; now it makes one. Nothing waits for more bytes to
