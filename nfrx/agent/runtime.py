@@ -37,6 +37,7 @@ from nfrx.agent import backoff, status
 from nfrx.agent.metrics import AgentMetrics, create_metrics_app
 from nfrx.agent.proxy import Outcome
 from nfrx.config.model import default_client_id, default_client_name
+from nfrx.exception_groups import leaves
 from nfrx.protocol import PROTOCOL_VERSION, Drain, Frame, Goodbye, Hello, Status
 from nfrx.redact import redact
 from nfrx.transport import websocket_agent
@@ -220,7 +221,7 @@ class AgentRuntime:
         try:
             binds: list[str] = await nursery.start(status.serve_local, app, host, port, stop)
         except* OSError as group:
-            reasons = "; ".join(str(exc) for exc in _leaves(group))
+            reasons = "; ".join(str(exc) for exc in leaves(group))
             raise AgentExit(f"{setting}: cannot listen on {host}:{port}: {reasons}") from None
         return binds
 
@@ -508,9 +509,3 @@ class AgentRuntime:
             await session.flush_and_close("agent drained")
         else:
             cancel_scope.cancel()
-
-
-def _leaves(exc: BaseException) -> list[BaseException]:
-    if isinstance(exc, BaseExceptionGroup):
-        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
-    return [exc]

@@ -21,18 +21,13 @@ command = settings_command(ServerConfig, lambda config: run(config))
 def run(config: ServerConfig) -> None:
     import trio
 
+    from nfrx.exception_groups import leaves
     from nfrx.server.runner import run_server
 
     setup_logging(config, "serve")
     try:
         trio.run(run_server, config)
     except* OSError as group:
-        reasons = "; ".join(str(exc) for exc in _leaves(group))
+        reasons = "; ".join(str(exc) for exc in leaves(group))
         typer.echo(f"nfrx serve: cannot listen on {config.host}:{config.port}: {reasons}", err=True)
         raise typer.Exit(1) from None
-
-
-def _leaves(exc: BaseException) -> list[BaseException]:
-    if isinstance(exc, BaseExceptionGroup):
-        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
-    return [exc]

@@ -14,9 +14,9 @@ import trio
 from quart import request
 
 from nfrx.server import auth
+from nfrx.server.dispatch_queue import DispatchQueue
 from nfrx.server.http_errors import HttpError, unauthorized
 from nfrx.server.metrics import ServerMetrics
-from nfrx.server.queue import DispatchQueue
 from nfrx.server.registry import AgentRegistry
 from nfrx.server.request_body import next_chunk
 from nfrx.server.upload import Upload, too_large

@@ -1,7 +1,7 @@
 """Relay one HTTP exchange through an agent's tunnel and stream the answer back to the client.
 
 A :class:`Job` is one client request on its way to an agent: it takes a slot (at once, or by
-waiting in the :class:`~nfrx.server.queue.DispatchQueue`), opens a tunnel stream, sends the body
+waiting in the :class:`~.dispatch_queue.DispatchQueue`), opens a tunnel stream, sends the body
 and waits for the response head. If the agent fails before the head arrived -- it died, drained
 away, or reset the stream because its backend is unreachable -- nothing has reached the client
 yet, so the job tries another eligible agent (at most ``LLM_MAX_RETRIES`` times, never the same
@@ -32,6 +32,7 @@ from werkzeug.datastructures import Headers
 
 from nfrx.headers import HOP_BY_HOP
 from nfrx.protocol import ResetCode
+from nfrx.server.dispatch_queue import QueueFull, Ticket
 from nfrx.server.event_stream import EventCutter
 from nfrx.server.http_errors import (
     ErrorStyle,
@@ -42,7 +43,6 @@ from nfrx.server.http_errors import (
     request_timeout,
     worker_busy,
 )
-from nfrx.server.queue import QueueFull, Ticket
 from nfrx.server.upload import Upload
 from nfrx.server.usage import UsageMeter
 from nfrx.transport.errors import StreamReset, TunnelClosed

@@ -22,6 +22,7 @@ import trio
 from quart import Blueprint, Response, request
 
 from nfrx.server.agent_socket import serve_agent
+from nfrx.server.dispatch_queue import Ticket
 from nfrx.server.http_errors import HttpError
 from nfrx.server.proxy import (
     AttemptFailed,
@@ -32,7 +33,6 @@ from nfrx.server.proxy import (
     response_headers,
     streaming_response,
 )
-from nfrx.server.queue import Ticket
 from nfrx.transport.errors import StreamReset, TunnelClosed
 
 if TYPE_CHECKING:
