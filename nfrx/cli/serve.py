@@ -6,6 +6,7 @@ import typer
 
 from nfrx.cli.options import settings_command, setup_logging
 from nfrx.config.model import ServerConfig
+from nfrx.plugins import check_names
 
 HELP = (
     "Run the public server: the OpenAI-compatible API for clients under /api/llm/v1 and the "
@@ -14,8 +15,12 @@ HELP = (
 )
 
 
+CHECKS = {"plugins": (check_names,)}
+"""What the settings cannot check themselves (they import no plugin): ``PLUGINS`` against the
+list of plugins."""
+
 # ``run`` is looked up when the command runs, so that tests can replace it.
-command = settings_command(ServerConfig, lambda config: run(config))
+command = settings_command(ServerConfig, lambda config: run(config), checks=CHECKS)
 
 
 def run(config: ServerConfig) -> None:

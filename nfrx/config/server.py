@@ -13,7 +13,6 @@ from nfrx.config.checks import (
     above_zero,
     one_of,
     origins,
-    plugin_names,
     tcp_port,
     tls_pair,
 )
@@ -315,7 +314,8 @@ class ServerConfig:
         env="PLUGINS",
         doc="Comma-separated plugins to enable (llm, ...), 'all' or 'none'. Routes of the "
         "others answer 404.",
-        check=plugin_names,
+        # Checked against the known names by nfrx serve (nfrx.plugins.check_names): settings
+        # import no plugin.
     )
     allowed_origins: tuple[str, ...] = setting(
         (),

@@ -18,7 +18,6 @@ import trio
 from quart import Response, websocket
 
 from nfrx._version import __version__
-from nfrx.plugins import MODEL_PLUGINS
 from nfrx.protocol import PROTOCOL_VERSION, Frame, Goodbye, Refuse, Status, Welcome
 from nfrx.server import auth
 from nfrx.server.announcements import (
@@ -55,10 +54,11 @@ def _json_response(status: int, code: str, message: str) -> Response:
     )
 
 
-def describe(kind: str, status: str, models: tuple[str, ...], capacity: int) -> str:
+def describe(status: str, models: tuple[str, ...], capacity: int, *, named_models: bool) -> str:
     """An agent's state for the log: ``ready, 2 models, capacity 4``; the model count only for
-    kinds whose agents serve named models (:data:`~nfrx.plugins.MODEL_PLUGINS`)."""
-    if kind not in MODEL_PLUGINS:
+    kinds whose agents serve models clients name (:attr:`Plugin.serves_models
+    <nfrx.server.plugin.Plugin.serves_models>`)."""
+    if not named_models:
         return f"{status}, capacity {capacity}"
     return f"{status}, {len(models)} model{'' if len(models) == 1 else 's'}, capacity {capacity}"
 
@@ -140,7 +140,8 @@ async def serve_agent(gateway: Gateway, kind: str) -> Response | None:
         embedding_batch_size=hello.embedding_batch_size,
         options=dict(hello.options),
     )
-    statuses = StatusUpdates(gateway, record, limits)
+    named_models = gateway.serves_models(kind)
+    statuses = StatusUpdates(gateway, record, limits, named_models)
     try:
         gateway.registry.add(record)
     except DuplicateAgent:
@@ -183,7 +184,12 @@ async def serve_agent(gateway: Gateway, kind: str) -> Response | None:
             record.name,
             record.id,
             websocket.remote_addr,
-            describe(kind, hello.status, hello.models, hello.max_concurrency),
+            describe(
+                hello.status,
+                hello.models,
+                hello.max_concurrency,
+                named_models=named_models,
+            ),
         )
         await session.run()
     except TransportClosed as exc:  # the agent left before the Welcome went out
@@ -203,6 +209,8 @@ class StatusUpdates:
     gateway: Gateway
     record: AgentRecord
     limits: AnnouncementLimits
+    named_models: bool = True
+    """The agent's models are named by clients (its log lines count them: :func:`describe`)."""
     log_budget: float = STATUS_LOG_BURST
     budget_at: float = attrs.field(factory=trio.current_time)
 
@@ -239,5 +247,10 @@ class StatusUpdates:
             "%s agent %s: %s",
             record.kind,
             record.name,
-            describe(record.kind, frame.status, frame.models, frame.max_concurrency),
+            describe(
+                frame.status,
+                frame.models,
+                frame.max_concurrency,
+                named_models=self.named_models,
+            ),
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from nfrx.plugins import plugin_class
 from nfrx.server.agent_socket import describe
 
 
@@ -20,4 +21,5 @@ from nfrx.server.agent_socket import describe
 def test_model_counts_only_for_kinds_with_models(
     kind: str, models: tuple[str, ...], expected: str
 ) -> None:
-    assert describe(kind, "ready", models, 4) == expected
+    named = plugin_class(kind).serves_models
+    assert describe("ready", models, 4, named_models=named) == expected

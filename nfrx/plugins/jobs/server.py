@@ -30,18 +30,16 @@ from nfrx.plugins.jobs.model import (
     StoreFull,
     job_view,
 )
-from nfrx.plugins.jobs.service import JobsService
-from nfrx.plugins.transfer.access import authorize, plain_errors, refuse_head
+from nfrx.plugins.transfer.access import authorize, refuse_head
 from nfrx.plugins.transfer.channels import TransferError, rfc3339_seconds
 from nfrx.plugins.transfer.server import http_error
-from nfrx.server.gateway import header
+from nfrx.server.gateway import header, use_error_style
 from nfrx.server.http_errors import HttpError
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
 
-    import trio
-
+    from nfrx.plugins.jobs.service import JobsService
     from nfrx.server.gateway import Gateway
 
 LEASE_HEADER: Final = "X-Nfrx-Lease"
@@ -149,9 +147,8 @@ def _event_stream(body: AsyncIterator[bytes]) -> Response:
     return response
 
 
-def blueprint(gateway: Gateway) -> Blueprint:
+def blueprint(gateway: Gateway, service: JobsService) -> Blueprint:
     bp = Blueprint("jobs", __name__, url_prefix="/api/jobs")
-    service = JobsService.of(gateway)
 
     def client() -> None:
         authorize(gateway, api=True, client=False)
@@ -161,7 +158,7 @@ def blueprint(gateway: Gateway) -> Blueprint:
 
     @bp.before_request
     async def admit() -> None:
-        plain_errors()
+        use_error_style("plain")
 
     # -- client side ---------------------------------------------------------------------------
 
@@ -306,8 +303,3 @@ def blueprint(gateway: Gateway) -> Blueprint:
         return jsonify({"status": job.status, "lease_expires_at": rfc3339_seconds(lease_end)})
 
     return bp
-
-
-async def run(gateway: Gateway, *, task_status: trio.TaskStatus[None]) -> None:
-    """The jobs plugin's background work (deadlines), owned by the server's root nursery."""
-    await JobsService.of(gateway).run(task_status=task_status)
