@@ -4,6 +4,7 @@ real HTTP client."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -102,9 +103,11 @@ async def test_no_agent_plugin_at_all() -> None:
         assert set(state["plugins"]) == {"transfer", "jobs"}
         # The always-on APIs are mounted and their background work runs: a channel nobody
         # attaches to is expired by the transfer plugin's run.
-        assert (await client.post("/api/transfer")).status_code == 200
-        while (transfer := (await client.get("/api/state")).json()["plugins"]["transfer"])[
-            "expired_total"
-        ] == 0:
-            await trio.sleep(0.01)  # polling a condition, under serving()'s hang guard
+        async with client.stream("GET", "/api/state/stream") as snapshots:
+            assert (await client.post("/api/transfer")).status_code == 200
+            async for line in snapshots.aiter_lines():
+                if line.startswith("data: "):
+                    transfer = json.loads(line.removeprefix("data: "))["plugins"]["transfer"]
+                    if transfer["expired_total"] == 1:
+                        break
         assert transfer["open"] == 0
