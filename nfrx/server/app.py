@@ -26,7 +26,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.routing.exceptions import WebsocketMismatch
 
 from nfrx._version import __version__
-from nfrx.server import metrics, openapi, state
+from nfrx.server import metrics, openapi, state, swagger_ui
 from nfrx.server.cors import cors
 from nfrx.server.gateway import error_style
 from nfrx.server.guard import guarded
@@ -145,7 +145,7 @@ def create_quart_app(gateway: Gateway) -> QuartTrio:
         app.register_blueprint(plugin.blueprint())
     for name in gateway.disabled_plugins:
         app.register_blueprint(_disabled_plugin(name))
-    app.register_blueprint(openapi.blueprint(type(plugin).api() for plugin in gateway.plugins))
+    app.register_blueprint(swagger_ui.blueprint(type(plugin).api() for plugin in gateway.plugins))
     if not gateway.config.metrics_port:  # else only the METRICS_PORT listener serves it
         metrics.register_route(app, gateway.metrics)
     app.register_blueprint(state.blueprint(gateway))
