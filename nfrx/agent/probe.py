@@ -22,7 +22,7 @@ async def probe_get(
     try:
         response = await client.get(url, headers=dict(headers), timeout=PROBE_TIMEOUT)
     except httpx.HTTPError as exc:
-        raise BackendUnavailable(f"GET {url}: {type(exc).__name__}: {exc}") from None
+        raise BackendUnavailable(f"GET {url}: {type(exc).__name__}: {exc}") from exc
     if response.status_code >= ok_below:
         raise BackendUnavailable(f"GET {url}: HTTP {response.status_code}")
     return response
@@ -37,5 +37,5 @@ async def openai_models(
     try:
         payload: Any = response.json()
         return tuple(str(item["id"]) for item in payload["data"])
-    except (ValueError, KeyError, TypeError):
-        raise BackendUnavailable(f"GET {url}: not an OpenAI model list") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BackendUnavailable(f"GET {url}: not an OpenAI model list") from exc

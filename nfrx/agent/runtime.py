@@ -193,12 +193,12 @@ class AgentRuntime:
             try:
                 host, port = status.parse_address(self.config.status_addr)
             except ValueError as exc:
-                raise AgentExit(f"configuration error: {exc}", 2) from None
+                raise AgentExit(f"configuration error: {exc}", 2) from exc
             token_file = status.token_path(self.config.config_file)
             try:
                 token = status.load_or_create_token(token_file)
             except OSError as exc:
-                raise AgentExit(f"cannot use the control token file {token_file}: {exc}") from None
+                raise AgentExit(f"cannot use the control token file {token_file}: {exc}") from exc
             app = status.create_status_app(self, token, host)
             binds = await self._bind(nursery, "STATUS_ADDR", app, host, port, stop)
             log.info("status API on %s (control token in %s)", ", ".join(binds), token_file)
@@ -222,7 +222,7 @@ class AgentRuntime:
             binds: list[str] = await nursery.start(status.serve_local, app, host, port, stop)
         except* OSError as group:
             reasons = "; ".join(str(exc) for exc in leaves(group))
-            raise AgentExit(f"{setting}: cannot listen on {host}:{port}: {reasons}") from None
+            raise AgentExit(f"{setting}: cannot listen on {host}:{port}: {reasons}") from group
         return binds
 
     # -- state ---------------------------------------------------------------------------------
@@ -250,7 +250,7 @@ class AgentRuntime:
             except HandshakeRefused as exc:
                 reason = f"the server refused this agent: {exc}"
                 if exc.code in FATAL_REFUSALS:
-                    raise AgentExit(reason, 2) from None
+                    raise AgentExit(reason, 2) from exc
             except HandshakeFailed as exc:
                 reason = str(exc)
             if self._stopping or self.exiting:

@@ -188,4 +188,4 @@ def run_agent(config: AgentConfig, command: str, args: Sequence[str] | None = No
         trio.run(main)
     except AgentExit as exc:
         typer.echo(f"nfrx {command}: {exc}", err=True)
-        raise typer.Exit(exc.code) from None
+        raise typer.Exit(exc.code) from exc

@@ -35,4 +35,4 @@ def run(config: ServerConfig) -> None:
     except* OSError as group:
         reasons = "; ".join(str(exc) for exc in leaves(group))
         typer.echo(f"nfrx serve: cannot listen on {config.host}:{config.port}: {reasons}", err=True)
-        raise typer.Exit(1) from None
+        raise typer.Exit(1) from group

@@ -94,7 +94,7 @@ def fetch(url: str, api_key: str = "", token: str = "") -> dict[str, Any]:
         with httpx.Client(timeout=TIMEOUT, trust_env=False) as client:
             response = client.get(url, headers=headers)
     except httpx.HTTPError as exc:
-        raise StatusError(f"cannot reach {url}: {type(exc).__name__}: {exc}") from None
+        raise StatusError(f"cannot reach {url}: {type(exc).__name__}: {exc}") from exc
     if response.status_code in (401, 403):
         hint = "check --api-key / API_KEY" if api_key else "set --api-key or API_KEY"
         raise StatusError(f"{url} answered {response.status_code}: {hint}", 2)
@@ -102,8 +102,8 @@ def fetch(url: str, api_key: str = "", token: str = "") -> dict[str, Any]:
         raise StatusError(f"{url} answered HTTP {response.status_code}: {_error_text(response)}")
     try:
         document: Any = response.json()
-    except ValueError:
-        raise StatusError(f"{url} did not answer JSON") from None
+    except ValueError as exc:
+        raise StatusError(f"{url} did not answer JSON") from exc
     if not isinstance(document, dict):
         raise StatusError(f"{url} did not answer a JSON object")
     return document
@@ -390,7 +390,7 @@ def command(
             local, local_key = local_server()
         except ConfigError as exc:
             typer.echo(f"nfrx status: configuration error: {exc} (or give --server URL)", err=True)
-            raise typer.Exit(2) from None
+            raise typer.Exit(2) from exc
         url, key, render = state_url(local), api_key or local_key, render_server
     try:
         if watch or interval is not None:
@@ -399,7 +399,7 @@ def command(
             _show(url, key, token, render, as_json)
     except StatusError as exc:
         typer.echo(f"nfrx status: {exc}", err=True)
-        raise typer.Exit(exc.code) from None
+        raise typer.Exit(exc.code) from exc
     except KeyboardInterrupt:
         raise typer.Exit(0) from None
 

@@ -99,7 +99,7 @@ async def read_answer(exchange: Exchange, limit: int) -> bytes:
                 parts.append(chunk)
     except (StreamReset, TunnelClosed) as exc:
         exchange.finish(failed=True)
-        raise HttpError(502, "upstream_error", f"the async answer was cut: {exc}") from None
+        raise HttpError(502, "upstream_error", f"the async answer was cut: {exc}") from exc
     if scope.cancelled_caught or size > limit:
         exchange.finish(failed=True)
         raise HttpError(502, "upstream_error", "the async answer was too large or too slow")
@@ -184,7 +184,7 @@ def blueprint(gateway: Gateway) -> Blueprint:
                 owns_slot=False,
             )
         except AttemptFailed as failure:
-            raise failure.error from None
+            raise failure.error from failure
         return _answer(exchange, head, request_id)
 
     def _answer(exchange: Exchange, head: ResponseHead, request_id: str) -> Response:

@@ -61,20 +61,20 @@ def _translated() -> Iterator[None]:
     """Store and transfer errors as their HTTP answers."""
     try:
         yield
-    except JobNotFound:
+    except JobNotFound as exc:
         raise HttpError(
             404, "not_found", "no such job (unknown, or forgotten after JOBS_RETENTION)"
-        ) from None
+        ) from exc
     except InvalidState as exc:
-        raise HttpError(409, "invalid_state", str(exc)) from None
+        raise HttpError(409, "invalid_state", str(exc)) from exc
     except LeaseMismatch as exc:
-        raise HttpError(403, "lease_mismatch", str(exc)) from None
+        raise HttpError(403, "lease_mismatch", str(exc)) from exc
     except StoreFull as exc:
-        raise HttpError(503, "too_many_jobs", str(exc), headers={"Retry-After": "5"}) from None
+        raise HttpError(503, "too_many_jobs", str(exc), headers={"Retry-After": "5"}) from exc
     except JobError as exc:  # pragma: no cover -- every kind is listed above
-        raise HttpError(400, "invalid_request", str(exc)) from None
+        raise HttpError(400, "invalid_request", str(exc)) from exc
     except TransferError as exc:
-        raise http_error(exc) from None
+        raise http_error(exc) from exc
 
 
 async def _body(*, required: bool) -> dict[str, Any]:
@@ -92,8 +92,8 @@ async def _body(*, required: bool) -> dict[str, Any]:
         return {}
     try:
         value = json.loads(data)
-    except ValueError:
-        raise _bad("invalid_request", "the body is not valid JSON") from None
+    except ValueError as exc:
+        raise _bad("invalid_request", "the body is not valid JSON") from exc
     if not isinstance(value, dict):
         raise _bad("invalid_request", "the body must be a JSON object")
     return value

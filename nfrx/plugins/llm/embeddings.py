@@ -240,7 +240,7 @@ async def _run_batch(
         raise AttemptFailed(
             HttpError(502, "upstream_error", f"the backend's embeddings answer is unusable: {exc}"),
             retryable=False,
-        ) from None
+        ) from exc
     plan.results[batch.start] = items
     plan.done += len(batch)
     if plan.model is None and isinstance(answer.get("model"), str):
@@ -284,7 +284,7 @@ async def _read_all(exchange: Exchange, job: Job) -> bytes:
             message = f"the agent failed mid-answer (request id {job.request_id})"
             raise AttemptFailed(
                 HttpError(502, "upstream_error", message, detail=detail), retryable=True
-            ) from None
+            ) from exc
         if scope.cancelled_caught:
             exchange.finish(code=ResetCode.TIMEOUT, failed=True)
             raise AttemptFailed(

@@ -34,10 +34,10 @@ def parse_body(body: bytes) -> dict[str, Any]:
     otherwise."""
     try:
         payload = json.loads(body)
-    except (ValueError, RecursionError):
+    except (ValueError, RecursionError) as exc:
         raise HttpError(
             400, "invalid_json", "the request body is not valid JSON", type="invalid_request_error"
-        ) from None
+        ) from exc
     if not isinstance(payload, dict):
         raise HttpError(
             400,

@@ -196,7 +196,7 @@ class McpHttpBackend:
                     status = resp.status_code
                     session_id = resp.headers.get("mcp-session-id")
         except (httpx.HTTPError, trio.TooSlowError) as exc:
-            raise BackendUnavailable(f"POST {url}: {type(exc).__name__}: {exc}") from None
+            raise BackendUnavailable(f"POST {url}: {type(exc).__name__}: {exc}") from exc
         if session_id:
             await self._delete_probe_session(session_id)
         if status >= 500:

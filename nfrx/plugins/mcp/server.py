@@ -210,7 +210,7 @@ class McpRelayRoutes:
             try:
                 chunk = await next_chunk(body_iter, self.config.body_timeout)
             except BodyTimeout as stalled:
-                raise _refuse(relay_id, refusals.body_stalled(stalled.message)) from None
+                raise _refuse(relay_id, refusals.body_stalled(stalled.message)) from stalled
             if chunk is None:
                 break
             size += len(chunk)
@@ -221,7 +221,7 @@ class McpRelayRoutes:
         try:
             message = wire.parse_message(body)
         except wire.InvalidMessage as exc:
-            raise _refuse(relay_id, refusals.invalid_message(exc)) from None
+            raise _refuse(relay_id, refusals.invalid_message(exc)) from exc
         return body, message
 
     def check_session(

@@ -41,7 +41,7 @@ def blueprint(gateway: Gateway, channels: TransferChannels) -> Blueprint:
         try:
             channel = channels.create()
         except TransferError as exc:
-            raise http_error(exc) from None
+            raise http_error(exc) from exc
         return jsonify(
             {"channel_id": channel.id, "expires_at": rfc3339_seconds(channel.expires_wall)}
         )
@@ -55,7 +55,7 @@ def blueprint(gateway: Gateway, channels: TransferChannels) -> Blueprint:
             gateway.cleanups().append(functools.partial(channel.abandon, Side.READER))
             await channel.wait_ready()
         except TransferError as exc:
-            raise http_error(exc) from None
+            raise http_error(exc) from exc
         response = Response(
             channel.read(),
             content_type="application/octet-stream",
@@ -72,7 +72,7 @@ def blueprint(gateway: Gateway, channels: TransferChannels) -> Blueprint:
             await channel.wait_ready()
             size = await channel.write(request.body)
         except TransferError as exc:
-            raise http_error(exc) from None
+            raise http_error(exc) from exc
         return jsonify({"status": "ok", "bytes": size})
 
     return bp
