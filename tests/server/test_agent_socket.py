@@ -10,6 +10,10 @@ from types import SimpleNamespace
 import pytest
 import trio
 import trio.testing
+from quart import websocket
+from quart.wrappers import Websocket
+from quart_trio import QuartTrio
+from werkzeug.local import LocalProxy
 
 from nfrx.plugins import plugin_class
 from nfrx.protocol import Status
@@ -87,3 +91,26 @@ async def test_changes_are_logged_in_a_burst_then_once_a_second(
     updates.apply(status(100))
     updates.apply(status(101))
     assert [record.levelno for record in caplog.records] == [logging.INFO, logging.DEBUG]
+
+
+# -- the Quart internal the socket relies on ------------------------------------------------------
+
+
+async def test_quarts_websocket_proxy_yields_the_connection_object() -> None:
+    """The socket hands the tunnel the object behind Quart's ``websocket`` context proxy
+    (werkzeug's ``LocalProxy._get_current_object``), not the proxy."""
+    app = QuartTrio("guard")
+    seen: list[object] = []
+
+    @app.websocket("/ws")
+    async def ws() -> None:
+        await websocket.accept()
+        seen.append(websocket._get_current_object())
+        await websocket.send("seen")
+
+    with trio.fail_after(10):
+        async with app.test_app() as test_app, test_app.test_client().websocket("/ws") as client:
+            assert await client.receive() == "seen"
+    [connection] = seen
+    assert isinstance(connection, Websocket)
+    assert not isinstance(connection, LocalProxy)

@@ -4,7 +4,9 @@ real HTTP client."""
 
 from __future__ import annotations
 
+import functools
 import json
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -12,13 +14,20 @@ from typing import Any
 import httpx
 import pytest
 import trio
+from hypercorn.trio import serve
 
 from nfrx.config.model import ServerConfig
 from nfrx.plugins import SERVER_PLUGINS
 from nfrx.plugins.jobs.plugin import JobsPlugin
 from nfrx.plugins.mcp.plugin import McpPlugin
 from nfrx.plugins.transfer.plugin import TransferPlugin
-from nfrx.server.runner import compose, run_server
+from nfrx.server.runner import (
+    LISTEN_BACKLOG,
+    TCP_USER_TIMEOUT_MS,
+    compose,
+    hypercorn_config,
+    run_server,
+)
 
 CAP = 30.0
 """Hang guard (real clock)."""
@@ -111,3 +120,42 @@ async def test_no_agent_plugin_at_all() -> None:
                     if transfer["expired_total"] == 1:
                         break
         assert transfer["open"] == 0
+
+
+# -- hypercorn internals the runner relies on ----------------------------------------------------
+
+
+async def test_hypercorn_listens_on_the_sockets_of_create_sockets_with_the_backlog(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The tuned listener (``_TunedConfig.create_sockets``: keep-alive, TCP_USER_TIMEOUT) and
+    ``LISTEN_BACKLOG`` reach the kernel only because hypercorn's trio ``serve`` makes its
+    sockets with ``config.create_sockets()``, reads ``Sockets.insecure_sockets`` and calls
+    ``listen(config.backlog)`` on them."""
+    listened: list[tuple[socket.socket, int]] = []
+    original = socket.socket.listen
+
+    def listen(self: socket.socket, backlog: int = 0) -> None:
+        listened.append((self, backlog))
+        original(self, backlog)
+
+    monkeypatch.setattr(socket.socket, "listen", listen)
+    config = hypercorn_config(ServerConfig(host="127.0.0.1", port=0))
+    stop = trio.Event()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        while (await receive())["type"] != "lifespan.shutdown":
+            await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+
+    with trio.fail_after(CAP):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(
+                functools.partial(serve, app, config, shutdown_trigger=stop.wait, mode="asgi")
+            )
+            [(sock, backlog)] = listened
+            assert backlog == LISTEN_BACKLOG
+            assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+            user_timeout = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT)
+            assert user_timeout == TCP_USER_TIMEOUT_MS
+            stop.set()
