@@ -376,22 +376,7 @@ def command(
     if interval is not None and not interval > 0:
         typer.echo("nfrx status: --interval needs a positive number of seconds", err=True)
         raise typer.Exit(2)
-    render: Callable[[dict[str, Any]], str]
-    token = ""
-    if agent is not None:
-        url, key, render = agent_url(agent), "", render_agent
-        token = read_token(token_file or "")
-    elif server is not None:
-        url, key, render = state_url(server), api_key or "", render_server
-    else:
-        from nfrx.config.load import ConfigError
-
-        try:
-            local, local_key = local_server()
-        except ConfigError as exc:
-            typer.echo(f"nfrx status: configuration error: {exc} (or give --server URL)", err=True)
-            raise typer.Exit(2) from exc
-        url, key, render = state_url(local), api_key or local_key, render_server
+    url, key, token, render = _target(server, agent, api_key, token_file)
     try:
         if watch or interval is not None:
             _watch(url, key, token, render, as_json, interval or DEFAULT_WATCH)
@@ -402,6 +387,25 @@ def command(
         raise typer.Exit(exc.code) from exc
     except KeyboardInterrupt:
         raise typer.Exit(0) from None
+
+
+def _target(
+    server: str | None, agent: str | None, api_key: str | None, token_file: str | None
+) -> tuple[str, str, str, Callable[[dict[str, Any]], str]]:
+    """What to read and how to show it: URL, API key, control token, renderer (the local
+    server's when neither ``server`` nor ``agent`` is given; a configuration error exits 2)."""
+    if agent is not None:
+        return agent_url(agent), "", read_token(token_file or ""), render_agent
+    if server is not None:
+        return state_url(server), api_key or "", "", render_server
+    from nfrx.config.load import ConfigError
+
+    try:
+        local, local_key = local_server()
+    except ConfigError as exc:
+        typer.echo(f"nfrx status: configuration error: {exc} (or give --server URL)", err=True)
+        raise typer.Exit(2) from exc
+    return state_url(local), api_key or local_key, "", render_server
 
 
 def _show(

@@ -182,46 +182,50 @@ def parse_message(body: bytes) -> Message:
         raise InvalidMessage('the message lacks "jsonrpc": "2.0"')
     method = obj.get("method")
     if method is not None:
-        if not isinstance(method, str) or not method:
-            raise InvalidMessage('"method" must be a non-empty string')
-        params = obj.get("params")
-        if params is not None and not isinstance(params, dict):
-            raise InvalidMessage('"params" must be an object')
-        params = params or {}
-        meta = params.get("_meta")
-        meta = meta if isinstance(meta, dict) else {}
-        token = meta.get("progressToken")
-        version = meta.get("io.modelcontextprotocol/protocolVersion")
-        progress_token = _id_text(token)
-        protocol_version = version if isinstance(version, str) else None
-        if "id" in obj:
-            request_id = _id_text(obj["id"])
-            if request_id is None:
-                raise InvalidMessage('a request "id" must be a string or an integer')
-            return Message(
-                Kind.REQUEST,
-                request_id,
-                method,
-                progress_token=progress_token,
-                protocol_version=protocol_version,
-            )
-        cancelled = None
-        if method == "notifications/cancelled":
-            cancelled = _id_text(params.get("requestId"))
-        return Message(
-            Kind.NOTIFICATION,
-            None,
-            method,
-            progress_token=progress_token,
-            cancelled_id=cancelled,
-            protocol_version=protocol_version,
-        )
+        return _call(obj, method)
     if "result" in obj or "error" in obj:
         response_id = _id_text(obj.get("id"))
         if response_id is None:
             raise InvalidMessage('a response "id" must be a string or an integer')
         return Message(Kind.RESPONSE, response_id)
     raise InvalidMessage("the message is neither a request, a notification nor a response")
+
+
+def _call(obj: dict[str, Any], method: object) -> Message:
+    """A request (it has an ``id``) or a notification; raises :class:`InvalidMessage`."""
+    if not isinstance(method, str) or not method:
+        raise InvalidMessage('"method" must be a non-empty string')
+    params = obj.get("params")
+    if params is not None and not isinstance(params, dict):
+        raise InvalidMessage('"params" must be an object')
+    params = params or {}
+    meta = params.get("_meta")
+    meta = meta if isinstance(meta, dict) else {}
+    progress_token = _id_text(meta.get("progressToken"))
+    version = meta.get("io.modelcontextprotocol/protocolVersion")
+    protocol_version = version if isinstance(version, str) else None
+    if "id" in obj:
+        request_id = _id_text(obj["id"])
+        if request_id is None:
+            raise InvalidMessage('a request "id" must be a string or an integer')
+        return Message(
+            Kind.REQUEST,
+            request_id,
+            method,
+            progress_token=progress_token,
+            protocol_version=protocol_version,
+        )
+    cancelled = None
+    if method == "notifications/cancelled":
+        cancelled = _id_text(params.get("requestId"))
+    return Message(
+        Kind.NOTIFICATION,
+        None,
+        method,
+        progress_token=progress_token,
+        cancelled_id=cancelled,
+        protocol_version=protocol_version,
+    )
 
 
 class RelayCode:
