@@ -134,142 +134,153 @@ SCHEMAS: dict[str, dict[str, Any]] = {
 }
 
 
-def routes() -> list[Route]:
-    def json_answer(schema: str, description: str) -> tuple[Answer, ...]:
-        return (Answer(200, description, ((JSON, ref(schema)),)),)
+def _json_answer(schema: str, description: str) -> tuple[Answer, ...]:
+    return (Answer(200, description, ((JSON, ref(schema)),)),)
 
-    def row(
-        method: Literal["get", "post"],
-        path: str,
-        summary: str,
-        auth: Auth,
-        answers: tuple[Answer, ...],
-        errors: tuple[int, ...],
-        body: str = "",
-        description: str = "",
-    ) -> Route:
-        return Route(
-            method,
-            f"/api/jobs{path}",
-            summary,
-            "jobs",
-            auth,
-            answers,
-            errors,
-            error_style="plain",
-            body=bool(body),
-            body_content=((JSON, ref(body)),) if body else (),
-            description=description,
-        )
 
-    events = (Answer(200, "Server-sent events.", ((SSE, {"type": "string"}),)),)
-    lease = "The worker sends the claim's lease token (X-Nfrx-Lease header or `lease_token`)."
-    worker_post = (400, 401, 403, 404, 409, 413)
+def _row(
+    method: Literal["get", "post"],
+    path: str,
+    summary: str,
+    auth: Auth,
+    answers: tuple[Answer, ...],
+    errors: tuple[int, ...],
+    body: str = "",
+    description: str = "",
+) -> Route:
+    return Route(
+        method,
+        f"/api/jobs{path}",
+        summary,
+        "jobs",
+        auth,
+        answers,
+        errors,
+        error_style="plain",
+        body=bool(body),
+        body_content=((JSON, ref(body)),) if body else (),
+        description=description,
+    )
+
+
+EVENTS = (Answer(200, "Server-sent events.", ((SSE, {"type": "string"}),)),)
+LEASE = "The worker sends the claim's lease token (X-Nfrx-Lease header or `lease_token`)."
+WORKER_POST = (400, 401, 403, 404, 409, 413)
+
+
+def client_routes() -> list[Route]:
+    """The routes of the jobs' clients (the API key)."""
     return [
-        row(
+        _row(
             "post",
             "",
             "Create a job",
             "api_key",
-            json_answer("JobCreated", "Queued."),
+            _json_answer("JobCreated", "Queued."),
             (400, 401, 413, 503),
             "JobCreate",
         ),
-        row(
+        _row(
             "get",
             "/{job_id}",
             "A job, with its queue position",
             "api_key",
-            json_answer("Job", "The job."),
+            _json_answer("Job", "The job."),
             (401, 404),
             description="A poll counts as the client being there (JOBS_CLIENT_TTL).",
         ),
-        row(
+        _row(
             "get",
             "/{job_id}/events",
             "A job's events",
             "api_key",
-            events,
+            EVENTS,
             (401, 404),
             description="`status` (a Job), `payload` and `result` (a TransferInfo) events; the "
             "stream ends JOBS_SSE_CLOSE_DELAY after the final status.",
         ),
-        row(
+        _row(
             "post",
             "/{job_id}/cancel",
             "Cancel a job",
             "api_key",
-            json_answer("JobStatus", "The job's status (a finished job is left as it is)."),
+            _json_answer("JobStatus", "The job's status (a finished job is left as it is)."),
             (401, 404),
         ),
-        row(
+    ]
+
+
+def worker_routes() -> list[Route]:
+    """The routes of the workers (the client key)."""
+    return [
+        _row(
             "post",
             "/claim",
             "Claim a job (long poll)",
             "client_key",
             (
-                *json_answer("Claim", "A job, now the caller's."),
+                *_json_answer("Claim", "A job, now the caller's."),
                 Answer(204, "No job within max_wait_seconds."),
             ),
             (400, 401, 413),
             "ClaimRequest",
         ),
-        row(
+        _row(
             "get",
             "/stream",
             "Claim jobs as they come",
             "client_key",
-            events,
+            EVENTS,
             (400, 401),
             description="Query: `types` (comma-separated), `worker_id`, `worker_group`, "
             "`max_active`. `job` events carry claims; `cancel` events say a job was taken "
             "away.",
         ),
-        row(
+        _row(
             "post",
             "/{job_id}/payload",
             "Open the job's payload channel",
             "client_key",
-            json_answer("TransferOffer", "The worker reads `reader_url`."),
-            (*worker_post, 503),
+            _json_answer("TransferOffer", "The worker reads `reader_url`."),
+            (*WORKER_POST, 503),
             "TransferRequest",
-            lease,
+            LEASE,
         ),
-        row(
+        _row(
             "post",
             "/{job_id}/result",
             "Open the job's result channel",
             "client_key",
-            json_answer("TransferOffer", "The worker writes to `writer_url`."),
-            (*worker_post, 503),
+            _json_answer("TransferOffer", "The worker writes to `writer_url`."),
+            (*WORKER_POST, 503),
             "TransferRequest",
-            lease,
+            LEASE,
         ),
-        row(
+        _row(
             "post",
             "/{job_id}/status",
             "Set a job's state and progress",
             "client_key",
-            json_answer("JobStatus", "The new state."),
-            worker_post,
+            _json_answer("JobStatus", "The new state."),
+            WORKER_POST,
             "StatusUpdate",
-            lease,
+            LEASE,
         ),
-        row(
+        _row(
             "post",
             "/{job_id}/heartbeat",
             "Renew the lease on a job",
             "client_key",
-            json_answer("JobStatus", "The state and the lease's new end."),
-            worker_post,
-            description=lease,
+            _json_answer("JobStatus", "The state and the lease's new end."),
+            WORKER_POST,
+            description=LEASE,
         ),
     ]
 
 
 def api() -> ApiPart:
     return ApiPart(
-        tuple(routes()),
+        (*client_routes(), *worker_routes()),
         SCHEMAS,
         parameters={"job_id": "The id `POST /api/jobs` answered."},
         tags=(("jobs", "Jobs for your own workers (the original's API)"),),

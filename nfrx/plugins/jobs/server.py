@@ -148,23 +148,50 @@ def _event_stream(body: AsyncIterator[bytes]) -> Response:
 
 
 def blueprint(gateway: Gateway, service: JobsService) -> Blueprint:
-    bp = Blueprint("jobs", __name__, url_prefix="/api/jobs")
+    """The jobs API's routes over ``service``, served by one :class:`JobsRoutes`."""
+    return JobsRoutes(gateway, service).blueprint()
 
-    def client() -> None:
-        authorize(gateway, api=True, client=False)
 
-    def worker() -> None:
-        authorize(gateway, api=False, client=True)
+class JobsRoutes:
+    """The jobs API's routes (see the module docstring); the handlers run in the route's request
+    context and read ``request``."""
 
-    @bp.before_request
+    def __init__(self, gateway: Gateway, service: JobsService) -> None:
+        self.gateway = gateway
+        self.service = service
+
+    def blueprint(self) -> Blueprint:
+        bp = Blueprint("jobs", __name__, url_prefix="/api/jobs")
+        bp.before_request(self.admit)
+        for rule, endpoint, method in (
+            ("", "create", "POST"),
+            ("/<job_id>", "get", "GET"),
+            ("/<job_id>/events", "events", "GET"),
+            ("/<job_id>/cancel", "cancel", "POST"),
+            ("/claim", "claim", "POST"),
+            ("/stream", "stream", "GET"),
+            ("/<job_id>/payload", "payload", "POST"),
+            ("/<job_id>/result", "result", "POST"),
+            ("/<job_id>/status", "status", "POST"),
+            ("/<job_id>/heartbeat", "heartbeat", "POST"),
+        ):
+            bp.add_url_rule(rule, endpoint, getattr(self, endpoint), methods=[method])
+        return bp
+
+    @staticmethod
     async def admit() -> None:
         use_error_style("plain")
 
+    def client(self) -> None:
+        authorize(self.gateway, api=True, client=False)
+
+    def worker(self) -> None:
+        authorize(self.gateway, api=False, client=True)
+
     # -- client side ---------------------------------------------------------------------------
 
-    @bp.post("")
-    async def create() -> Response:
-        client()
+    async def create(self) -> Response:
+        self.client()
         body = await _body(required=True)
         job_type = _text(body, "type")
         if not job_type:
@@ -177,36 +204,32 @@ def blueprint(gateway: Gateway, service: JobsService) -> Blueprint:
             worker_group=_text(body, "worker_group"),
         )
         with _translated():
-            job = await service.create(spec)
+            job = await self.service.create(spec)
         return jsonify({"job_id": job.id, "status": job.status})
 
-    @bp.get("/<job_id>")
-    async def get(job_id: str) -> Response:
-        client()
+    async def get(self, job_id: str) -> Response:
+        self.client()
         with _translated():
-            job = await service.get(job_id)
+            job = await self.service.get(job_id)
         return jsonify(job_view(job))
 
-    @bp.get("/<job_id>/events")
-    async def events(job_id: str) -> Response:
-        client()
+    async def events(self, job_id: str) -> Response:
+        self.client()
         refuse_head()
         with _translated():
-            await service.get(job_id)  # 404 now, not an empty stream
-        return _event_stream(service.events(job_id))
+            await self.service.get(job_id)  # 404 now, not an empty stream
+        return _event_stream(self.service.events(job_id))
 
-    @bp.post("/<job_id>/cancel")
-    async def cancel(job_id: str) -> Response:
-        client()
+    async def cancel(self, job_id: str) -> Response:
+        self.client()
         with _translated():
-            job = await service.cancel(job_id)
+            job = await self.service.cancel(job_id)
         return jsonify({"status": job.status})
 
     # -- worker side ---------------------------------------------------------------------------
 
-    @bp.post("/claim")
-    async def claim() -> Response:
-        worker()
+    async def claim(self) -> Response:
+        self.worker()
         body = await _body(required=False)
         types = body.get("types") or []
         if not isinstance(types, list) or not all(isinstance(t, str) for t in types):
@@ -219,14 +242,13 @@ def blueprint(gateway: Gateway, service: JobsService) -> Blueprint:
             worker_group=_text(body, "worker_group"),
             types=frozenset(t.strip() for t in types if t.strip()),
         )
-        claimed = await service.claim(claimer, max_wait)
+        claimed = await self.service.claim(claimer, max_wait)
         if claimed is None:
             return Response(b"", status=204)
         return jsonify(claimed.view())
 
-    @bp.get("/stream")
-    async def stream() -> Response:
-        worker()
+    async def stream(self) -> Response:
+        self.worker()
         refuse_head()
         args = request.args
         types = {t.strip() for value in args.getlist("types") for t in value.split(",")}
@@ -241,17 +263,19 @@ def blueprint(gateway: Gateway, service: JobsService) -> Blueprint:
             worker_group=args.get("worker_group", "").strip(),
             types=frozenset(types - {""}),
         )
-        return _event_stream(service.claim_stream(claimer, max_active))
+        return _event_stream(self.service.claim_stream(claimer, max_active))
 
-    async def offer(job_id: str, kind: str) -> Response:
-        worker()
+    async def offer(self, job_id: str, kind: str) -> Response:
+        self.worker()
         body = await _body(required=False)
         key = body.get("key", kind)
         if not isinstance(key, str):
             raise _bad("invalid_request", "'key' must be a string")
         properties = _object(body, "properties")
         with _translated():
-            info = await service.offer_transfer(job_id, _lease(body), kind, key.strip(), properties)
+            info = await self.service.offer_transfer(
+                job_id, _lease(body), kind, key.strip(), properties
+            )
         answer: dict[str, Any] = {
             "key": info.key,
             "channel_id": info.channel_id,
@@ -262,17 +286,14 @@ def blueprint(gateway: Gateway, service: JobsService) -> Blueprint:
             answer["properties"] = properties
         return jsonify(answer)
 
-    @bp.post("/<job_id>/payload")
-    async def payload(job_id: str) -> Response:
-        return await offer(job_id, "payload")
+    async def payload(self, job_id: str) -> Response:
+        return await self.offer(job_id, "payload")
 
-    @bp.post("/<job_id>/result")
-    async def result(job_id: str) -> Response:
-        return await offer(job_id, "result")
+    async def result(self, job_id: str) -> Response:
+        return await self.offer(job_id, "result")
 
-    @bp.post("/<job_id>/status")
-    async def status(job_id: str) -> Response:
-        worker()
+    async def status(self, job_id: str) -> Response:
+        self.worker()
         body = await _body(required=True)
         state = _text(body, "state")
         if not state:
@@ -285,7 +306,7 @@ def blueprint(gateway: Gateway, service: JobsService) -> Blueprint:
         ):
             raise _bad("invalid_request", '\'error\' must be {"code": str, "message": str}')
         with _translated():
-            job = await service.set_status(
+            job = await self.service.set_status(
                 job_id,
                 _lease(body),
                 state,
@@ -294,12 +315,9 @@ def blueprint(gateway: Gateway, service: JobsService) -> Blueprint:
             )
         return jsonify({"status": job.status})
 
-    @bp.post("/<job_id>/heartbeat")
-    async def heartbeat(job_id: str) -> Response:
-        worker()
+    async def heartbeat(self, job_id: str) -> Response:
+        self.worker()
         body = await _body(required=False)
         with _translated():
-            job, lease_end = await service.heartbeat(job_id, _lease(body))
+            job, lease_end = await self.service.heartbeat(job_id, _lease(body))
         return jsonify({"status": job.status, "lease_expires_at": rfc3339_seconds(lease_end)})
-
-    return bp
