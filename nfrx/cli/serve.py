@@ -27,11 +27,16 @@ def run(config: ServerConfig) -> None:
     import trio
 
     from nfrx.exception_groups import leaves
+    from nfrx.plugins.keys.store import StoreError
     from nfrx.server.runner import run_server
 
     setup_logging(config, "serve")
     try:
         trio.run(run_server, config)
+    except* StoreError as group:
+        reasons = "; ".join(str(exc) for exc in leaves(group))
+        typer.echo(f"nfrx serve: cannot read the client keys: {reasons}", err=True)
+        raise typer.Exit(1) from group
     except* OSError as group:
         reasons = "; ".join(str(exc) for exc in leaves(group))
         typer.echo(f"nfrx serve: cannot listen on {config.host}:{config.port}: {reasons}", err=True)

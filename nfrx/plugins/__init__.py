@@ -21,7 +21,7 @@ SERVER_PLUGINS: tuple[str, ...] = ("llm", "mcp", "docling", "asr")
 """The plugins ``PLUGINS`` chooses from, in the order a server lists them: each has an agent
 (``nfrx <name>``) and routes under ``/api/<name>``."""
 
-SERVICE_PLUGINS: tuple[str, ...] = ("transfer", "jobs")
+SERVICE_PLUGINS: tuple[str, ...] = ("transfer", "jobs", "keys")
 """Plugins without agents, always on (like the original's, ``PLUGINS`` does not list them):
 generic APIs of their own. Transfer comes first: jobs uses its channels."""
 
@@ -33,6 +33,7 @@ _CLASSES: dict[str, str] = {
     "asr": "nfrx.plugins.asr.plugin:AsrPlugin",
     "transfer": "nfrx.plugins.transfer.plugin:TransferPlugin",
     "jobs": "nfrx.plugins.jobs.plugin:JobsPlugin",
+    "keys": "nfrx.plugins.keys.plugin:KeysPlugin",
 }
 """Each plugin's class (``module:attribute``), imported when first asked for."""
 

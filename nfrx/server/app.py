@@ -27,6 +27,7 @@ from werkzeug.routing.exceptions import WebsocketMismatch
 
 from nfrx._version import __version__
 from nfrx.server import metrics, openapi, state, swagger_ui
+from nfrx.server.accounting import accounted
 from nfrx.server.cors import cors
 from nfrx.server.gateway import error_style
 from nfrx.server.guard import guarded
@@ -190,8 +191,9 @@ def _disabled_plugin(name: str) -> Blueprint:
 
 
 def create_app(gateway: Gateway) -> Any:
-    """The ASGI callable that hypercorn serves (see the module docstring), behind CORS, behind
-    the last-resort guard (:mod:`nfrx.server.guard`)."""
+    """The ASGI callable that hypercorn serves (see the module docstring), with a record per
+    request (:mod:`nfrx.server.accounting`), behind CORS, behind the last-resort guard
+    (:mod:`nfrx.server.guard`)."""
     app = create_quart_app(gateway)
 
     async def asgi(scope: Any, receive: Any, send: Any) -> None:
@@ -210,4 +212,4 @@ def create_app(gateway: Gateway) -> Any:
             for cleanup in cleanups:
                 cleanup()
 
-    return guarded(cors(asgi, gateway.config.allowed_origins))
+    return guarded(cors(accounted(asgi, gateway), gateway.config.allowed_origins))

@@ -32,6 +32,7 @@ Auth = Literal[
     "api_key_or_relay_token",
     "client_key",
     "api_key_or_client_key",
+    "admin",
 ]
 
 PREFIX = "/api/client"
@@ -50,7 +51,7 @@ class Answer:
 class Route:
     """One public route as the document describes it (``{name}`` for path parameters)."""
 
-    method: Literal["get", "post", "delete"]
+    method: Literal["get", "post", "patch", "delete"]
     path: str
     summary: str
     tag: str
@@ -233,11 +234,18 @@ shares, the model catalogue's (:mod:`nfrx.server.catalog`), and the core routes'
 
 ERROR_MEANINGS = {
     400: "The body is not a JSON object with a `model`.",
-    401: "Missing or wrong key.",
-    404: "Unknown model, agent or route.",
+    401: "Missing or wrong key; a client key that is revoked, expired or disabled "
+    "(`key_revoked`, `key_expired`, `key_disabled`).",
+    403: "A client key that may not use this model or route (`model_not_allowed`, "
+    "`route_not_allowed`); the admin API without API_KEY or ADMIN_HTTP_ROLES (`admin_disabled`).",
+    404: "Unknown model, agent, route or client key.",
+    409: "A client key's name is taken (`name_taken`), or the key is revoked (`key_revoked`).",
+    429: "A client key's limit: `rate_limit_exceeded` (per minute) or `insufficient_quota` (its "
+    "day's or month's tokens); see Retry-After.",
     413: "The body is larger than MAX_REQUEST_BYTES (MAX_UPLOAD_BYTES for docling and asr).",
     502: "The agent or its backend failed.",
-    503: "Busy (`worker_busy`, `queue_timeout`) or draining; see Retry-After.",
+    503: "Busy (`worker_busy`, `queue_timeout`) or draining, see Retry-After; the key store "
+    "failed (`store_unavailable`, admin API).",
     504: "The request timed out (`timeout`, `idle_timeout`).",
 }
 
@@ -249,7 +257,7 @@ PARAMETERS = {
 """Path parameters of the core's routes and of the routes it makes for plugins (the model
 catalogue's); a plugin's own are in its part."""
 
-RELAY_ERRORS = (400, 401, 404, 413, 502, 503, 504)
+RELAY_ERRORS = (400, 401, 403, 404, 413, 429, 502, 503, 504)
 RELAY_ANSWER = Answer(
     200,
     "The backend's answer (its own error statuses pass through unchanged too).",
@@ -356,13 +364,20 @@ TAIL_ROUTES: tuple[Route, ...] = (
         (Answer(200, "One event per snapshot.", ((SSE, {"type": "string"}),)),),
         (401,),
     ),
-    Route(
-        "get",
-        "/state",
-        "Dashboard (HTML; its scripts call /api/state with a key)",
-        "state",
-        "none",
-        (Answer(200, "The page.", ((HTML, {"type": "string"}),)),),
+    *(
+        Route(
+            "get",
+            path,
+            f"Dashboard: {what} (HTML; its scripts call /api/state with a key)",
+            "state",
+            "none",
+            (Answer(200, "The page.", ((HTML, {"type": "string"}),)),),
+        )
+        for path, what in (
+            ("/state", "charts, agents, models, relays, jobs"),
+            ("/state/keys", "client keys (create, revoke)"),
+            ("/state/connect", "connect an agent"),
+        )
     ),
     Route(
         "get",
@@ -408,13 +423,16 @@ _SECURITY: dict[Auth, list[dict[str, list[str]]]] = {
     "api_key_or_relay_token": [{"apiKey": []}, {"relayToken": []}],
     "client_key": [{"clientKey": []}],
     "api_key_or_client_key": [{"apiKey": []}, {"clientKey": []}],
+    "admin": [{"apiKey": []}],
 }
 
 SECURITY_SCHEMES = {
     "apiKey": {
         "type": "http",
         "scheme": "bearer",
-        "description": "`Authorization: Bearer <API_KEY>` (not required when API_KEY is unset).",
+        "description": "`Authorization: Bearer <API_KEY>` (not required when API_KEY is unset), "
+        "or a client key (`nfrx-…`, /api/admin/keys) within its rules. The admin API takes only "
+        "API_KEY (or an ADMIN_HTTP_ROLES role).",
     },
     "xApiKey": {
         "type": "apiKey",

@@ -87,6 +87,9 @@ class Plugin:
     """Mounted whatever ``PLUGINS`` says (and not named in it): jobs and transfer."""
     api_root: ClassVar[str | None] = None
     """Where its client API starts (``GET /`` lists it); None: not listed."""
+    top_level_state: ClassVar[bool] = False
+    """Its ``/api/state`` section is a key of the document itself, named like it, not one of
+    ``plugins``: what it reports is about the whole server (the client keys)."""
 
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
@@ -101,7 +104,8 @@ class Plugin:
         task_status.started()
 
     def state(self, section: dict[str, Any], clocks: Clocks) -> dict[str, Any]:
-        """Its section of ``/api/state``. ``section`` is what the core knows: for an agent plugin
+        """Its section of ``/api/state`` (in ``plugins``, or see :attr:`top_level_state`).
+        ``section`` is what the core knows: for an agent plugin
         the queue, the agents and the models (:func:`nfrx.server.state.agents_section`), else
         empty. Pure: no I/O, no clock reads but ``clocks``."""
         return section

@@ -1,19 +1,21 @@
 """The server's state for people and tools: ``/api/state`` (JSON), ``/api/state/stream`` (SSE) and
-the ``/state`` dashboard page.
+the dashboard page (``/state``, and its views ``/state/keys`` and ``/state/connect``).
 
 :func:`build_snapshot` is pure: it reads the gateway (registry, queue, usage, its plugins' sections)
 and the clocks it is given, and returns the JSON-ready dict; nothing else here decides what the
-state says. It lists the plugins the server has, and only those: ``server.plugins`` names the
-agent plugins ``PLUGINS`` enabled, and ``plugins`` has a section for each of them
-(:func:`agents_section`, which the plugin may add to: MCP's relays) and for each always-on
-service plugin (a shape of its own: jobs, transfer). The stream
-sends one snapshot at once, then one after every registry change, coalesced to at most one per
-``min_interval``; it ends by itself when the server starts draining (so the drain never waits for
-a dashboard), and quart-trio cancels it when the client leaves.
+state says. It lists the plugins the server has, and only those: ``server.plugins`` names the agent
+plugins ``PLUGINS`` enabled, and ``plugins`` has a section for each of them (:func:`agents_section`,
+which the plugin may add to: MCP's relays) and for each always-on service plugin (a shape of its
+own: jobs, transfer). The stream sends one snapshot at once, then one after every registry change,
+coalesced to at most one per ``min_interval``; it ends by itself when the server starts draining (so
+the drain never waits for a dashboard), and quart-trio cancels it when the client leaves.
 
 The two API routes take the API key like ``/api/llm`` but stay readable while draining (watching a
 drain is the point of a state page); the page itself is public: it holds no data, and asks the
-user for the key.
+user for the key. Besides ``plugins``, a snapshot has the sections of plugins that are no service
+of their own (:attr:`Plugin.top_level_state <nfrx.server.plugin.Plugin.top_level_state>`: the
+client keys with their usage, ``keys``) and the recent traffic the dashboard charts
+(``traffic``, :mod:`nfrx.server.traffic`).
 """
 
 from __future__ import annotations
@@ -163,11 +165,12 @@ def agents_section(gateway: Gateway, kind: str, clocks: Clocks) -> dict[str, Any
 
 def build_snapshot(gateway: Gateway, server: ServerInfo, clocks: Clocks) -> dict[str, Any]:
     """The ``/api/state`` document (pure: no I/O, no clock reads of its own)."""
-    sections = {}
+    sections: dict[str, Any] = {}
+    tops: dict[str, Any] = {}
     for plugin in gateway.plugins:
         kind = plugin.agent_kind
         section = agents_section(gateway, kind, clocks) if kind is not None else {}
-        sections[plugin.name] = plugin.state(section, clocks)
+        (tops if plugin.top_level_state else sections)[plugin.name] = plugin.state(section, clocks)
     return {
         "server": {
             "version": server.version,
@@ -179,6 +182,9 @@ def build_snapshot(gateway: Gateway, server: ServerInfo, clocks: Clocks) -> dict
             "plugins": [p.name for p in gateway.plugins if not p.always_on],
         },
         "plugins": sections,
+        **tops,
+        # Not a plugin's: the recent traffic (the dashboard's charts).
+        "traffic": gateway.traffic.state(clocks.wall),
     }
 
 
@@ -187,14 +193,18 @@ def _fingerprint(gateway: Gateway, snapshot: dict[str, Any]) -> str:
     :meth:`~nfrx.server.plugin.Plugin.steady` part): equal fingerprints mean nothing a reader
     cares about changed."""
     stable = {**snapshot, "server": {**snapshot["server"], "uptime_seconds": None}}
-    sections = snapshot["plugins"]
     stable["plugins"] = {}
     for plugin in gateway.plugins:
-        section = sections[plugin.name]
+        if plugin.top_level_state:
+            section, where = snapshot[plugin.name], stable
+        else:
+            section, where = snapshot["plugins"][plugin.name], stable["plugins"]
         if "agents" in section:
             agents = [{**agent, "last_heartbeat": None} for agent in section["agents"]]
             section = {**section, "agents": agents}
-        stable["plugins"][plugin.name] = plugin.steady(section)
+        where[plugin.name] = plugin.steady(section)
+    # The series roll over with the clock: only the totals say that something happened.
+    stable["traffic"] = snapshot["traffic"]["totals"]
     return json.dumps(stable, sort_keys=True)
 
 
@@ -252,6 +262,10 @@ async def snapshot_stream(
             last_write = now
 
 
+DASHBOARD_VIEWS = {"/state": "dashboard", "/state/keys": "keys", "/state/connect": "connect"}
+"""The dashboard's views (overview, client keys, connect an agent): path -> endpoint."""
+
+
 def _dashboard_html() -> bytes:
     return resources.files("nfrx.server").joinpath("dashboard.html").read_bytes()
 
@@ -283,7 +297,6 @@ def blueprint(gateway: Gateway) -> Blueprint:
         response.timeout = None  # Quart's 60 s default would cut every dashboard off
         return response
 
-    @bp.get("/state")
     async def dashboard() -> Response:
         response = Response(page, content_type="text/html; charset=utf-8")
         response.headers["Cache-Control"] = "no-store"
@@ -293,4 +306,7 @@ def blueprint(gateway: Gateway) -> Blueprint:
         )
         return response
 
+    # One page; its script shows the view its path names.
+    for path, endpoint in DASHBOARD_VIEWS.items():
+        bp.add_url_rule(path, endpoint, dashboard, methods=["GET"])
     return bp

@@ -60,17 +60,18 @@ def test_a_route_listed_twice_is_refused() -> None:
 
 
 def test_the_document_names_only_the_plugins_given() -> None:
-    """A server with ``PLUGINS=llm`` documents the LLM routes, the always-on jobs and transfer
-    APIs and its own; nothing of MCP, Docling or ASR (their routes answer 404 there)."""
+    """A server with ``PLUGINS=llm`` documents the LLM routes, the always-on jobs, transfer and
+    admin (client keys) APIs and its own; nothing of MCP, Docling or ASR (their routes answer
+    404 there)."""
     parts = [plugin_class(name).api() for name in ("llm", *SERVICE_PLUGINS)]
     document = openapi.build_document(parts)
     paths = set(document["paths"])
     assert "/api/llm/v1/chat/completions" in paths
-    assert {"/api/jobs", "/api/transfer", "/api/state", "/healthz"} <= paths
+    assert {"/api/jobs", "/api/transfer", "/api/admin/keys", "/api/state", "/healthz"} <= paths
     for gone in ("/api/mcp/", "/api/docling/", "/api/asr/", "/.well-known/"):
         assert not [path for path in paths if path.startswith(gone)], gone
     assert [tag["name"] for tag in document["tags"]] == [
-        *("llm", "transfer", "jobs"),
+        *("llm", "transfer", "jobs", "admin"),
         *("server", "state", "agents", "docs"),
     ]
     assert "JsonRpcMessage" not in document["components"]["schemas"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import json
 import socket
+import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -19,6 +20,7 @@ from hypercorn.trio import serve
 from nfrx.config.model import ServerConfig
 from nfrx.plugins import SERVER_PLUGINS
 from nfrx.plugins.jobs.plugin import JobsPlugin
+from nfrx.plugins.keys.plugin import KeysPlugin
 from nfrx.plugins.mcp.plugin import McpPlugin
 from nfrx.plugins.transfer.plugin import TransferPlugin
 from nfrx.server.runner import (
@@ -35,7 +37,7 @@ CAP = 30.0
 
 def test_compose_makes_the_enabled_plugins_and_the_always_on_ones() -> None:
     gateway = compose(ServerConfig(plugins=("asr", "LLM")))
-    assert [plugin.name for plugin in gateway.plugins] == ["llm", "asr", "transfer", "jobs"]
+    assert [plugin.name for plugin in gateway.plugins] == ["llm", "asr", "transfer", "jobs", "keys"]
     assert gateway.disabled_plugins == ("mcp", "docling")
     assert gateway.agent_kinds == ("llm", "asr")
     # Jobs offer the transfer plugin's channels: one registry of channels per gateway.
@@ -48,6 +50,9 @@ def test_plugin_state_is_per_gateway() -> None:
     one, two = compose(ServerConfig()), compose(ServerConfig())
     assert one.plugin(McpPlugin).relays is not two.plugin(McpPlugin).relays
     assert one.plugin(JobsPlugin).service is not two.plugin(JobsPlugin).service
+    # The gateway's client-key hook is its own keys plugin's.
+    assert one.client_keys is one.plugin(KeysPlugin).service
+    assert two.client_keys is two.plugin(KeysPlugin).service
 
 
 def test_compose_refuses_an_unknown_plugin() -> None:
@@ -57,8 +62,12 @@ def test_compose_refuses_an_unknown_plugin() -> None:
 
 @asynccontextmanager
 async def serving(**settings: Any) -> AsyncIterator[httpx.AsyncClient]:
-    config = ServerConfig(host="127.0.0.1", port=0, api_key="ak", **settings)
-    with trio.fail_after(CAP):
+    """``run_server`` with ``settings``; its STATE_DIR (client keys) a new temporary directory."""
+    state_dir = tempfile.TemporaryDirectory(prefix="nfrx-state-")
+    config = ServerConfig(
+        host="127.0.0.1", port=0, api_key="ak", state_dir=state_dir.name, **settings
+    )
+    with state_dir, trio.fail_after(CAP):
         async with trio.open_nursery() as nursery:
             binds: list[str] = await nursery.start(run_server, config)
             headers = {"Authorization": "Bearer ak"}
