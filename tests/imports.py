@@ -1,12 +1,31 @@
-"""What a source file imports, read statically (for the tests of the import rules)."""
+"""What a source file imports, read statically, and what a fresh interpreter loads (for the
+tests of the import rules)."""
 
 from __future__ import annotations
 
 import ast
-from typing import TYPE_CHECKING
+import os
+import subprocess
+import sys
+from pathlib import Path
 
-if TYPE_CHECKING:
-    from pathlib import Path
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_python(code: str) -> subprocess.CompletedProcess[str]:
+    """``code`` run by a fresh interpreter in the repository (this checkout's ``nfrx`` first on
+    its path), its output captured as text; never raises for a failing exit."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        env=env,
+        timeout=60,
+        check=False,
+    )
 
 
 def _dynamic_target(node: ast.Call) -> str | None:

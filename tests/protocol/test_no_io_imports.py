@@ -3,20 +3,17 @@ library, and none of its modules may import one."""
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 
 import nfrx.protocol
-from tests.imports import imported_modules
+from tests.imports import imported_modules, run_python
 
 IO_MODULES = ("trio", "trio_websocket", "httpx", "quart", "hypercorn", "wsproto", "h11", "anyio")
 PACKAGE_DIR = Path(nfrx.protocol.__file__).resolve().parent
-REPO_ROOT = PACKAGE_DIR.parent.parent
 
 CHECK = textwrap.dedent(
     """
@@ -36,17 +33,7 @@ CHECK = textwrap.dedent(
 
 
 def _run_check(preamble: str = "") -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-    return subprocess.run(
-        [sys.executable, "-c", CHECK.format(preamble=preamble, modules=IO_MODULES)],
-        capture_output=True,
-        text=True,
-        cwd=REPO_ROOT,
-        env=env,
-        timeout=60,
-        check=False,
-    )
+    return run_python(CHECK.format(preamble=preamble, modules=IO_MODULES))
 
 
 def test_importing_the_protocol_loads_no_io_library() -> None:

@@ -4,19 +4,15 @@ neither half of it until asked (so ``nfrx --help`` and the agents stay light).""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 
 import nfrx
-from tests.imports import imported_modules
+from tests.imports import imported_modules, run_python
 
 PACKAGE = Path(nfrx.__file__).resolve().parent
-REPO_ROOT = PACKAGE.parent
 
 COMPOSITION = {PACKAGE / "server" / "runner.py"}
 """The core module that may read the list (:mod:`nfrx.plugins` itself, never a plugin)."""
@@ -85,17 +81,7 @@ LOADED = textwrap.dedent(
 
 
 def _modules_after(code: str) -> set[str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-    result = subprocess.run(
-        [sys.executable, "-c", LOADED.format(code=code)],
-        capture_output=True,
-        text=True,
-        cwd=REPO_ROOT,
-        env=env,
-        timeout=60,
-        check=False,
-    )
+    result = run_python(LOADED.format(code=code))
     assert result.returncode == 0, result.stderr
     return set(result.stdout.split())
 
