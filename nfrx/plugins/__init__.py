@@ -21,9 +21,9 @@ SERVER_PLUGINS: tuple[str, ...] = ("llm", "mcp", "docling", "asr")
 """The plugins ``PLUGINS`` chooses from, in the order a server lists them: each has an agent
 (``nfrx <name>``) and routes under ``/api/<name>``."""
 
-SERVICE_PLUGINS: tuple[str, ...] = ("transfer", "jobs", "keys")
+SERVICE_PLUGINS: tuple[str, ...] = ("jobs", "transfer", "keys")
 """Plugins without agents, always on (like the original's, ``PLUGINS`` does not list them):
-generic APIs of their own. Transfer comes first: jobs uses its channels."""
+generic APIs of their own. (Jobs use transfer's channels: the gateway makes transfer first.)"""
 
 
 _CLASSES: dict[str, str] = {

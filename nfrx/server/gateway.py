@@ -109,18 +109,34 @@ class Gateway:
         self.traffic = Traffic(self)
         """The recent traffic (the dashboard's charts); subscribes to the above."""
         self.disabled_plugins = tuple(disabled)
-        self.plugins: tuple[Plugin, ...] = ()
+        self._makers = tuple(plugins)
+        self._made: dict[Callable[[Gateway], Plugin], Plugin | None] = {}
+        """Plugin made by each maker; None while it is being made."""
+        self.plugins: tuple[Plugin, ...] = ()  # while they are made
+        self.plugins = tuple(self._make(make) for make in self._makers)
         """The plugins it mounts, runs and reports, in the list's order."""
-        for make in plugins:
-            plugin = make(self)
-            self.plugins += (plugin,)
-            for collector in plugin.collectors():
-                self.metrics.registry.register(collector)
+
+    def _make(self, make: Callable[[Gateway], Plugin]) -> Plugin:
+        """The plugin ``make`` makes, made now unless it was already (a plugin that looks up
+        another while it is made has that one made first)."""
+        if make in self._made:
+            made = self._made[make]
+            if made is None:
+                raise RuntimeError(f"plugins look each other up while they are made: {make!r}")
+            return made
+        self._made[make] = None
+        plugin = self._made[make] = make(self)
+        for collector in plugin.collectors():
+            self.metrics.registry.register(collector)
+        return plugin
 
     def plugin(self, cls: type[P]) -> P:
-        """Its plugin of class ``cls`` (one made before the caller, when a plugin looks up
-        another); raises LookupError if it has none."""
-        for plugin in self.plugins:
+        """Its plugin of class ``cls`` (made at once if a plugin being made asks for one that
+        comes later in the list); raises LookupError if it has none."""
+        for make in self._makers:
+            if isinstance(make, type) and issubclass(make, cls):
+                return cast("P", self._make(make))
+        for plugin in self._made.values():
             if isinstance(plugin, cls):
                 return plugin
         raise LookupError(f"this server has no {cls.__name__}")

@@ -13,8 +13,9 @@ and owns the state it keeps for it (MCP's relays and sessions, the jobs store, t
 channels); nothing is kept at class level, so two gateways in one process (tests) share nothing.
 
 1. ``Plugin(gateway)`` -- made by the gateway, in the list's order, before anything runs: it
-   builds its state and may look up a plugin listed before it (:meth:`Gateway.plugin
-   <nfrx.server.gateway.Gateway.plugin>`; jobs uses transfer's channels).
+   builds its state and may look up another plugin of the server (:meth:`Gateway.plugin
+   <nfrx.server.gateway.Gateway.plugin>`, which makes that one first if it comes later in the
+   list; jobs uses transfer's channels). Two plugins that look each other up are an error.
 2. :meth:`Plugin.blueprint` -- its routes (today a Quart blueprint), mounted once by the app
    factory (:func:`nfrx.server.app.create_quart_app`). A plugin that serves hot routes as plain
    ASGI in front of Quart (a later issue) gets a second method for those, next to this one.

@@ -71,7 +71,7 @@ def test_the_document_names_only_the_plugins_given() -> None:
     for gone in ("/api/mcp/", "/api/docling/", "/api/asr/", "/.well-known/"):
         assert not [path for path in paths if path.startswith(gone)], gone
     assert [tag["name"] for tag in document["tags"]] == [
-        *("llm", "transfer", "jobs", "admin"),
+        *("llm", "jobs", "transfer", "admin"),
         *("server", "state", "agents", "docs"),
     ]
     assert "JsonRpcMessage" not in document["components"]["schemas"]

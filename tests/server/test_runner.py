@@ -37,7 +37,7 @@ CAP = 30.0
 
 def test_compose_makes_the_enabled_plugins_and_the_always_on_ones() -> None:
     gateway = compose(ServerConfig(plugins=("asr", "LLM")))
-    assert [plugin.name for plugin in gateway.plugins] == ["llm", "asr", "transfer", "jobs", "keys"]
+    assert [plugin.name for plugin in gateway.plugins] == ["llm", "asr", "jobs", "transfer", "keys"]
     assert gateway.disabled_plugins == ("mcp", "docling")
     assert gateway.agent_kinds == ("llm", "asr")
     # Jobs offer the transfer plugin's channels: one registry of channels per gateway.
@@ -107,7 +107,7 @@ async def test_every_plugin_by_default() -> None:
         assert set(health["agents"]) == set(SERVER_PLUGINS)
         state = (await client.get("/api/state")).json()
         assert state["server"]["plugins"] == list(SERVER_PLUGINS)
-        assert list(state["plugins"]) == [*SERVER_PLUGINS, "transfer", "jobs"]
+        assert list(state["plugins"]) == [*SERVER_PLUGINS, "jobs", "transfer"]
         assert state["plugins"]["mcp"]["relays"] == []
         metrics = (await client.get("/metrics")).text
         assert "# HELP nfrx_mcp_exchanges_total " in metrics

@@ -3,7 +3,7 @@ under ``/api/jobs`` (:mod:`.server`), always on.
 
 Per gateway it owns the jobs engine (:class:`~.service.JobsService` over a store: the memory
 store; where a ``REDIS_URL`` store would be chosen) and one background task, the store's
-deadlines. Its jobs offer channels of the transfer plugin, which comes before it in the list.
+deadlines. Its jobs offer channels of the transfer plugin (which the gateway makes first).
 """
 
 from __future__ import annotations
