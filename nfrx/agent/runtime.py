@@ -37,6 +37,7 @@ from nfrx.agent import backoff, status
 from nfrx.agent.metrics import AgentMetrics, create_metrics_app
 from nfrx.agent.proxy import Outcome
 from nfrx.config.model import default_client_id, default_client_name
+from nfrx.exception_groups import leaves
 from nfrx.protocol import PROTOCOL_VERSION, Drain, Frame, Goodbye, Hello, Status
 from nfrx.redact import redact
 from nfrx.transport import websocket_agent
@@ -192,12 +193,12 @@ class AgentRuntime:
             try:
                 host, port = status.parse_address(self.config.status_addr)
             except ValueError as exc:
-                raise AgentExit(f"configuration error: {exc}", 2) from None
+                raise AgentExit(f"configuration error: {exc}", 2) from exc
             token_file = status.token_path(self.config.config_file)
             try:
                 token = status.load_or_create_token(token_file)
             except OSError as exc:
-                raise AgentExit(f"cannot use the control token file {token_file}: {exc}") from None
+                raise AgentExit(f"cannot use the control token file {token_file}: {exc}") from exc
             app = status.create_status_app(self, token, host)
             binds = await self._bind(nursery, "STATUS_ADDR", app, host, port, stop)
             log.info("status API on %s (control token in %s)", ", ".join(binds), token_file)
@@ -220,8 +221,8 @@ class AgentRuntime:
         try:
             binds: list[str] = await nursery.start(status.serve_local, app, host, port, stop)
         except* OSError as group:
-            reasons = "; ".join(str(exc) for exc in _leaves(group))
-            raise AgentExit(f"{setting}: cannot listen on {host}:{port}: {reasons}") from None
+            reasons = "; ".join(str(exc) for exc in leaves(group))
+            raise AgentExit(f"{setting}: cannot listen on {host}:{port}: {reasons}") from group
         return binds
 
     # -- state ---------------------------------------------------------------------------------
@@ -249,7 +250,7 @@ class AgentRuntime:
             except HandshakeRefused as exc:
                 reason = f"the server refused this agent: {exc}"
                 if exc.code in FATAL_REFUSALS:
-                    raise AgentExit(reason, 2) from None
+                    raise AgentExit(reason, 2) from exc
             except HandshakeFailed as exc:
                 reason = str(exc)
             if self._stopping or self.exiting:
@@ -508,9 +509,3 @@ class AgentRuntime:
             await session.flush_and_close("agent drained")
         else:
             cancel_scope.cancel()
-
-
-def _leaves(exc: BaseException) -> list[BaseException]:
-    if isinstance(exc, BaseExceptionGroup):
-        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
-    return [exc]
