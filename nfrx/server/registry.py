@@ -84,6 +84,9 @@ class AgentRegistry:
     def __init__(self) -> None:
         self._agents: dict[str, dict[str, AgentRecord]] = {}
         self._changed = trio.Event()
+        self.version = 0
+        """Counts the changes: a waiter that saw ``version`` misses none made since
+        (:meth:`wait_changed`)."""
         self._listeners: list[Callable[[], None]] = []
         self._dispatch_counter = itertools.count(1)
         self._served: dict[tuple[str, str], _Served] = {}
@@ -218,15 +221,21 @@ class AgentRegistry:
     def wake(self) -> None:
         """Wake :meth:`wait_changed` waiters (state streams) for a change that frees nothing:
         a slot taken, a request queued. Dispatch listeners are not called."""
+        self.version += 1
         self._changed.set()
         self._changed = trio.Event()
 
     def _notify(self) -> None:
         for listener in self._listeners:
             listener()
+        self.version += 1
         self._changed.set()
         self._changed = trio.Event()
 
-    async def wait_changed(self) -> None:
-        """Return after the next change of any agent (membership, status, capacity)."""
+    async def wait_changed(self, seen: int | None = None) -> None:
+        """Return after the next change of any agent (membership, status, capacity); at once if
+        there was one since :attr:`version` was ``seen``."""
+        if seen is not None and seen != self.version:
+            await trio.lowlevel.checkpoint()
+            return
         await self._changed.wait()

@@ -20,6 +20,7 @@ client keys with their usage, ``keys``) and the recent traffic the dashboard cha
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from datetime import UTC, datetime
@@ -212,9 +213,9 @@ def _event(snapshot: dict[str, Any]) -> bytes:
     return b"data: " + json.dumps(snapshot, separators=(",", ":")).encode() + b"\n\n"
 
 
-async def _wait_for_change(gateway: Gateway) -> None:
-    """Return after the next registry change, or at once if the drain started (before or
-    meanwhile)."""
+async def _wait_for_change(gateway: Gateway, seen: int) -> None:
+    """Return after the next registry change (at once if there was one since its version was
+    ``seen``), or at once if the drain started (before or meanwhile)."""
     if gateway.draining:
         return
     async with trio.open_nursery() as nursery:
@@ -223,7 +224,7 @@ async def _wait_for_change(gateway: Gateway) -> None:
             await wait()
             nursery.cancel_scope.cancel()
 
-        nursery.start_soon(first, gateway.registry.wait_changed)
+        nursery.start_soon(first, functools.partial(gateway.registry.wait_changed, seen))
         nursery.start_soon(first, gateway.drain_started.wait)
 
 
@@ -237,6 +238,9 @@ async def snapshot_stream(
     """SSE bytes: a snapshot now, then after changes (at most one per ``min_interval``), a
     keep-alive comment after ``keepalive_interval`` of silence. Returns when the drain starts;
     the caller cancels it (or stops iterating) to end it sooner. Holds no resources."""
+    # The registry's version is read before each snapshot is built: a change made while the
+    # snapshot is built or sent (the reader holds this generator) wakes the next wait at once.
+    seen = gateway.registry.version
     snapshot = build_snapshot(gateway, server, Clocks.read())
     sent = _fingerprint(gateway, snapshot)
     yield _event(snapshot)
@@ -244,12 +248,13 @@ async def snapshot_stream(
     while True:
         keepalive_at = last_write + keepalive_interval
         with trio.move_on_at(keepalive_at):
-            await _wait_for_change(gateway)
+            await _wait_for_change(gateway, seen)
         # Coalesce: whatever else changes until the interval has passed goes in this snapshot.
         with trio.move_on_at(last_snapshot + min_interval):
             await gateway.drain_started.wait()
         if gateway.draining:
             return
+        seen = gateway.registry.version
         snapshot = build_snapshot(gateway, server, Clocks.read())
         fingerprint = _fingerprint(gateway, snapshot)
         now = trio.current_time()
