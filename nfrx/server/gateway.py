@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, cast
 import trio
 from quart import request
 
+from nfrx.cluster import for_gateway
 from nfrx.server import auth
 from nfrx.server.http_errors import HttpError, unauthorized
 from nfrx.server.metrics import ServerMetrics
@@ -70,6 +71,9 @@ class Gateway:
         """Called with every relayed exchange when it ends (metrics subscribe here)."""
         self.metrics = ServerMetrics(self)
         """Prometheus series of this gateway (``GET /metrics``); subscribes to the above."""
+        self.cluster = for_gateway(self)
+        """This instance among the gateway's others (:mod:`nfrx.cluster`; alone without
+        ``REDIS_URL``): the hooks the core and the plugins call."""
 
     @property
     def draining(self) -> bool:

@@ -60,12 +60,28 @@ class AgentRecord:
     """Tokens relayed through this agent."""
     dispatch_seq: int = 0
     """When this agent last got a request (a registry-wide counter): ties go to the oldest."""
+    busy_elsewhere: int = 0
+    """Slots the agent says other instances' streams hold (its Load frames; 0 alone)."""
+    saturated: bool = False
+    """The agent refused a stream as ``overloaded``: no dispatch until it says more (a Load or a
+    Status) or one of this instance's own streams on it ends."""
+
+    @property
+    def free_slots(self) -> int:
+        """Slots of the agent this instance may still take (its own count, less the others')."""
+        return self.max_concurrency - self.inflight - self.busy_elsewhere
+
+    @property
+    def load(self) -> int:
+        """Slots taken on the agent, by every instance as far as this one knows."""
+        return self.inflight + self.busy_elsewhere
 
     @property
     def has_capacity(self) -> bool:
         return (
             self.status == AgentStatus.READY
-            and self.inflight < self.max_concurrency
+            and self.free_slots > 0
+            and not self.saturated
             and not self.session.closed
         )
 
@@ -128,7 +144,23 @@ class AgentRegistry:
         record.max_concurrency = max_concurrency
         record.status = status
         record.embedding_batch_size = embedding_batch_size
+        record.saturated = False
         self._notify()
+
+    def report_load(self, record: AgentRecord, elsewhere: int) -> None:
+        """The agent's Load frame: ``elsewhere`` slots are taken by other instances' streams.
+        Lifts a saturation (the agent has spoken since it refused)."""
+        if (record.busy_elsewhere, record.saturated) == (elsewhere, False):
+            return
+        record.busy_elsewhere = elsewhere
+        record.saturated = False
+        self._notify()
+
+    def saturate(self, record: AgentRecord) -> None:
+        """The agent refused a stream as ``overloaded``: treat it as full until it reports its
+        load again or one of this instance's streams on it ends."""
+        record.saturated = True
+        self.wake()
 
     def get(self, kind: str, agent_id: str) -> AgentRecord | None:
         return self._agents.get(kind, {}).get(agent_id)
@@ -201,6 +233,7 @@ class AgentRegistry:
         ``counted=False``: the slot was never used (its request left before starting), so
         nothing is recorded."""
         record.inflight -= 1
+        record.saturated = False
         if counted and cancelled:
             record.cancelled_total += 1
         elif counted and failed:

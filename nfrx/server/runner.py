@@ -4,8 +4,11 @@ Task tree (every task has this one owner)::
 
     run_server
     +-- each agentless plugin's background work (jobs: expiry and leases; transfer: channel TTLs)
-    +-- hypercorn serve (HTTP API + agent WebSockets; one task per connection inside it)
+    +-- hypercorn serve (HTTP API + agent WebSockets; one task per connection inside it), on PORT
+    |   (shared with this host's other instances with REUSE_PORT) and AGENT_PORT when set
     +-- hypercorn serve on METRICS_PORT (only /metrics; when set), stopped by the same shutdown
+    +-- the cluster (REDIS_URL: membership, shared queue order, fleet view; nfrx.cluster),
+    |   joined once hypercorn listens, left when the server stops
     +-- signal watcher: 1st SIGTERM/SIGINT -> drain, 2nd -> close the tunnels (in-flight clients
     |   get a final error), then cancel everything after STOP_GRACE
     +-- drainer (after the first signal): waits for in-flight requests up to DRAIN_TIMEOUT,
@@ -61,10 +64,14 @@ class _TunedConfig(HypercornConfig):
         return sockets
 
 
-def hypercorn_config(config: ServerConfig) -> HypercornConfig:
+def hypercorn_config(config: ServerConfig, shared: socket.socket | None = None) -> HypercornConfig:
+    """hypercorn's settings for ``config``: PORT (``shared``: a socket bound to it already, with
+    SO_REUSEPORT), and AGENT_PORT when set."""
     hc = _TunedConfig()
     host = f"[{config.host}]" if ":" in config.host else config.host
-    hc.bind = [f"{host}:{config.port}"]
+    hc.bind = [f"fd://{shared.fileno()}" if shared is not None else f"{host}:{config.port}"]
+    if config.agent_port:
+        hc.bind.append(f"{host}:{config.agent_port}")
     hc.accesslog = None
     hc.errorlog = logging.getLogger("hypercorn.error")  # our handlers, not a second stream
     hc.graceful_timeout = 2.0
@@ -77,6 +84,23 @@ def hypercorn_config(config: ServerConfig) -> HypercornConfig:
     return hc
 
 
+def reused_port_socket(config: ServerConfig) -> socket.socket:
+    """PORT bound with SO_REUSEPORT (REUSE_PORT): other processes of this user on this host may
+    bind it too, and the kernel spreads incoming connections between them."""
+    family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.bind((config.host, config.port))
+    except OSError:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
+
+
 async def run_server(
     config: ServerConfig, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED
 ) -> None:
@@ -84,6 +108,7 @@ async def run_server(
     reason_phrase.install()
     gateway = Gateway(config)
     app = create_app(gateway)
+    shared = reused_port_socket(config) if config.reuse_port else None
     shutdown = trio.Event()
     if not config.api_key and not config.api_http_roles:
         log.warning("API_KEY is not set: the API is OPEN to anyone who can reach this server")
@@ -111,7 +136,7 @@ async def run_server(
         async def run_hypercorn(*, task_status: trio.TaskStatus[list[str]]) -> None:
             await serve(
                 app,
-                hypercorn_config(config),
+                hypercorn_config(config, shared),
                 shutdown_trigger=shutdown.wait,
                 mode="asgi",
                 task_status=task_status,
@@ -124,12 +149,13 @@ async def run_server(
                 functools.partial(
                     serve,
                     metrics_asgi(gateway.metrics),
-                    hypercorn_config(attrs.evolve(config, port=config.metrics_port)),
+                    hypercorn_config(attrs.evolve(config, port=config.metrics_port, agent_port=0)),
                     shutdown_trigger=shutdown.wait,
                     mode="asgi",
                 )
             )
             log.info("metrics on %s", ", ".join(f"{bind}/metrics" for bind in metrics_binds))
+        await nursery.start(gateway.cluster.run, binds)
         log.info(
             "nfrx serve listening on %s (plugins: %s)",
             ", ".join(binds),
@@ -155,6 +181,7 @@ async def _watch_signals(
                 return
             log.info("%s: draining (up to %g s for in-flight requests)", name, drain_timeout)
             gateway.draining = True
+            gateway.cluster.drain_started()
             nursery.start_soon(functools.partial(_drain, gateway, shutdown, drain_timeout))
 
 

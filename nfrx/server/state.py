@@ -25,6 +25,7 @@ import trio
 from quart import Blueprint, Response
 
 from nfrx._build import build_info
+from nfrx.cluster.directory import merge_agents
 from nfrx.plugins import SERVER_PLUGINS
 from nfrx.plugins.jobs.service import JobsService
 from nfrx.plugins.mcp.sessions import McpRelays
@@ -100,7 +101,8 @@ def agent_status(agent: AgentRecord) -> str:
     return "working" if agent.inflight > 0 else "idle"
 
 
-def _agent_state(agent: AgentRecord, clocks: Clocks) -> dict[str, Any]:
+def agent_document(agent: AgentRecord, clocks: Clocks) -> dict[str, Any]:
+    """One agent's entry in the state (and in the other instances' fleet view)."""
     processing_ms = agent.busy_seconds_total * 1000.0
     finished = agent.processed_total + agent.failures_total + agent.cancelled_total
     last_heard = clocks.wall - (clocks.trio - agent.session.last_heard)
@@ -127,7 +129,9 @@ def _agent_state(agent: AgentRecord, clocks: Clocks) -> dict[str, Any]:
 
 def _plugin_state(gateway: Gateway, kind: str, clocks: Clocks) -> dict[str, Any]:
     agents = gateway.registry.agents(kind)
-    states = [_agent_state(agent, clocks) for agent in agents]
+    local = [agent_document(agent, clocks) for agent in agents]
+    # With several instances: every agent of the gateway once, with the instances it is on.
+    states = merge_agents(kind, local, gateway.cluster.fleet())
     summary = {"connected": len(states), "working": 0, "idle": 0, "not_ready": 0, "draining": 0}
     for state in states:
         summary[state["status"]] += 1
@@ -151,9 +155,11 @@ def _plugin_state(gateway: Gateway, kind: str, clocks: Clocks) -> dict[str, Any]
                 "output_tokens_total": usage.output_tokens,
             }
         )
+    queue = gateway.queue
     plugin: dict[str, Any] = {
-        # One dispatch queue serves every kind that queues.
-        "queue": {"length": len(gateway.queue), "capacity": gateway.queue.capacity},
+        # One dispatch queue serves every kind that queues (the other instances' waiters
+        # count: the order is shared; the capacity is this instance's).
+        "queue": {"length": len(queue) + queue.order.waiting(), "capacity": queue.capacity},
         "summary": summary,
         "agents": states,
         "models": models,
@@ -166,14 +172,19 @@ def _plugin_state(gateway: Gateway, kind: str, clocks: Clocks) -> dict[str, Any]
                 **relays.describe(agent, wall=clocks.wall, now=clocks.trio, timestamp=rfc3339),
                 "status": agent_state["status"],
             }
-            for agent, agent_state in zip(agents, states, strict=True)
+            for agent, agent_state in zip(agents, local, strict=True)
         ]
     return plugin
 
 
 def build_snapshot(gateway: Gateway, server: ServerInfo, clocks: Clocks) -> dict[str, Any]:
-    """The ``/api/state`` document (pure: no I/O, no clock reads of its own)."""
-    return {
+    """The ``/api/state`` document (pure: no I/O, no clock reads of its own).
+
+    With several instances (``REDIS_URL``) it also lists the ``instances`` and every agent of
+    the gateway (see :mod:`nfrx.cluster.directory`); ``server`` is this instance.
+    """
+    fleet = gateway.cluster.fleet()
+    snapshot: dict[str, Any] = {
         "server": {
             "version": server.version,
             "build_sha": server.build_sha,
@@ -190,6 +201,13 @@ def build_snapshot(gateway: Gateway, server: ServerInfo, clocks: Clocks) -> dict
             "transfer": TransferChannels.of(gateway).state(),
         },
     }
+    if fleet is not None:
+        snapshot["server"]["instance"] = fleet.instance_id
+        snapshot["server"]["degraded"] = fleet.degraded
+        snapshot["instances"] = [
+            {**view, "started_at": rfc3339(view["started_at"])} for view in fleet.document()
+        ]
+    return snapshot
 
 
 def _fingerprint(snapshot: dict[str, Any]) -> str:

@@ -10,6 +10,8 @@ Async tasks are sticky: docling-serve keeps a task on the instance that accepted
 reads the ``task_id`` of every async answer (a small JSON object) and sends the task's
 ``/v1/status/poll/{task_id}`` and ``/v1/result/{task_id}`` to that agent only. Those lookups take
 no slot (they are cheap, and must not wait behind conversions on the agent that runs the task).
+With several instances the task's agent is shared too (``gateway.cluster``): a poll on any
+instance reaches it, through that instance's own tunnel to the agent.
 """
 
 from __future__ import annotations
@@ -128,6 +130,15 @@ def blueprint(gateway: Gateway) -> Blueprint:
         while len(tasks) > TASKS_KEPT:
             tasks.popitem(last=False)
 
+    async def task_agent(task_id: str) -> str | None:
+        """The agent holding ``task_id``: this instance's table, else the other instances'."""
+        agent_id = tasks.get(task_id)
+        if agent_id is None:
+            agent_id = await gateway.cluster.task_agent(task_id)
+            if agent_id is not None:
+                remember(task_id, agent_id)
+        return agent_id
+
     @bp.before_request
     async def admit() -> None:
         gateway.admit()
@@ -156,12 +167,13 @@ def blueprint(gateway: Gateway) -> Blueprint:
             task_id = task_id_of(body)
             if task_id is not None and head.status < 300:
                 remember(task_id, exchange.agent.id)
+                gateway.cluster.task_accepted(task_id, exchange.agent.id)
             return streaming_response(_single(body), head.status, headers)
         return job.response(exchange, head)
 
     async def task_lookup(path: str, task_id: str) -> Response:
         request_id = gateway.request_id()
-        agent_id = tasks.get(task_id)
+        agent_id = await task_agent(task_id)
         if agent_id is None:
             raise task_not_found(task_id)
         agent = registry.get(KIND, agent_id)
@@ -182,6 +194,7 @@ def blueprint(gateway: Gateway) -> Blueprint:
                 label=f"GET /api/{KIND}{path}",
                 cleanups=gateway.cleanups(),
                 owns_slot=False,
+                slot=False,
             )
         except AttemptFailed as failure:
             raise failure.error from None
