@@ -64,7 +64,8 @@ class Tunnel:
     inflight: int = 0
     """Streams of this tunnel holding one of the agent's slots."""
     load_sent: int = 0
-    """The ``elsewhere`` of the last Load frame sent on the current session."""
+    """The ``elsewhere`` of the last Load frame sent on the current session (-1: one is due
+    whatever the number, after a refusal)."""
     members: Headers = ()
     """The latest instance list this tunnel's instance sent."""
 
@@ -190,8 +191,11 @@ class Instances:
     # -- capacity ------------------------------------------------------------------------------
 
     def take(self, tunnel: Tunnel) -> bool:
-        """Take a slot for a stream of ``tunnel``; False when every slot is taken."""
+        """Take a slot for a stream of ``tunnel``; False when every slot is taken (the instance
+        then counts this agent as full until its next Load, so one is due on ``tunnel``)."""
         if self.slots >= self.max_concurrency:
+            tunnel.load_sent = -1
+            self._load_changed.set()
             return False
         self.slots += 1
         tunnel.inflight += 1

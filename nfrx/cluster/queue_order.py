@@ -239,6 +239,7 @@ class SharedOrder(QueueOrder):
 
     def _dispatch(self) -> None:
         self._queue.dispatch()
+        self._queue.registry.wake()  # state streams: the shared queue changed
 
 
 def _items(value: object) -> list[Any]:

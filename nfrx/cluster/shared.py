@@ -22,6 +22,7 @@ not seen), and those answer "unknown" when Redis is unreachable.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -180,11 +181,15 @@ class SharedCluster(LocalCluster):
 
         self.url = advertise_url(self.config, binds)
         self._membership = Membership(self._record())
+        # coredis logs each of its own retries at INFO; this module says what matters, once.
+        logging.getLogger("coredis").setLevel(logging.WARNING)
         client = connect(self.address)
         async with client:
             store = self._store = Store(client)
             try:
                 async with trio.open_nursery() as nursery:
+                    with contextlib.suppress(ClusterUnavailable):
+                        await store.prepare()
                     await self._beat(store)  # bounded: a Redis that is down does not hold us
                     log.info(
                         "instance %s (%s) sharing %s%s",

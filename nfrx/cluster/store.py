@@ -185,6 +185,11 @@ class Store:
         self.client = client
         self._queue_update = client.register_script(_QUEUE_UPDATE)
 
+    async def prepare(self) -> None:
+        """Load the queue script (else its first use costs a failed EVALSHA)."""
+        with translated("script load"):
+            await self.client.script_load(_QUEUE_UPDATE)
+
     # -- membership and directory --------------------------------------------------------------
 
     async def beat(self, me: MemberRecord, agents: str | None, ttl: float) -> Beat:

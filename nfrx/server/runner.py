@@ -64,14 +64,19 @@ class _TunedConfig(HypercornConfig):
         return sockets
 
 
-def hypercorn_config(config: ServerConfig, shared: socket.socket | None = None) -> HypercornConfig:
-    """hypercorn's settings for ``config``: PORT (``shared``: a socket bound to it already, with
-    SO_REUSEPORT), and AGENT_PORT when set."""
+def hypercorn_config(
+    config: ServerConfig, bound: list[socket.socket] | None = None
+) -> HypercornConfig:
+    """hypercorn's settings for ``config``: PORT, and AGENT_PORT when set; ``bound``: sockets
+    bound to them already (REUSE_PORT), in that order."""
     hc = _TunedConfig()
     host = f"[{config.host}]" if ":" in config.host else config.host
-    hc.bind = [f"fd://{shared.fileno()}" if shared is not None else f"{host}:{config.port}"]
-    if config.agent_port:
-        hc.bind.append(f"{host}:{config.agent_port}")
+    if bound:
+        hc.bind = [f"fd://{sock.fileno()}" for sock in bound]
+    else:
+        hc.bind = [f"{host}:{config.port}"]
+        if config.agent_port:
+            hc.bind.append(f"{host}:{config.agent_port}")
     hc.accesslog = None
     hc.errorlog = logging.getLogger("hypercorn.error")  # our handlers, not a second stream
     hc.graceful_timeout = 2.0
@@ -84,21 +89,26 @@ def hypercorn_config(config: ServerConfig, shared: socket.socket | None = None) 
     return hc
 
 
-def reused_port_socket(config: ServerConfig) -> socket.socket:
-    """PORT bound with SO_REUSEPORT (REUSE_PORT): other processes of this user on this host may
-    bind it too, and the kernel spreads incoming connections between them."""
+def reused_port_sockets(config: ServerConfig) -> list[socket.socket]:
+    """PORT (and AGENT_PORT) bound with SO_REUSEPORT (REUSE_PORT): other processes of this user
+    on this host may bind them too, and the kernel spreads incoming connections between them."""
     family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.bind((config.host, config.port))
-    except OSError:
-        sock.close()
-        raise
-    sock.setblocking(False)
-    return sock
+    sockets: list[socket.socket] = []
+    for port in (config.port, config.agent_port) if config.agent_port else (config.port,):
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.bind((config.host, port))
+        except OSError:
+            sock.close()
+            for other in sockets:
+                other.close()
+            raise
+        sock.setblocking(False)
+        sockets.append(sock)
+    return sockets
 
 
 async def run_server(
@@ -108,7 +118,7 @@ async def run_server(
     reason_phrase.install()
     gateway = Gateway(config)
     app = create_app(gateway)
-    shared = reused_port_socket(config) if config.reuse_port else None
+    bound = reused_port_sockets(config) if config.reuse_port else None
     shutdown = trio.Event()
     if not config.api_key and not config.api_http_roles:
         log.warning("API_KEY is not set: the API is OPEN to anyone who can reach this server")
@@ -136,7 +146,7 @@ async def run_server(
         async def run_hypercorn(*, task_status: trio.TaskStatus[list[str]]) -> None:
             await serve(
                 app,
-                hypercorn_config(config, shared),
+                hypercorn_config(config, bound),
                 shutdown_trigger=shutdown.wait,
                 mode="asgi",
                 task_status=task_status,

@@ -1,0 +1,162 @@
+"""Several ``nfrx serve`` instances on one real Redis behave as one gateway.
+
+Each test starts real instances (``REDIS_URL`` on the session's redis-server), real agents that
+dial one of them (``SERVER_URL``) and then every other (the Welcome's and Members' list), and
+real clients on a different instance than the agent dialled.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import openai
+import trio
+
+from tests.e2e.cluster import (
+    arrived,
+    chat,
+    chats,
+    contents,
+    peak_concurrency,
+    run_instances,
+    state,
+    wait_state,
+    wait_tunnels,
+)
+from tests.e2e.harness import Server, run_agent
+from tests.fixtures.backend import FixtureBackend, run_backend
+
+CAP = 90.0
+
+
+def openai_client(server: Server) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=server.api_base, api_key="ak", max_retries=0)
+
+
+def queue_length(snapshot: dict[str, Any]) -> int:
+    length: int = snapshot["plugins"]["llm"]["queue"]["length"]
+    return length
+
+
+async def test_a_client_of_one_instance_reaches_an_agent_that_dialled_another(
+    redis_url: str, backend: FixtureBackend
+) -> None:
+    with trio.fail_after(CAP):
+        async with run_instances(redis_url, 2) as (a, b), run_agent(a, backend.base_url) as agent:
+            await wait_tunnels(agent, ["a", "b"])
+            async with openai_client(b) as client:
+                answer = await client.chat.completions.create(
+                    model="fixture-model", messages=[{"role": "user", "content": "hi"}]
+                )
+                assert answer.choices[0].message.content == "hello from fixture"
+                # An alias (another quantization of the same model and size) and the route of
+                # one agent by id work the same.
+                aliased = await client.chat.completions.create(
+                    model="org/llama3:8b-q4_0", messages=[{"role": "user", "content": "hi"}]
+                )
+                assert aliased.model == "org/llama3:8b"
+                models = await client.models.list()
+                assert {"fixture-model", "org/llama3:8b"} <= {m.id for m in models.data}
+            snapshot = await state(b)
+            agent_id = snapshot["plugins"]["llm"]["agents"][0]["id"]
+            async with httpx.AsyncClient() as http:
+                targeted = await http.post(
+                    f"{b.url}/api/llm/id/{agent_id}/v1/chat/completions",
+                    json=chat("targeted"),
+                    headers=b.headers(),
+                )
+                health = (await http.get(f"{b.url}/healthz")).json()
+            assert targeted.status_code == 200
+            assert contents(backend)[-1] == "targeted"
+            assert health["status"] == "ok"
+            assert (health["instance"], health["redis"], health["instances"]) == ("b", "ok", 2)
+
+
+async def test_an_agent_never_runs_more_than_its_capacity_whichever_instances_send_work(
+    redis_url: str,
+) -> None:
+    async with run_backend(models=("fixture-model",)) as backend:
+        with trio.fail_after(CAP):
+            async with (
+                run_instances(redis_url, 2) as (a, b),
+                run_agent(a, backend.base_url, env={"MAX_CONCURRENCY": "2"}) as agent,
+                httpx.AsyncClient(timeout=60) as http,
+            ):
+                await wait_tunnels(agent, ["a", "b"])
+                results: list[int] = []
+
+                async def send(server: Server, n: int) -> None:
+                    response = await http.post(
+                        f"{server.api_base}/chat/completions",
+                        json=chat(f"r{n}", hold="go"),
+                        headers=server.headers(),
+                    )
+                    results.append(response.status_code)
+
+                async with trio.open_nursery() as nursery:
+                    for n in range(6):
+                        nursery.start_soon(send, (a, b)[n % 2], n)
+                    await chats(backend, 2)
+                    # Four wait: two on each instance, whatever either thinks it could send.
+                    await wait_state(a, lambda s: queue_length(s) == 4)
+                    await wait_state(b, lambda s: queue_length(s) == 4)
+                    backend.release("go")
+                assert results == [200] * 6
+                assert len(contents(backend)) == 6
+                assert peak_concurrency(backend) == 2
+                # Each instance publishes its counts with its heartbeat: the fleet view adds
+                # them up (each agent once, with the instances it is attached to).
+                snapshot = await wait_state(
+                    b, lambda s: s["plugins"]["llm"]["agents"][0]["processed_total"] == 6
+                )
+                (seen,) = snapshot["plugins"]["llm"]["agents"]
+                assert seen["instances"] == ["a", "b"]
+                assert seen["failures_total"] == 0
+                assert [i["id"] for i in snapshot["instances"]] == ["a", "b"]
+
+
+async def test_the_queue_is_one_fifo_across_instances(redis_url: str) -> None:
+    async with run_backend(models=("fixture-model",)) as backend:
+        with trio.fail_after(CAP):
+            async with (
+                run_instances(redis_url, 2) as (a, b),
+                run_agent(a, backend.base_url) as agent,
+                httpx.AsyncClient(timeout=60) as http,
+            ):
+                await wait_tunnels(agent, ["a", "b"])
+                positions: dict[str, int] = {}
+
+                async def send(server: Server, content: str, hold: str) -> None:
+                    response = await http.post(
+                        f"{server.api_base}/chat/completions",
+                        json=chat(content, hold=hold),
+                        headers=server.headers(),
+                    )
+                    assert response.status_code == 200, response.text
+
+                async def stream(server: Server, content: str) -> None:
+                    body = {**chat(content), "stream": True}
+                    async with http.stream(
+                        "POST",
+                        f"{server.api_base}/chat/completions",
+                        json=body,
+                        headers=server.headers(),
+                    ) as response:
+                        assert response.status_code == 200
+                        async for line in response.aiter_lines():
+                            if line.startswith(": nfrx.queue ") and content not in positions:
+                                event = json.loads(line.removeprefix(": nfrx.queue "))
+                                positions[content] = event["position"]
+
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(send, a, "busy", "go")
+                    await arrived(backend, "busy")
+                    nursery.start_soon(stream, b, "first (on b)")
+                    await wait_state(a, lambda s: queue_length(s) == 1)
+                    nursery.start_soon(stream, a, "second (on a)")
+                    await wait_state(b, lambda s: queue_length(s) == 2)
+                    backend.release("go")
+                assert contents(backend) == ["busy", "first (on b)", "second (on a)"]
+                assert positions == {"first (on b)": 1, "second (on a)": 2}
