@@ -8,6 +8,7 @@ real clients on a different instance than the agent dialled.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,10 +26,23 @@ from tests.e2e.cluster import (
     wait_state,
     wait_tunnels,
 )
-from tests.e2e.harness import Server, run_agent
+from tests.e2e.harness import Server, run_agent, run_plugin_agent
 from tests.fixtures.backend import FixtureBackend, run_backend
+from tests.fixtures.docling import run_docling
+from tests.fixtures.mcp_stack import agent_env
 
 CAP = 90.0
+MCP_INIT = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-06-18",
+        "capabilities": {},
+        "clientInfo": {"name": "e2e", "version": "1"},
+    },
+}
+MCP_ACCEPT = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
 
 
 def openai_client(server: Server) -> openai.AsyncOpenAI:
@@ -160,3 +174,103 @@ async def test_the_queue_is_one_fifo_across_instances(redis_url: str) -> None:
                     backend.release("go")
                 assert contents(backend) == ["busy", "first (on b)", "second (on a)"]
                 assert positions == {"first (on b)": 1, "second (on a)": 2}
+
+
+async def test_retries_and_embedding_splits_use_agents_that_dialled_other_instances(
+    redis_url: str,
+) -> None:
+    async with (
+        run_backend(models=("fixture-model",), gate=True) as broken,
+        run_backend(models=("fixture-model",)) as working,
+    ):
+        with trio.fail_after(CAP):
+            async with (
+                run_instances(redis_url, 2) as (a, b),
+                run_agent(a, broken.base_url, name="broken") as first,
+                run_agent(
+                    b, working.base_url, name="working", env={"EMBEDDING_BATCH_SIZE": "1"}
+                ) as second,
+                httpx.AsyncClient(timeout=30) as http,
+            ):
+                await wait_tunnels(first, ["a", "b"])
+                await wait_tunnels(second, ["a", "b"])
+                # Split first (both agents answer), then the broken one's backend goes away:
+                # a request it takes fails before any byte and is retried on the other.
+                embeddings = await http.post(
+                    f"{b.api_base}/embeddings",
+                    json={"model": "fixture-model", "input": ["w", "x", "y", "z"]},
+                    headers=b.headers(),
+                )
+                assert embeddings.status_code == 200, embeddings.text
+                assert [d["index"] for d in embeddings.json()["data"]] == [0, 1, 2, 3]
+                await broken.refuse_connections()
+                for n in range(4):
+                    answer = await http.post(
+                        f"{(a, b)[n % 2].api_base}/chat/completions",
+                        json=chat(f"retry {n}"),
+                        headers=a.headers(),
+                    )
+                    assert answer.status_code == 200, answer.text
+                assert [c for c in contents(working) if c.startswith("retry")] == [
+                    f"retry {n}" for n in range(4)
+                ]
+
+
+async def test_a_docling_task_is_polled_through_any_instance(redis_url: str) -> None:
+    async with run_docling("docling-a") as docling:
+        with trio.fail_after(CAP):
+            async with (
+                run_instances(redis_url, 2) as (a, b),
+                run_plugin_agent(a, "docling", {"DOC_BASE_URL": docling.base_url}) as agent,
+                httpx.AsyncClient(timeout=30) as http,
+            ):
+                await wait_tunnels(agent, ["a", "b"])
+                submitted = await http.post(
+                    f"{a.url}/api/docling/v1/convert/source/async",
+                    json={"n": 1},
+                    headers=a.headers(),
+                )
+                assert submitted.status_code == 200, submitted.text
+                task_id = submitted.json()["task_id"]
+                poll = await http.get(
+                    f"{b.url}/api/docling/v1/status/poll/{task_id}", headers=b.headers()
+                )
+                assert poll.status_code == 200, poll.text
+                assert poll.json()["instance"] == "docling-a"
+                unknown = await http.get(f"{b.url}/api/docling/v1/result/nope", headers=b.headers())
+                assert unknown.status_code == 404
+                assert unknown.json()["error"]["code"] == "task_not_found"
+
+
+async def test_an_mcp_session_created_through_one_instance_works_through_another(
+    redis_url: str, tmp_path: Path
+) -> None:
+    with trio.fail_after(CAP):
+        async with run_instances(redis_url, 2) as (a, b):
+            env = agent_env(a, "words", "stdio", None, tmp_path / "events.txt")
+            async with (
+                run_plugin_agent(a, "mcp", env) as agent,
+                httpx.AsyncClient(timeout=30) as http,
+            ):
+                await wait_tunnels(agent, ["a", "b"])
+                await agent.wait_for_line(r"backend ready")
+                headers = {**MCP_ACCEPT, **a.headers()}
+                opened = await http.post(
+                    f"{a.url}/api/mcp/id/words", json=MCP_INIT, headers=headers
+                )
+                assert opened.status_code == 200, opened.text
+                session = opened.headers["mcp-session-id"]
+                listed = await http.post(
+                    f"{b.url}/api/mcp/id/words",
+                    json={"jsonrpc": "2.0", "id": 2, "method": "tools/list"},
+                    headers={**headers, "Mcp-Session-Id": session},
+                )
+                assert listed.status_code == 200, listed.text
+                assert '"tools"' in listed.text
+                stranger = await http.post(
+                    f"{b.url}/api/mcp/id/words",
+                    json={"jsonrpc": "2.0", "id": 3, "method": "tools/list"},
+                    headers={**headers, "Mcp-Session-Id": "not-a-session"},
+                )
+                assert stranger.status_code == 404
+                assert stranger.json()["error"]["data"]["nfrx"]["code"] == "MCP_SESSION_NOT_FOUND"
