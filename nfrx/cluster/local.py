@@ -11,6 +11,7 @@ hook                        called by                              alone
 ``instance_id, members()``  the agent socket's Welcome             ``""``, no members
 ``run()``                   the runner, once hypercorn listens     returns at once (started)
 ``drain_started()``         the runner's first signal              nothing
+``leave()``                 the runner, once hypercorn stopped     nothing
 ``health()``                ``/healthz``                           ``{}``
 ``fleet()``                 ``/api/state`` (pure snapshot)         None
 ``task_accepted()`` /       the docling routes (async tasks)       nothing / None: the
@@ -63,6 +64,9 @@ class LocalCluster:
 
     def drain_started(self) -> None:
         """This instance drains: its fellows and the agents stop counting on it."""
+
+    async def leave(self) -> None:
+        """The server stops: leave the instances now (bounded), while ``run`` still runs."""
 
     # -- docling async tasks -------------------------------------------------------------------
 

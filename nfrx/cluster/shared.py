@@ -53,6 +53,8 @@ log = logging.getLogger("nfrx.cluster")
 
 CHORES: Final = 1024
 """Write-behind operations (docling tasks, MCP sessions) that may wait; more are dropped."""
+LEAVE_TIMEOUT: Final = 1.0
+"""Seconds a stopping instance gives Redis to forget it (else its record expires)."""
 SESSION_RENEW_EVERY: Final = 0.1
 """An MCP session's shared record is renewed at most once per this fraction of its idle time."""
 
@@ -204,11 +206,19 @@ class SharedCluster(LocalCluster):
                     nursery.start_soon(self._run_chores, store)
                     task_status.started()
             finally:
-                with trio.move_on_after(1, shield=True):
-                    try:
-                        await store.leave(self.instance_id)
-                    except ClusterUnavailable as exc:
-                        log.warning("could not leave the instances cleanly: %s", exc)
+                self._store = None
+
+    async def leave(self) -> None:
+        store = self._store
+        if store is None:
+            return
+        with trio.move_on_after(LEAVE_TIMEOUT, shield=True):
+            try:
+                await store.leave(self.instance_id)
+            except ClusterUnavailable as exc:
+                log.warning("could not leave the instances cleanly: %s", exc)
+            else:
+                log.info("instance %s left the gateway", self.instance_id)
 
     def _record(self) -> MemberRecord:
         return MemberRecord(

@@ -68,30 +68,37 @@ class ClusterUnavailable(Exception):
 @contextlib.contextmanager
 def translated(what: str, timeout: float = TIMEOUT) -> Iterator[None]:
     """Bound a Redis operation by ``timeout`` (inf: unbounded, a subscription) and turn its
-    failures into :class:`ClusterUnavailable` (coredis's errors, the socket's, exception groups
-    of them)."""
+    failures into :class:`ClusterUnavailable`: coredis's errors, the socket's, the closed streams
+    of a connection that broke, exception groups of them. Cancelled meanwhile, it lets only the
+    cancellation through (coredis's cleanup complains about the connection it closed)."""
+    from anyio import BrokenResourceError, ClosedResourceError, EndOfStream
     from coredis.exceptions import RedisError
 
+    failures: tuple[type[BaseException], ...] = (
+        RedisError,
+        OSError,
+        trio.TooSlowError,
+        ClosedResourceError,
+        BrokenResourceError,
+        EndOfStream,
+    )
     try:
         with trio.fail_after(timeout):
             yield
     except BaseException as exc:
-        failure = _failure(exc, RedisError)
-        if failure is None:
+        leaves = _leaves(exc)
+        cancelled = [leaf for leaf in leaves if isinstance(leaf, trio.Cancelled)]
+        others = [leaf for leaf in leaves if not isinstance(leaf, trio.Cancelled)]
+        if not all(isinstance(leaf, failures) for leaf in others):
             raise
-        raise ClusterUnavailable(f"{what}: {failure}") from None
-
-
-def _failure(exc: BaseException, redis_error: type[Exception]) -> str | None:
-    """What went wrong, if ``exc`` (or every leaf of an exception group) is Redis's or the
-    network's fault; None for anything else (a bug, a cancellation), which propagates."""
-    leaves = _leaves(exc)
-    if not all(isinstance(leaf, (redis_error, OSError, trio.TooSlowError)) for leaf in leaves):
-        return None
-    first = leaves[0]
-    if isinstance(first, trio.TooSlowError):
-        return f"no answer within {TIMEOUT:g} s"
-    return f"{type(first).__name__}: {first}"
+        if cancelled:
+            if others:
+                raise cancelled[0] from None
+            raise
+        first = others[0]
+        if isinstance(first, trio.TooSlowError):
+            raise ClusterUnavailable(f"{what}: no answer within {timeout:g} s") from None
+        raise ClusterUnavailable(f"{what}: {type(first).__name__}: {first}") from None
 
 
 def _leaves(exc: BaseException) -> list[BaseException]:

@@ -151,6 +151,7 @@ async def run_server(
                 mode="asgi",
                 task_status=task_status,
             )
+            await gateway.cluster.leave()  # while the rest still runs: the others hear of it
             nursery.cancel_scope.cancel()
 
         binds: list[str] = await nursery.start(run_hypercorn)
@@ -202,8 +203,11 @@ async def _drain(gateway: Gateway, shutdown: trio.Event, drain_timeout: float) -
         agent.session.send_control(Drain(reason="server shutting down", deadline=drain_timeout))
     timeout = math.inf if drain_timeout < 0 else drain_timeout
     with trio.move_on_after(timeout) as scope:
+        said = 0
         while (busy := sum(a.inflight for a in agents)) > 0:
-            log.info("waiting for %d in-flight request(s)", busy)
+            if busy != said:  # registry changes that leave the count as it is say nothing new
+                log.info("waiting for %d in-flight request(s)", busy)
+                said = busy
             await registry.wait_changed()
     if scope.cancelled_caught:
         log.warning("drain timeout: cancelling the requests still in flight")

@@ -159,10 +159,15 @@ class Server:
 
 @asynccontextmanager
 async def run_server(
-    *, api_key: str = "ak", client_key: str = "ck", env: Mapping[str, str] | None = None
+    *,
+    api_key: str = "ak",
+    client_key: str = "ck",
+    env: Mapping[str, str] | None = None,
+    args: list[str] | None = None,
 ) -> AsyncIterator[Server]:
     environment = {"API_KEY": api_key, "CLIENT_KEY": client_key, **(env or {})}
-    async with nfrx("server", ["serve", "--host", "127.0.0.1", "--port", "0"], environment) as p:
+    argv = ["serve", "--host", "127.0.0.1", "--port", "0", *(args or [])]
+    async with nfrx("server", argv, environment) as p:
         match = await p.wait_for_line(r"listening on (https?://127\.0\.0\.1:\d+)")
         yield Server(p, match.group(1), api_key, client_key)
 
