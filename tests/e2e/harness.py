@@ -77,6 +77,12 @@ class NfrxProcess:
                     )
                 await self._changed.wait()
 
+    async def wait_eof(self, timeout: float = READY_TIMEOUT) -> None:
+        """Until the output ends: every process writing to it (children too) has exited."""
+        with trio.fail_after(timeout):
+            while not self.eof:
+                await self._changed.wait()
+
     async def wait_exit(self, timeout: float = READY_TIMEOUT) -> int:
         with trio.fail_after(timeout):
             return await self.process.wait()
