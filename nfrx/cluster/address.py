@@ -164,7 +164,7 @@ def connect(address: RedisAddress) -> Any:
         "ssl": address.tls,
     }
     sentinel = coredis.Sentinel(
-        list(address.nodes),
+        [coredis.connection.TCPLocation(h, p) for h, p in address.nodes],
         sentinel_kwargs=connection,
         decode_responses=True,
         db=address.db,

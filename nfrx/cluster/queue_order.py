@@ -166,14 +166,13 @@ class SharedOrder(QueueOrder):
         present = set(waiters)
         removes = [text for ticket, (_, text) in self.registered.items() if ticket not in present]
         adds: list[tuple[Ticket, int | None, str]] = []
-        seen_registered = False
-        for ticket in waiters:
+        last = max((i for i, t in enumerate(waiters) if t in self.registered), default=-1)
+        for index, ticket in enumerate(waiters):
             if ticket in self.registered:
-                seen_registered = True
                 continue
             score = self._seqs.get(ticket)
-            if score is None and seen_registered:
-                score = 0  # put in front of waiters that joined before it: a retry goes first
+            if score is None and index < last:
+                score = 0  # put in front of waiters registered before it: a retry goes first
             adds.append((ticket, score, encode_entry(self.instance_id, next(self._uids), ticket)))
         if not adds and not removes:
             return

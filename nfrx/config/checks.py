@@ -136,6 +136,14 @@ def tls_pair(config: Any, name: Callable[[str], str]) -> None:
         ) from exc
 
 
+def redis_address(value: str) -> None:
+    """A ``REDIS_URL`` nfrx can use, when set (parsed only: nothing connects here)."""
+    if value:
+        from nfrx.cluster.address import parse
+
+        parse(value)
+
+
 def workers_need_redis(config: Any, name: Callable[[str], str]) -> None:
     """``--workers`` above 1 needs ``REDIS_URL``: the workers must share their agents' view."""
     if config.workers > 1 and not config.redis_url:

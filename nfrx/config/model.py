@@ -28,6 +28,7 @@ from nfrx.config.checks import (
     one_of,
     origins,
     plugin_names,
+    redis_address,
     tcp_port,
     tls_pair,
     workers_need_redis,
@@ -454,6 +455,7 @@ class ServerConfig:
         "port]/master[/db] (rediss-sentinel:// with TLS), redis-cluster://host:port[,host:port] "
         "(also REDIS_ADDR). Empty: this instance is the whole gateway. Its password is "
         "never logged.",
+        check=redis_address,
         section=Section.PROCESS,
     )
     instance_id: str = setting(

@@ -65,11 +65,9 @@ def table(cls: type[Any]) -> str:
         meaning = field.metadata["help"]
         if field.metadata.get("secret"):
             meaning += " Secret: masked in --print-config and never logged."
-        env = f"`{field.metadata['env']}`"
-        for other in field.metadata.get("env_also", ()):
-            env += f" (or `{other}`)"
         rows.append(
-            f"| {key} | {env} | `{_cell(flag(field))}` | {_default(field)} | {_cell(meaning)} |"
+            f"| {key} | `{field.metadata['env']}` | `{_cell(flag(field))}` | "
+            f"{_default(field)} | {_cell(meaning)} |"
         )
     return "\n".join(rows)
 
