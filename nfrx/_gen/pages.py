@@ -213,6 +213,42 @@ PAGES: dict[str, Page] = {
             ),
         ),
     ),
+    "keys": Page(
+        summary="manage the client keys of an nfrx server",
+        description=(
+            "Each subcommand is one call to the server's admin API (/api/admin/keys), which "
+            "takes API_KEY (or an ADMIN_HTTP_ROLES role). A key is sent by clients like the API "
+            "key (Authorization: Bearer, or X-Api-Key); the server keeps only a SHA-256 of its "
+            "secret, which create prints once. Refusals: 401 for a revoked, expired or disabled "
+            "key, 403 for a model or route it may not use, 429 with Retry-After past a limit. "
+            "The keys and their usage are kept in STATE_DIR (keys.db).",
+            "KEY is a key's name or its id. --model and --route take shell patterns (llama3*, "
+            "mcp:team-*) and may be repeated or comma-separated. A limit of 0 removes it.",
+        ),
+        examples=(
+            (
+                "A key for one team, for two models, with limits:",
+                "nfrx keys create team-a --model 'llama3*' --model qwen2.5:7b \\\n"
+                "  --requests-per-minute 60 --tokens-per-day 2000000 --expires 90d",
+            ),
+            ("Every key, with its usage:", "nfrx keys list --all"),
+            ("One key's usage by model:", "nfrx keys show team-a"),
+            ("Stop it for now:", "nfrx keys update team-a --disable"),
+            ("Revoke it for good (refused at once):", "nfrx keys revoke team-a"),
+            (
+                "Another server:",
+                "nfrx keys list --server https://gateway.example --api-key ak --json",
+            ),
+        ),
+        exit_status=(
+            ("0", "Done; what the server answered was printed."),
+            (
+                "1",
+                "The server could not be reached, or refused the change (the reason is printed).",
+            ),
+            ("2", "A usage error, or the server refused the API key."),
+        ),
+    ),
     "completion": Page(
         summary="print a shell completion script for nfrx",
         description=(

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from nfrx.cli import asr, completion, docling, llm, man, mcp, serve, status
+from nfrx.cli import asr, completion, docling, keys, llm, man, mcp, serve, status
 from nfrx.cli.options import DURATIONS
 
 app = typer.Typer(
@@ -53,6 +53,7 @@ app.command("mcp", help=mcp.HELP, epilog=DURATIONS, no_args_is_help=False)(mcp.c
 app.command("docling", help=docling.HELP, epilog=DURATIONS, no_args_is_help=False)(docling.command)
 app.command("asr", help=asr.HELP, epilog=DURATIONS, no_args_is_help=False)(asr.command)
 app.command("status", help=status.HELP, no_args_is_help=False)(status.command)
+app.add_typer(keys.app, name="keys", help=keys.HELP)
 app.command("completion", help=completion.HELP)(completion.command)
 app.command("man", help=man.HELP)(man.command)
 

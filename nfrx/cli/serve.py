@@ -21,6 +21,7 @@ command = settings_command(ServerConfig, lambda config: run(config))
 def run(config: ServerConfig) -> None:
     import trio
 
+    from nfrx.plugins.keys.store import StoreError
     from nfrx.server.runner import run_server
 
     setup_logging(config, "serve")
@@ -36,6 +37,10 @@ def run(config: ServerConfig) -> None:
         raise typer.Exit(status)
     try:
         trio.run(run_server, config)
+    except* StoreError as group:
+        reasons = "; ".join(str(exc) for exc in _leaves(group))
+        typer.echo(f"nfrx serve: cannot read the client keys: {reasons}", err=True)
+        raise typer.Exit(1) from None
     except* OSError as group:
         reasons = "; ".join(str(exc) for exc in _leaves(group))
         typer.echo(f"nfrx serve: cannot listen on {config.host}:{config.port}: {reasons}", err=True)

@@ -405,6 +405,29 @@ class ServerConfig:
         "are forgotten first); creating one more answers 503 too_many_jobs.",
         positive=True,
     )
+    # -- client keys (/api/admin/keys) ---------------------------------------------------------
+    state_dir: str = setting(
+        "",
+        env="STATE_DIR",
+        doc="Directory for what the server keeps across restarts: the client keys and their "
+        "usage (keys.db, created with the first key). Empty: $XDG_DATA_HOME/nfrx, else "
+        "~/.local/share/nfrx.",
+    )
+    admin_http_roles: tuple[str, ...] = setting(
+        (),
+        env="ADMIN_HTTP_ROLES",
+        doc="Comma-separated roles in X-User-Roles that grant the admin API (client keys, the "
+        "agent setup page's client key) like API_KEY does; API_HTTP_ROLES does not grant it. "
+        "Same trusted-proxy caveat.",
+    )
+    key_rate_window: Seconds = setting(
+        60.0,
+        env="KEY_RATE_WINDOW",
+        doc="Seconds of the window in which a client key's requests_per_minute and "
+        "tokens_per_minute limits are counted (60: per minute, as the names say; a shorter "
+        "window applies the same numbers to it, for tests).",
+        check=above_zero("seconds"),
+    )
     # -----------------------------------------------------------------------------------------
     config_file: str = shared("config_file", Section.SERVICE)  # listed among the others, not last
     metrics_port: int = setting(

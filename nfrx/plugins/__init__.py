@@ -9,7 +9,7 @@ MODEL_PLUGINS: frozenset[str] = frozenset({"llm", "asr"})
 """Plugins whose agents serve models clients name. Docling agents announce one pseudo-model
 (``docling``) and MCP relays none: people are not told model counts about those."""
 
-SERVICE_PLUGINS: tuple[str, ...] = ("transfer", "jobs")
+SERVICE_PLUGINS: tuple[str, ...] = ("transfer", "jobs", "keys")
 """Plugins without agents, always mounted (like the original's, ``PLUGINS`` does not list them):
 generic APIs of their own. Module ``nfrx.plugins.<id>.server`` has ``blueprint(gateway)`` and
 ``run(gateway, *, task_status)``, the plugin's background work, started in the server's root

@@ -24,6 +24,7 @@ from nfrx._version import __version__
 from nfrx.config.load import enabled_plugins
 from nfrx.plugins import SERVER_PLUGINS, SERVICE_PLUGINS
 from nfrx.server import metrics, openapi, state
+from nfrx.server.accounting import accounted
 from nfrx.server.cors import cors
 from nfrx.server.guard import guarded
 from nfrx.server.http_errors import HttpError
@@ -211,8 +212,9 @@ def _disabled_plugin(name: str) -> Blueprint:
 
 
 def create_app(gateway: Gateway) -> Any:
-    """The ASGI callable that hypercorn serves (see the module docstring), behind CORS, behind
-    the last-resort guard (:mod:`nfrx.server.guard`)."""
+    """The ASGI callable that hypercorn serves (see the module docstring), with a record per
+    request (:mod:`nfrx.server.accounting`), behind CORS, behind the last-resort guard
+    (:mod:`nfrx.server.guard`)."""
     app = create_quart_app(gateway)
 
     async def asgi(scope: Any, receive: Any, send: Any) -> None:
@@ -231,4 +233,4 @@ def create_app(gateway: Gateway) -> Any:
             for cleanup in cleanups:
                 cleanup()
 
-    return guarded(cors(asgi, gateway.config.allowed_origins))
+    return guarded(cors(accounted(asgi, gateway), gateway.config.allowed_origins))

@@ -32,18 +32,25 @@ def agent_not_found(kind: str, agent_id: str) -> HttpError:
 
 class ModelCatalog:
     def __init__(self, gateway: Gateway, kind: str) -> None:
+        self.gateway = gateway
         self.registry = gateway.registry
         self.kind = kind
         self.min_score = gateway.config.llm_min_score
 
     def table(self, agent_id: str | None) -> dict[str, list[AgentRecord]]:
-        """Model id -> agents serving it (only agent ``agent_id``, 404 if it is not connected)."""
+        """Model id -> agents serving it (only agent ``agent_id``, 404 if it is not connected),
+        less the models the request's client key may not use."""
         if agent_id is None:
-            return self.registry.models(self.kind)
-        agent = self.registry.get(self.kind, agent_id)
-        if agent is None or agent.session.closed:
-            raise agent_not_found(self.kind, agent_id)
-        return {model: [agent] for model in agent.models}
+            table = self.registry.models(self.kind)
+        else:
+            agent = self.registry.get(self.kind, agent_id)
+            if agent is None or agent.session.closed:
+                raise agent_not_found(self.kind, agent_id)
+            table = {model: [agent] for model in agent.models}
+        keys = self.gateway.client_keys
+        if keys is None:
+            return table
+        return {model: agents for model, agents in table.items() if keys.may_use(model)}
 
     def model_object(self, model: str, agents: list[AgentRecord]) -> dict[str, Any]:
         return {
@@ -61,7 +68,8 @@ class ModelCatalog:
 
     def ticket(self, model: str, request_id: str, agent_id: str | None) -> Ticket:
         """A request for ``model`` (on agent ``agent_id`` only, if given), alias routing as
-        ``LLM_MIN_SCORE`` allows."""
+        ``LLM_MIN_SCORE`` allows. Raises 403 when the request's client key may not use it."""
+        self.gateway.admit_model(model)
         return Ticket(
             kind=self.kind,
             model=model,

@@ -15,6 +15,7 @@ from quart import request
 
 from nfrx.cluster import for_gateway
 from nfrx.server import auth
+from nfrx.server.accounting import route_of
 from nfrx.server.http_errors import HttpError, unauthorized
 from nfrx.server.metrics import ServerMetrics
 from nfrx.server.queue import DispatchQueue
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from nfrx.config.model import ServerConfig
+    from nfrx.server.accounting import ClientKeys, RequestRecord
     from nfrx.server.proxy import Exchange
     from nfrx.server.registry import AgentRecord
 
@@ -69,6 +71,10 @@ class Gateway:
         """Tokens relayed per (agent kind, model), for state and metrics."""
         self.exchange_listeners: list[Callable[[Exchange], None]] = []
         """Called with every relayed exchange when it ends (metrics subscribe here)."""
+        self.request_listeners: list[Callable[[RequestRecord], None]] = []
+        """Called with every HTTP request's record when it ends (:mod:`.accounting`)."""
+        self.client_keys: ClientKeys | None = None
+        """Admits requests that carry a client key; set by the keys plugin when it mounts."""
         self.metrics = ServerMetrics(self)
         """Prometheus series of this gateway (``GET /metrics``); subscribes to the above."""
         self.cluster = for_gateway(self)
@@ -89,7 +95,10 @@ class Gateway:
     # -- per request ---------------------------------------------------------------------------
 
     def admit(self) -> None:
-        """Refuse the request while draining (503), or without the API key (401)."""
+        """Refuse the request while draining (503). Then admit the API key (or an
+        API_HTTP_ROLES role) with full access; else a client key within its rules
+        (:attr:`client_keys`: 401, 403 or 429 otherwise); else anyone while neither API_KEY nor
+        API_HTTP_ROLES is set; else 401."""
         if self.draining:
             raise HttpError(
                 503,
@@ -97,18 +106,40 @@ class Gateway:
                 "the server is shutting down and accepts no new requests",
                 headers={"Retry-After": "5"},
             )
-        self.check_api_key()
+        token = self.presented_key()
+        if self.api_key_granted(token):
+            return
+        keys = self.client_keys
+        if keys is not None and keys.admit(token, route_of(request.path) or request.path):
+            return
+        if self.config.api_key or self.config.api_http_roles:
+            raise unauthorized()
+
+    def admit_model(self, model: str) -> None:
+        """Raise 403 when the request's client key may not use ``model``."""
+        if self.client_keys is not None:
+            self.client_keys.admit_model(model)
+
+    @staticmethod
+    def presented_key() -> str | None:
+        """The bearer token, else the ``X-Api-Key`` header (Anthropic clients send the key so)."""
+        token = auth.bearer_token(header("Authorization"))
+        return token if token is not None else header("X-Api-Key")
+
+    def api_key_granted(self, token: str | None) -> bool:
+        """``token`` is the API key, or X-User-Roles holds an API_HTTP_ROLES role (False for
+        whichever is not configured)."""
+        config = self.config
+        if config.api_key and auth.key_matches(token, config.api_key):
+            return True
+        roles = config.api_http_roles
+        return bool(roles) and auth.roles_match(header("X-User-Roles"), roles)
 
     def check_api_key(self) -> None:
         """Raise 401 unless the request carries the API key or an API_HTTP_ROLES role in
-        X-User-Roles (or neither is configured)."""
-        # Anthropic clients send the key as X-Api-Key; either header may carry it.
-        token = auth.bearer_token(header("Authorization"))
-        if token is None:
-            token = header("X-Api-Key")
-        allowed_roles = self.config.api_http_roles
-        roles = header("X-User-Roles") if allowed_roles else None
-        if not auth.authorized(token, self.config.api_key, roles, allowed_roles):
+        X-User-Roles (or neither is configured). Client keys are not accepted here."""
+        configured = self.config.api_key or self.config.api_http_roles
+        if configured and not self.api_key_granted(self.presented_key()):
             raise unauthorized()
 
     @staticmethod

@@ -35,6 +35,7 @@ Auth = Literal[
     "api_key_or_relay_token",
     "client_key",
     "api_key_or_client_key",
+    "admin",
 ]
 ErrorStyle = Literal["openai", "anthropic", "jsonrpc", "plain"]
 
@@ -54,7 +55,7 @@ class Answer:
 class Route:
     """One public route as the document describes it (``{name}`` for path parameters)."""
 
-    method: Literal["get", "post", "delete"]
+    method: Literal["get", "post", "patch", "delete"]
     path: str
     summary: str
     tag: str
@@ -420,6 +421,195 @@ def _transfer_routes() -> list[Route]:
 
 # -- end of jobs and transfer ------------------------------------------------------------------
 
+# -- client keys and the admin API (nfrx.plugins.keys) -------------------------------------------
+
+_LIMITS_SCHEMA = {
+    "type": "object",
+    "description": "Each a positive integer, or null for no limit. Per minute: in windows of "
+    "KEY_RATE_WINDOW seconds; per day and month: UTC calendar days and months.",
+    "properties": {
+        name: {"type": ["integer", "null"], "minimum": 1}
+        for name in (
+            "requests_per_minute",
+            "tokens_per_minute",
+            "tokens_per_day",
+            "tokens_per_month",
+        )
+    },
+}
+_KEY_USAGE = {
+    "type": "object",
+    "properties": {
+        **{
+            name: {"type": "integer"}
+            for name in (
+                "requests",
+                "errors",
+                "refused",
+                "cancelled",
+                "input_tokens",
+                "output_tokens",
+            )
+        },
+        "last_used_at": {"type": ["string", "null"], "format": "date-time"},
+    },
+}
+KEYS_SCHEMAS: dict[str, dict[str, Any]] = {
+    "ClientKeyRequest": {
+        "type": "object",
+        "description": "A client key's fields (POST: `name` required; PATCH: only what changes).",
+        "properties": {
+            "name": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}$"},
+            "models": {
+                "type": "array",
+                "items": {"type": "string"},
+                "default": ["*"],
+                "description": "shell patterns of the model ids the key may use",
+            },
+            "routes": {
+                "type": "array",
+                "items": {"type": "string"},
+                "default": ["*"],
+                "description": "llm, asr, docling, jobs, mcp, mcp:<relay id pattern>, *",
+            },
+            "limits": _LIMITS_SCHEMA,
+            "expires_at": {"type": ["string", "null"], "format": "date-time"},
+            "expires_in": {"type": ["number", "null"], "description": "seconds from now"},
+            "enabled": {"type": "boolean"},
+        },
+    },
+    "ClientKey": {
+        "type": "object",
+        "description": "A client key: never its secret (only a SHA-256 of it is stored).",
+        "required": ["id", "name", "prefix", "status", "models", "routes", "limits", "usage"],
+        "properties": {
+            "id": {"type": "string", "examples": ["key_3f9a0c12ab34"]},
+            "name": {"type": "string"},
+            "prefix": {"type": "string", "description": "the secret's first characters"},
+            "status": {"enum": ["active", "disabled", "expired", "revoked"]},
+            "enabled": {"type": "boolean"},
+            "created_at": {"type": "string", "format": "date-time"},
+            "updated_at": {"type": "string", "format": "date-time"},
+            "expires_at": {"type": ["string", "null"], "format": "date-time"},
+            "revoked_at": {"type": ["string", "null"], "format": "date-time"},
+            "models": {"type": "array", "items": {"type": "string"}},
+            "routes": {"type": "array", "items": {"type": "string"}},
+            "limits": _LIMITS_SCHEMA,
+            "usage": _KEY_USAGE,
+            "usage_by_model": {
+                "type": "array",
+                "items": {"allOf": [{"properties": {"model": {"type": "string"}}}, _KEY_USAGE]},
+            },
+            "windows": {
+                "type": "object",
+                "description": "counts of the current windows",
+                "additionalProperties": {"type": "integer"},
+            },
+        },
+    },
+    "ClientKeyCreated": {
+        "allOf": [
+            _ref("ClientKey"),
+            {
+                "type": "object",
+                "required": ["secret"],
+                "properties": {
+                    "secret": {
+                        "type": "string",
+                        "description": "`nfrx-` and 43 characters; shown this once",
+                    }
+                },
+            },
+        ]
+    },
+    "ClientKeyList": {
+        "type": "object",
+        "required": ["keys"],
+        "properties": {"keys": {"type": "array", "items": _ref("ClientKey")}},
+    },
+    "AgentSetup": {
+        "type": "object",
+        "required": ["public_url", "plugins", "client_key", "client_roles"],
+        "properties": {
+            "public_url": {"type": "string", "description": "PUBLIC_URL, else this request's"},
+            "plugins": {"type": "array", "items": {"type": "string"}},
+            "client_key": {"type": "string", "description": "CLIENT_KEY (empty: not set)"},
+            "client_roles": {"type": "boolean", "description": "CLIENT_HTTP_ROLES is set"},
+        },
+    },
+}
+
+
+def _keys_routes() -> list[Route]:
+    def key_answer(description: str, status: int = 200) -> tuple[Answer, ...]:
+        schema = "ClientKeyCreated" if status == 201 else "ClientKey"
+        return (Answer(status, description, ((JSON, _ref(schema)),)),)
+
+    body = ((JSON, _ref("ClientKeyRequest")),)
+    return [
+        Route(
+            "get",
+            "/api/admin/keys",
+            "List the client keys (revoked ones too) with their usage",
+            "admin",
+            "admin",
+            (Answer(200, "The keys.", ((JSON, _ref("ClientKeyList")),)),),
+            (401, 403),
+        ),
+        Route(
+            "post",
+            "/api/admin/keys",
+            "Create a client key; its secret is in this answer only",
+            "admin",
+            "admin",
+            key_answer("The key, with its `secret`.", 201),
+            (400, 401, 403, 409, 413, 503),
+            body=True,
+            body_content=body,
+        ),
+        Route(
+            "get",
+            "/api/admin/keys/{key}",
+            "A client key: its rules, its usage by model and its current windows",
+            "admin",
+            "admin",
+            key_answer("The key."),
+            (401, 403, 404),
+        ),
+        Route(
+            "patch",
+            "/api/admin/keys/{key}",
+            "Change a client key (what the body names)",
+            "admin",
+            "admin",
+            key_answer("The key as changed."),
+            (400, 401, 403, 404, 409, 413, 503),
+            body=True,
+            body_content=body,
+        ),
+        Route(
+            "delete",
+            "/api/admin/keys/{key}",
+            "Revoke a client key for good (refused at once; its usage stays)",
+            "admin",
+            "admin",
+            key_answer("The revoked key."),
+            (401, 403, 404, 503),
+        ),
+        Route(
+            "get",
+            "/api/admin/agent-setup",
+            "What the dashboard's Connect-an-agent page needs, CLIENT_KEY included",
+            "admin",
+            "admin",
+            (Answer(200, "This server's agent settings.", ((JSON, _ref("AgentSetup")),)),),
+            (401, 403),
+        ),
+    ]
+
+
+# -- end of client keys ---------------------------------------------------------------------------
+
 SCHEMAS: dict[str, dict[str, Any]] = {
     "Error": {
         "type": "object",
@@ -575,15 +765,23 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "additionalProperties": True,
     },
     **JOBS_SCHEMAS,
+    **KEYS_SCHEMAS,
 }
 
 ERROR_MEANINGS = {
     400: "The body is not a JSON object with a `model`.",
-    401: "Missing or wrong key.",
-    404: "Unknown model, agent or route.",
+    401: "Missing or wrong key; a client key that is revoked, expired or disabled "
+    "(`key_revoked`, `key_expired`, `key_disabled`).",
+    403: "A client key that may not use this model or route (`model_not_allowed`, "
+    "`route_not_allowed`); the admin API without API_KEY or ADMIN_HTTP_ROLES (`admin_disabled`).",
+    404: "Unknown model, agent, route or client key.",
+    409: "A client key's name is taken (`name_taken`), or the key is revoked (`key_revoked`).",
+    429: "A client key's limit: `rate_limit_exceeded` (per minute) or `insufficient_quota` (its "
+    "day's or month's tokens); see Retry-After.",
     413: "The body is larger than MAX_REQUEST_BYTES (MAX_UPLOAD_BYTES for docling and asr).",
     502: "The agent or its backend failed.",
-    503: "Busy (`worker_busy`, `queue_timeout`) or draining; see Retry-After.",
+    503: "Busy (`worker_busy`, `queue_timeout`) or draining, see Retry-After; the key store "
+    "failed (`store_unavailable`, admin API).",
     504: "The request timed out (`timeout`, `idle_timeout`).",
 }
 
@@ -608,6 +806,7 @@ PARAMETERS = {
     "job_id": "The id `POST /api/jobs` answered.",
     "channel_id": "The id of a transfer channel (`POST /api/transfer`, or a job's payload or "
     "result).",
+    "key": "A client key's id, or its name.",
 }
 
 _RELAYED = (
@@ -616,7 +815,7 @@ _RELAYED = (
     ("/responses", "Response (OpenAI Responses API)"),
     ("/embeddings", "Embeddings (OpenAI); an `input` array is split across agents"),
 )
-_RELAY_ERRORS = (400, 401, 404, 413, 502, 503, 504)
+_RELAY_ERRORS = (400, 401, 403, 404, 413, 429, 502, 503, 504)
 _RELAY_ANSWER = Answer(
     200,
     "The backend's answer (its own error statuses pass through unchanged too).",
@@ -924,14 +1123,22 @@ ROUTES: tuple[Route, ...] = (
         (Answer(200, "One event per snapshot.", ((SSE, {"type": "string"}),)),),
         (401,),
     ),
-    Route(
-        "get",
-        "/state",
-        "Dashboard (HTML; its scripts call /api/state with a key)",
-        "state",
-        "none",
-        (Answer(200, "The page.", ((HTML, {"type": "string"}),)),),
+    *(
+        Route(
+            "get",
+            path,
+            f"Dashboard: {what} (HTML; its scripts call /api/state with a key)",
+            "state",
+            "none",
+            (Answer(200, "The page.", ((HTML, {"type": "string"}),)),),
+        )
+        for path, what in (
+            ("/state", "charts, agents, models, relays, jobs"),
+            ("/state/keys", "client keys (create, revoke)"),
+            ("/state/connect", "connect an agent"),
+        )
     ),
+    *_keys_routes(),
     Route(
         "get",
         "/metrics",
@@ -975,13 +1182,16 @@ _SECURITY: dict[Auth, list[dict[str, list[str]]]] = {
     "api_key_or_relay_token": [{"apiKey": []}, {"relayToken": []}],
     "client_key": [{"clientKey": []}],
     "api_key_or_client_key": [{"apiKey": []}, {"clientKey": []}],
+    "admin": [{"apiKey": []}],
 }
 
 SECURITY_SCHEMES = {
     "apiKey": {
         "type": "http",
         "scheme": "bearer",
-        "description": "`Authorization: Bearer <API_KEY>` (not required when API_KEY is unset).",
+        "description": "`Authorization: Bearer <API_KEY>` (not required when API_KEY is unset), "
+        "or a client key (`nfrx-…`, /api/admin/keys) within its rules. The admin API takes only "
+        "API_KEY (or an ADMIN_HTTP_ROLES role).",
     },
     "xApiKey": {
         "type": "apiKey",
@@ -1111,6 +1321,7 @@ def build_document() -> dict[str, Any]:
             {"name": "state", "description": "State, dashboard and metrics"},
             {"name": "agents", "description": "Where agents connect"},
             {"name": "docs", "description": "This documentation"},
+            {"name": "admin", "description": "Client keys and agent setup (API_KEY only)"},
         ],
     }
 

@@ -129,6 +129,7 @@ async def run_server(
     for setting, roles, grants in (
         ("API_HTTP_ROLES", config.api_http_roles, "API access"),
         ("CLIENT_HTTP_ROLES", config.client_http_roles, "agent tunnels"),
+        ("ADMIN_HTTP_ROLES", config.admin_http_roles, "the admin API (client keys)"),
     ):
         if roles:
             log.warning(

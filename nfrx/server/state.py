@@ -1,5 +1,5 @@
 """The server's state for people and tools: ``/api/state`` (JSON), ``/api/state/stream`` (SSE) and
-the ``/state`` dashboard page.
+the dashboard page (``/state``, and its views ``/state/keys`` and ``/state/connect``).
 
 :func:`build_snapshot` is pure: it reads the gateway (registry, queue, usage) and the clocks it is
 given, and returns the JSON-ready dict; nothing else here decides what the state says. The stream
@@ -9,7 +9,9 @@ a dashboard), and quart-trio cancels it when the client leaves.
 
 The two API routes take the API key like ``/api/llm`` but stay readable while draining (watching a
 drain is the point of a state page); the page itself is public: it holds no data, and asks the
-user for the key.
+user for the key. Besides the plugins, a snapshot has the client keys with their usage (``keys``,
+:mod:`nfrx.plugins.keys`) and the recent traffic the dashboard charts (``traffic``,
+:mod:`nfrx.server.traffic`).
 """
 
 from __future__ import annotations
@@ -28,9 +30,11 @@ from nfrx._build import build_info
 from nfrx.cluster.directory import merge_agents
 from nfrx.plugins import SERVER_PLUGINS
 from nfrx.plugins.jobs.service import JobsService
+from nfrx.plugins.keys.service import KeysService
 from nfrx.plugins.mcp.sessions import McpRelays
 from nfrx.plugins.transfer.channels import TransferChannels
 from nfrx.server.registry import AgentStatus
+from nfrx.server.traffic import Traffic
 from nfrx.server.usage import Usage
 
 if TYPE_CHECKING:
@@ -200,6 +204,9 @@ def build_snapshot(gateway: Gateway, server: ServerInfo, clocks: Clocks) -> dict
             "jobs": JobsService.of(gateway).state(clocks.trio),
             "transfer": TransferChannels.of(gateway).state(),
         },
+        # Not plugins: the client keys with their usage, and the recent traffic (charts).
+        "keys": KeysService.of(gateway).state(clocks.wall),
+        "traffic": Traffic.of(gateway).state(clocks.wall),
     }
     if fleet is not None:
         snapshot["server"]["instance"] = fleet.instance_id
@@ -230,6 +237,8 @@ def _fingerprint(snapshot: dict[str, Any]) -> str:
         "workers": [{**w, "active": None} for w in jobs["workers"]],
     }
     stable["plugins"]["transfer"] = snapshot["plugins"]["transfer"]
+    # The series roll over with the clock: only the totals say that something happened.
+    stable["traffic"] = snapshot["traffic"]["totals"]
     return json.dumps(stable, sort_keys=True)
 
 
@@ -287,6 +296,10 @@ async def snapshot_stream(
             last_write = now
 
 
+DASHBOARD_VIEWS = {"/state": "dashboard", "/state/keys": "keys", "/state/connect": "connect"}
+"""The dashboard's views (overview, client keys, connect an agent): path -> endpoint."""
+
+
 def _dashboard_html() -> bytes:
     return resources.files("nfrx.server").joinpath("dashboard.html").read_bytes()
 
@@ -296,6 +309,7 @@ def blueprint(gateway: Gateway) -> Blueprint:
     bp = Blueprint("state", __name__)
     server = ServerInfo.now()
     page = _dashboard_html()
+    Traffic.of(gateway)  # counts from the first request on
 
     @bp.get("/api/state")
     async def state() -> Response:
@@ -318,7 +332,6 @@ def blueprint(gateway: Gateway) -> Blueprint:
         response.timeout = None  # Quart's 60 s default would cut every dashboard off
         return response
 
-    @bp.get("/state")
     async def dashboard() -> Response:
         response = Response(page, content_type="text/html; charset=utf-8")
         response.headers["Cache-Control"] = "no-store"
@@ -328,4 +341,7 @@ def blueprint(gateway: Gateway) -> Blueprint:
         )
         return response
 
+    # One page; its script shows the view its path names.
+    for path, endpoint in DASHBOARD_VIEWS.items():
+        bp.add_url_rule(path, endpoint, dashboard, methods=["GET"])
     return bp

@@ -136,7 +136,17 @@ def test_version_wins_over_a_command(captured: list[Any]) -> None:
 def test_commands_are_exactly_the_working_ones() -> None:
     command = typer.main.get_command(app)
     commands = sorted(command.commands)  # type: ignore[attr-defined]
-    assert commands == ["asr", "completion", "docling", "llm", "man", "mcp", "serve", "status"]
+    assert commands == [
+        "asr",
+        "completion",
+        "docling",
+        "keys",
+        "llm",
+        "man",
+        "mcp",
+        "serve",
+        "status",
+    ]
 
 
 def test_help_lists_exactly_the_working_commands() -> None:
@@ -145,7 +155,17 @@ def test_help_lists_exactly_the_working_commands() -> None:
     head, _, commands = result.stdout.partition("Commands:")
     assert commands, result.stdout
     listed = [line.split()[0] for line in commands.splitlines() if line.startswith("  ")]
-    assert listed == ["serve", "llm", "mcp", "docling", "asr", "status", "completion", "man"]
+    assert listed == [
+        "serve",
+        "llm",
+        "mcp",
+        "docling",
+        "asr",
+        "status",
+        "completion",
+        "man",
+        "keys",
+    ]
     assert "--version" in head
 
 

@@ -12,6 +12,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
@@ -26,8 +27,9 @@ _CLEAN_ENV_DROP = re.compile(
     r"LLM_.*|"
     r"EMBEDDING_BATCH_SIZE|PLUGINS|ALLOWED_ORIGINS|API_HTTP_ROLES|CLIENT_HTTP_ROLES|TLS_CERT|"
     r"TLS_KEY|CA_FILE|LOG_FORMAT|LOG_DIR|DOC_.*|ASR_.*|MAX_UPLOAD_BYTES|MCP_.*|AUTH_TOKEN|"
-    r"BROKER_.*|PUBLIC_URL|STATUS_ADDR|METRICS_PORT|JOBS_.*|TRANSFER_TTL|REDIS_URL|REDIS_ADDR|"
-    r"INSTANCE_ID|ADVERTISE_URL|AGENT_PORT|REUSE_PORT|WORKERS)$",
+    r"BROKER_.*|PUBLIC_URL|STATUS_ADDR|METRICS_PORT|JOBS_.*|TRANSFER_TTL|STATE_DIR|"
+    r"ADMIN_HTTP_ROLES|KEY_RATE_WINDOW|REDIS_URL|REDIS_ADDR|INSTANCE_ID|ADVERTISE_URL|AGENT_PORT|"
+    r"REUSE_PORT|WORKERS)$",
     re.IGNORECASE,
 )
 
@@ -171,11 +173,15 @@ async def run_server(
     env: Mapping[str, str] | None = None,
     args: list[str] | None = None,
 ) -> AsyncIterator[Server]:
+    """A server on a free port. Its STATE_DIR (client keys) is a new temporary directory unless
+    ``env`` names one (a test that restarts a server passes the same one twice)."""
     environment = {"API_KEY": api_key, "CLIENT_KEY": client_key, **(env or {})}
-    argv = ["serve", "--host", "127.0.0.1", "--port", "0", *(args or [])]
-    async with nfrx("server", argv, environment) as p:
-        match = await p.wait_for_line(r"listening on (https?://127\.0\.0\.1:\d+)")
-        yield Server(p, match.group(1), api_key, client_key)
+    with tempfile.TemporaryDirectory(prefix="nfrx-state-") as state_dir:
+        environment.setdefault("STATE_DIR", state_dir)
+        arguments = ["serve", "--host", "127.0.0.1", "--port", "0", *(args or [])]
+        async with nfrx("server", arguments, environment) as p:
+            match = await p.wait_for_line(r"listening on (https?://127\.0\.0\.1:\d+)")
+            yield Server(p, match.group(1), api_key, client_key)
 
 
 @asynccontextmanager

@@ -39,6 +39,7 @@ from nfrx.plugins.mcp import wire
 from nfrx.plugins.mcp.sessions import Call, EndedBy
 from nfrx.protocol import ResetCode
 from nfrx.redact import redact
+from nfrx.server import accounting
 from nfrx.server.proxy import is_event_stream, streaming_response
 from nfrx.transport.errors import StreamReset, TunnelClosed
 
@@ -132,6 +133,14 @@ class McpExchange:
             self.gateway.registry.release(self.agent, failed=failed, cancelled=by_client)
         outcome = self._outcome(code, failed, cancelled)
         self.gateway.metrics.mcp_exchanges.labels(self.agent.id, self.kind, outcome).inc()
+        record = accounting.current()
+        if record is not None:
+            record.exchange_ended(
+                f"mcp:{self.agent.id}",
+                None,
+                failed=outcome in ("error", "timeout"),
+                cancelled=outcome in ("cancelled", EndedBy.CLIENT_CANCELLED, EndedBy.SESSION_ENDED),
+            )
         log.info(
             "%s relay=%s status=%s duration=%.3fs%s request_id=%s",
             self.label,

@@ -53,6 +53,7 @@ from nfrx.plugins.mcp.sessions import Call, EndedBy, McpRelays, McpSession, cred
 from nfrx.server import auth
 from nfrx.server.agent_socket import serve_agent
 from nfrx.server.cors import OriginPolicy
+from nfrx.server.http_errors import HttpError
 from nfrx.server.registry import AgentStatus
 from nfrx.server.request_body import BodyTimeout, next_chunk
 
@@ -147,6 +148,8 @@ class McpRelayRoutes:
             request.headers.get("X-User-Roles"),
             self.config.api_http_roles,
         )
+        # A client key counts as the API key for the relays its routes allow.
+        api_ok = api_ok or self._client_key_admitted(relay_id, bearer)
         agent = self._connected_relay(relay_id, api_ok)
         passthrough = agent.options.get("auth_passthrough") == "true"
         digest = agent.options.get("auth_token_sha256", "")
@@ -158,6 +161,28 @@ class McpRelayRoutes:
             message = f"the relay's provider is not available (the relay {why})"
             raise _refuse(relay_id, refusals.unavailable(message))
         return agent, bearer, passthrough
+
+    def _client_key_admitted(self, relay_id: str, bearer: str | None) -> bool:
+        """True for a client key allowed on this relay now; its refusals (401, 403, 429) as
+        JSON-RPC errors."""
+        keys = self.gateway.client_keys
+        try:
+            return keys is not None and keys.admit(bearer, f"{KIND}:{relay_id}")
+        except HttpError as refused:
+            code = {
+                401: wire.RelayCode.UNAUTHORIZED,
+                403: wire.RelayCode.FORBIDDEN,
+            }.get(refused.status, wire.RelayCode.LIMIT_EXCEEDED)
+            raise _refuse(
+                relay_id,
+                McpRefusal(
+                    refused.status,
+                    code,
+                    refused.message,
+                    retryable=refused.status == 429,
+                    headers=refused.headers,
+                ),
+            ) from None
 
     def _check_host_and_origin(self, relay_id: str) -> None:
         """403 for a ``Host`` outside ``MCP_ALLOWED_HOSTS`` or a foreign ``Origin``."""

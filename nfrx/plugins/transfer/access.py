@@ -37,8 +37,9 @@ def refuse_head() -> None:
 
 def authorize(gateway: Gateway, *, api: bool, client: bool) -> None:
     """Raise 401 ``unauthorized`` unless the request holds the key (or a role) of one of the
-    allowed sides: ``api`` (API_KEY, API_HTTP_ROLES) or ``client`` (CLIENT_KEY,
-    CLIENT_HTTP_ROLES)."""
+    allowed sides: ``api`` (API_KEY, API_HTTP_ROLES, or a client key that may use ``jobs``, which
+    may refuse with 401, 403 or 429) or ``client`` (CLIENT_KEY, CLIENT_HTTP_ROLES). A side with
+    neither a key nor roles configured is open."""
     config = gateway.config
     token = auth.bearer_token(header("Authorization"))
     roles = header("X-User-Roles")
@@ -47,7 +48,15 @@ def authorize(gateway: Gateway, *, api: bool, client: bool) -> None:
         sides.append((config.api_key, config.api_http_roles))
     if client:
         sides.append((config.client_key, config.client_http_roles))
-    if any(auth.authorized(token, key, roles, allowed) for key, allowed in sides):
+    if any(
+        (key and auth.key_matches(token, key)) or auth.roles_match(roles, allowed)
+        for key, allowed in sides
+    ):
+        return
+    keys = gateway.client_keys
+    if api and keys is not None and keys.admit(token, "jobs"):
+        return
+    if any(not key and not allowed for key, allowed in sides):
         return
     names = " or ".join(
         name for name, wanted in (("API_KEY", api), ("CLIENT_KEY", client)) if wanted

@@ -16,8 +16,9 @@ _nfrx() {
     for ((i = 1; i < COMP_CWORD; i++)); do
         word=${COMP_WORDS[i]}
         case "$cmd:$word" in
-            "nfrx:serve"|"nfrx:llm"|"nfrx:mcp"|"nfrx:docling"|"nfrx:asr"|"nfrx:status"|"nfrx:completion"|"nfrx:man") cmd="${cmd} $word"; npos=0 ;;
-            "nfrx serve:--host"|"nfrx serve:--port"|"nfrx serve:--api-key"|"nfrx serve:--client-key"|"nfrx serve:--request-timeout"|"nfrx serve:--max-request-bytes"|"nfrx serve:--max-upload-bytes"|"nfrx serve:--body-timeout"|"nfrx serve:--heartbeat-interval"|"nfrx serve:--agent-dead-after"|"nfrx serve:--agent-max-models"|"nfrx serve:--agent-max-model-name-bytes"|"nfrx serve:--drain-timeout"|"nfrx serve:--llm-min-score"|"nfrx serve:--llm-queue-size"|"nfrx serve:--llm-queue-timeout"|"nfrx serve:--llm-queue-event-style"|"nfrx serve:--llm-queue-update-seconds"|"nfrx serve:--llm-idle-timeout"|"nfrx serve:--llm-max-retries"|"nfrx serve:--llm-max-parallel-embeddings"|"nfrx serve:--mcp-max-req-bytes"|"nfrx serve:--mcp-max-resp-bytes"|"nfrx serve:--mcp-max-concurrency-per-client"|"nfrx serve:--mcp-max-streams-per-client"|"nfrx serve:--mcp-call-timeout"|"nfrx serve:--mcp-call-max"|"nfrx serve:--mcp-session-idle"|"nfrx serve:--mcp-max-sessions-per-client"|"nfrx serve:--mcp-allowed-hosts"|"nfrx serve:--public-url"|"nfrx serve:--transfer-ttl"|"nfrx serve:--jobs-client-ttl"|"nfrx serve:--jobs-sse-close-delay"|"nfrx serve:--jobs-lease-seconds"|"nfrx serve:--jobs-retention"|"nfrx serve:--jobs-max"|"nfrx serve:--config"|"nfrx serve:--metrics-port"|"nfrx serve:--plugins"|"nfrx serve:--allowed-origins"|"nfrx serve:--api-http-roles"|"nfrx serve:--client-http-roles"|"nfrx serve:--tls-cert"|"nfrx serve:--tls-key"|"nfrx serve:--redis-url"|"nfrx serve:--instance-id"|"nfrx serve:--advertise-url"|"nfrx serve:--agent-port"|"nfrx serve:--workers"|"nfrx serve:--log-format"|"nfrx serve:--log-level")
+            "nfrx:serve"|"nfrx:llm"|"nfrx:mcp"|"nfrx:docling"|"nfrx:asr"|"nfrx:status"|"nfrx:completion"|"nfrx:man"|"nfrx:keys") cmd="${cmd} $word"; npos=0 ;;
+            "nfrx keys:create"|"nfrx keys:list"|"nfrx keys:show"|"nfrx keys:update"|"nfrx keys:revoke") cmd="${cmd} $word"; npos=0 ;;
+            "nfrx serve:--host"|"nfrx serve:--port"|"nfrx serve:--api-key"|"nfrx serve:--client-key"|"nfrx serve:--request-timeout"|"nfrx serve:--max-request-bytes"|"nfrx serve:--max-upload-bytes"|"nfrx serve:--body-timeout"|"nfrx serve:--heartbeat-interval"|"nfrx serve:--agent-dead-after"|"nfrx serve:--agent-max-models"|"nfrx serve:--agent-max-model-name-bytes"|"nfrx serve:--drain-timeout"|"nfrx serve:--llm-min-score"|"nfrx serve:--llm-queue-size"|"nfrx serve:--llm-queue-timeout"|"nfrx serve:--llm-queue-event-style"|"nfrx serve:--llm-queue-update-seconds"|"nfrx serve:--llm-idle-timeout"|"nfrx serve:--llm-max-retries"|"nfrx serve:--llm-max-parallel-embeddings"|"nfrx serve:--mcp-max-req-bytes"|"nfrx serve:--mcp-max-resp-bytes"|"nfrx serve:--mcp-max-concurrency-per-client"|"nfrx serve:--mcp-max-streams-per-client"|"nfrx serve:--mcp-call-timeout"|"nfrx serve:--mcp-call-max"|"nfrx serve:--mcp-session-idle"|"nfrx serve:--mcp-max-sessions-per-client"|"nfrx serve:--mcp-allowed-hosts"|"nfrx serve:--public-url"|"nfrx serve:--transfer-ttl"|"nfrx serve:--jobs-client-ttl"|"nfrx serve:--jobs-sse-close-delay"|"nfrx serve:--jobs-lease-seconds"|"nfrx serve:--jobs-retention"|"nfrx serve:--jobs-max"|"nfrx serve:--state-dir"|"nfrx serve:--admin-http-roles"|"nfrx serve:--key-rate-window"|"nfrx serve:--config"|"nfrx serve:--metrics-port"|"nfrx serve:--plugins"|"nfrx serve:--allowed-origins"|"nfrx serve:--api-http-roles"|"nfrx serve:--client-http-roles"|"nfrx serve:--tls-cert"|"nfrx serve:--tls-key"|"nfrx serve:--redis-url"|"nfrx serve:--instance-id"|"nfrx serve:--advertise-url"|"nfrx serve:--agent-port"|"nfrx serve:--workers"|"nfrx serve:--log-format"|"nfrx serve:--log-level")
                 vopt=$word
                 if [[ ${COMP_WORDS[i+1]-} == "=" ]]; then ((i += 2)); else ((i += 1)); fi ;;
             "nfrx llm:--server-url"|"nfrx llm:--client-key"|"nfrx llm:--client-id"|"nfrx llm:--client-name"|"nfrx llm:--completion-base-url"|"nfrx llm:--completion-api-key"|"nfrx llm:--max-concurrency"|"nfrx llm:--model-poll-interval"|"nfrx llm:--embedding-batch-size"|"nfrx llm:--request-timeout"|"nfrx llm:--drain-timeout"|"nfrx llm:--config"|"nfrx llm:--status-addr"|"nfrx llm:--metrics-port"|"nfrx llm:--ca-file"|"nfrx llm:--log-format"|"nfrx llm:--log-dir"|"nfrx llm:--log-level")
@@ -33,6 +34,21 @@ _nfrx() {
                 vopt=$word
                 if [[ ${COMP_WORDS[i+1]-} == "=" ]]; then ((i += 2)); else ((i += 1)); fi ;;
             "nfrx status:--server"|"nfrx status:--agent"|"nfrx status:--api-key"|"nfrx status:--token-file"|"nfrx status:--interval")
+                vopt=$word
+                if [[ ${COMP_WORDS[i+1]-} == "=" ]]; then ((i += 2)); else ((i += 1)); fi ;;
+            "nfrx keys create:--model"|"nfrx keys create:--route"|"nfrx keys create:--requests-per-minute"|"nfrx keys create:--tokens-per-minute"|"nfrx keys create:--tokens-per-day"|"nfrx keys create:--tokens-per-month"|"nfrx keys create:--expires"|"nfrx keys create:--server"|"nfrx keys create:--api-key")
+                vopt=$word
+                if [[ ${COMP_WORDS[i+1]-} == "=" ]]; then ((i += 2)); else ((i += 1)); fi ;;
+            "nfrx keys list:--server"|"nfrx keys list:--api-key")
+                vopt=$word
+                if [[ ${COMP_WORDS[i+1]-} == "=" ]]; then ((i += 2)); else ((i += 1)); fi ;;
+            "nfrx keys show:--server"|"nfrx keys show:--api-key")
+                vopt=$word
+                if [[ ${COMP_WORDS[i+1]-} == "=" ]]; then ((i += 2)); else ((i += 1)); fi ;;
+            "nfrx keys update:--name"|"nfrx keys update:--model"|"nfrx keys update:--route"|"nfrx keys update:--requests-per-minute"|"nfrx keys update:--tokens-per-minute"|"nfrx keys update:--tokens-per-day"|"nfrx keys update:--tokens-per-month"|"nfrx keys update:--expires"|"nfrx keys update:--server"|"nfrx keys update:--api-key")
+                vopt=$word
+                if [[ ${COMP_WORDS[i+1]-} == "=" ]]; then ((i += 2)); else ((i += 1)); fi ;;
+            "nfrx keys revoke:--server"|"nfrx keys revoke:--api-key")
                 vopt=$word
                 if [[ ${COMP_WORDS[i+1]-} == "=" ]]; then ((i += 2)); else ((i += 1)); fi ;;
             *:-*) ;;
@@ -52,9 +68,9 @@ _nfrx() {
             if [[ $cur == -* ]]; then
                 words="--version -V --help"
             else
-                words="serve llm mcp docling asr status completion man"
+                words="serve llm mcp docling asr status completion man keys"
             fi ;;
-        "nfrx serve") words="--host --port --api-key --client-key --request-timeout --max-request-bytes --max-upload-bytes --body-timeout --heartbeat-interval --agent-dead-after --agent-max-models --agent-max-model-name-bytes --drain-timeout --llm-min-score --llm-queue-size --llm-queue-timeout --llm-queue-events --no-llm-queue-events --llm-queue-event-style --llm-queue-update-seconds --llm-idle-timeout --llm-max-retries --llm-max-parallel-embeddings --mcp-max-req-bytes --mcp-max-resp-bytes --mcp-max-concurrency-per-client --mcp-max-streams-per-client --mcp-call-timeout --mcp-call-max --mcp-session-idle --mcp-max-sessions-per-client --mcp-allowed-hosts --public-url --transfer-ttl --jobs-client-ttl --jobs-sse-close-delay --jobs-lease-seconds --jobs-requeue-expired --no-jobs-requeue-expired --jobs-lease-required --no-jobs-lease-required --jobs-retention --jobs-max --config --metrics-port --plugins --allowed-origins --api-http-roles --client-http-roles --tls-cert --tls-key --redis-url --instance-id --advertise-url --agent-port --reuse-port --no-reuse-port --workers --log-format --log-level --print-config --help" ;;
+        "nfrx serve") words="--host --port --api-key --client-key --request-timeout --max-request-bytes --max-upload-bytes --body-timeout --heartbeat-interval --agent-dead-after --agent-max-models --agent-max-model-name-bytes --drain-timeout --llm-min-score --llm-queue-size --llm-queue-timeout --llm-queue-events --no-llm-queue-events --llm-queue-event-style --llm-queue-update-seconds --llm-idle-timeout --llm-max-retries --llm-max-parallel-embeddings --mcp-max-req-bytes --mcp-max-resp-bytes --mcp-max-concurrency-per-client --mcp-max-streams-per-client --mcp-call-timeout --mcp-call-max --mcp-session-idle --mcp-max-sessions-per-client --mcp-allowed-hosts --public-url --transfer-ttl --jobs-client-ttl --jobs-sse-close-delay --jobs-lease-seconds --jobs-requeue-expired --no-jobs-requeue-expired --jobs-lease-required --no-jobs-lease-required --jobs-retention --jobs-max --state-dir --admin-http-roles --key-rate-window --config --metrics-port --plugins --allowed-origins --api-http-roles --client-http-roles --tls-cert --tls-key --redis-url --instance-id --advertise-url --agent-port --reuse-port --no-reuse-port --workers --log-format --log-level --print-config --help" ;;
         "nfrx llm") words="--server-url --client-key --client-id --client-name --completion-base-url --completion-api-key --max-concurrency --model-poll-interval --embedding-batch-size --reconnect -r --request-timeout --drain-timeout --config --status-addr --metrics-port --ca-file --log-format --log-dir --log-level --print-config --help" ;;
         "nfrx mcp")
             if [[ $cur == -* ]]; then
@@ -80,6 +96,49 @@ _nfrx() {
         "nfrx man")
             if [[ $cur == -* ]]; then
                 words="--help"
+            else
+                case $npos in
+                    0) words="" ;;
+                    *) words="" ;;
+                esac
+            fi ;;
+        "nfrx keys")
+            if [[ $cur == -* ]]; then
+                words="--help"
+            else
+                words="create list show update revoke"
+            fi ;;
+        "nfrx keys create")
+            if [[ $cur == -* ]]; then
+                words="--model --route --requests-per-minute --tokens-per-minute --tokens-per-day --tokens-per-month --expires --disabled --server --api-key --json --help"
+            else
+                case $npos in
+                    0) words="" ;;
+                    *) words="" ;;
+                esac
+            fi ;;
+        "nfrx keys list") words="--all --server --api-key --json --help" ;;
+        "nfrx keys show")
+            if [[ $cur == -* ]]; then
+                words="--server --api-key --json --help"
+            else
+                case $npos in
+                    0) words="" ;;
+                    *) words="" ;;
+                esac
+            fi ;;
+        "nfrx keys update")
+            if [[ $cur == -* ]]; then
+                words="--name --model --route --requests-per-minute --tokens-per-minute --tokens-per-day --tokens-per-month --expires --enable --disable --server --api-key --json --help"
+            else
+                case $npos in
+                    0) words="" ;;
+                    *) words="" ;;
+                esac
+            fi ;;
+        "nfrx keys revoke")
+            if [[ $cur == -* ]]; then
+                words="--server --api-key --json --help"
             else
                 case $npos in
                     0) words="" ;;

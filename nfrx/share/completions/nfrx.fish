@@ -15,6 +15,7 @@ complete -c nfrx -n '__fish_use_subcommand' -a asr -d 'Run a speech-to-text agen
 complete -c nfrx -n '__fish_use_subcommand' -a status -d 'Show what a server or an agent is doing'
 complete -c nfrx -n '__fish_use_subcommand' -a completion -d 'Print the completion script for SHELL (bash, zsh or fish) to standard output'
 complete -c nfrx -n '__fish_use_subcommand' -a man -d 'Show the manual page of nfrx, or of COMMAND (nfrx man serve)'
+complete -c nfrx -n '__fish_use_subcommand' -a keys -d 'Manage the client keys of a server: keys you give to people, teams or apps instead of API_KEY, each with its own allowed models and routes, limits (requests and tokens per minute, tokens per day and month), expiry, and usage'
 complete -c nfrx -n '__fish_use_subcommand' -l version -s V -d 'Show the version and exit'
 complete -c nfrx -n '__fish_use_subcommand' -l help -d 'Show this message and exit'
 
@@ -62,6 +63,9 @@ complete -c nfrx -n '__fish_seen_subcommand_from serve' -l jobs-lease-required -
 complete -c nfrx -n '__fish_seen_subcommand_from serve' -l no-jobs-lease-required -d 'Workers must send the claim\'s lease token (X-Nfrx-Lease header or lease_token field) to post to a job (false: a post without one is accepted, for workers written for the original nfrx; a wrong token is still refused) (off)'
 complete -c nfrx -n '__fish_seen_subcommand_from serve' -l jobs-retention -r -F -d 'Seconds a finished job (completed, failed, canceled) stays readable before it is forgotten'
 complete -c nfrx -n '__fish_seen_subcommand_from serve' -l jobs-max -r -F -d 'Jobs the server holds at most, finished ones included (the oldest finished ones are forgotten first); creating one more answers 503 too_many_jobs'
+complete -c nfrx -n '__fish_seen_subcommand_from serve' -l state-dir -r -F -d 'Directory for what the server keeps across restarts: the client keys and their usage (keys.db, created with the first key)'
+complete -c nfrx -n '__fish_seen_subcommand_from serve' -l admin-http-roles -r -F -d 'Comma-separated roles in X-User-Roles that grant the admin API (client keys, the agent setup page\'s client key) like API_KEY does; API_HTTP_ROLES does not grant it'
+complete -c nfrx -n '__fish_seen_subcommand_from serve' -l key-rate-window -r -F -d 'Seconds of the window in which a client key\'s requests_per_minute and tokens_per_minute limits are counted (60: per minute, as the names say; a shorter window applies the same numbers to it, for tests)'
 complete -c nfrx -n '__fish_seen_subcommand_from serve' -l config -r -F -d 'YAML file with settings (keys: the snake_case of the environment names)'
 complete -c nfrx -n '__fish_seen_subcommand_from serve' -l metrics-port -r -F -d 'Serve /metrics only on this port (same host)'
 complete -c nfrx -n '__fish_seen_subcommand_from serve' -l plugins -r -F -d 'Comma-separated plugins to enable (llm, ...), \'all\' or \'none\''
@@ -198,3 +202,64 @@ complete -c nfrx -n '__fish_seen_subcommand_from completion' -a 'bash zsh fish'
 # nfrx man
 complete -c nfrx -n '__fish_seen_subcommand_from man' -l help -d 'Show this message and exit'
 complete -c nfrx -n '__fish_seen_subcommand_from man' -F
+
+# nfrx keys
+complete -c nfrx -n '__fish_seen_subcommand_from keys; and not __fish_seen_subcommand_from create list show update revoke' -a create -d 'Create a key and print its secret, which is shown this once'
+complete -c nfrx -n '__fish_seen_subcommand_from keys; and not __fish_seen_subcommand_from create list show update revoke' -a list -d 'List the keys with their rules and usage'
+complete -c nfrx -n '__fish_seen_subcommand_from keys; and not __fish_seen_subcommand_from create list show update revoke' -a show -d 'Show one key: its rules, its usage by model, and its counts in the current windows'
+complete -c nfrx -n '__fish_seen_subcommand_from keys; and not __fish_seen_subcommand_from create list show update revoke' -a update -d 'Change a key: only what the options name (--model and --route replace the lists)'
+complete -c nfrx -n '__fish_seen_subcommand_from keys; and not __fish_seen_subcommand_from create list show update revoke' -a revoke -d 'Revoke a key for good: it is refused at once (its usage stays visible)'
+complete -c nfrx -n '__fish_seen_subcommand_from keys; and not __fish_seen_subcommand_from create list show update revoke' -l help -d 'Show this message and exit'
+
+# nfrx keys create
+complete -c nfrx -n '__fish_seen_subcommand_from keys; and __fish_seen_subcommand_from create' -l model -r -F -d 'A model the key may use: a name or a shell pattern (llama3*); repeat it, or give several comma-separated'
+complete -c nfrx -n '__fish_seen_subcommand_from keys; and __fish_seen_subcommand_from create' -l route -r -F -d 'A route the key may use: llm, asr, docling, jobs, mcp (every MCP relay) or mcp:RELAY_ID (patterns allowed); repeat it, or comma-separate'
+complete -c nfrx -n '__fish_seen_subcommand_from keys; and __fish_seen_subcommand_from create' -l requests-per-minute -r -F -d 'Most requests per minute (0: no limit)'
+complete -c nfrx -n '__fish_seen_subcommand_from keys; and __fish_seen_subcommand_from create' -l tokens-per-minute -r -F -d 'Most tokens per minute (0: no limit)'
+complete -c nfrx -n '__fish_seen_subcommand_from keys; and __fish_seen_subcommand_from create' -l tokens-per-day -r -F -d 'Most tokens per UTC day (0: no limit)'
+complete -c nfrx -n '__fish_seen_subcommand_from keys; and __fish_seen_subcommand_from create' -l tokens-per-month -r -F -d 'Most tokens per UTC calendar month (0: no limit)'
+complete -c nfrx -n '__fish_seen_subcommand_from keys; and __fish_seen_subcommand_from create' -l expires -r -F -d 'When the key stops working: a duration from now (30d, 12h, 1w2d) or a date (2027-01-31, or RFC 3339 with a time zone); \'never\' removes an expiry'
+complete -c nfrx -n '__fish_seen_subcommand_from keys; and __fish_seen_subcommand_from create' -l disabled -d 'Create it disabled (enable it with update)'
+complete -c nfrx -n '__fish_seen_subcommand_from keys; and __fish_seen_subcommand_from create' -l server -r -F -d 'Base URL of the nfrx server (http://host:port)'
+complete -c nfrx -n '__fish_seen_subcommand_from keys; and __fish_seen_subcommand_from create' -l api-key -r -F -d 'The server\'s API_KEY (the admin\'s key)'
+complete -c nfrx -n '__fish_seen_subcommand_from keys; and __fish_seen_subcommand_from create' -l json -d 'Print the server\'s JSON answer'
+complete -c nfrx -n '__fish_seen_subcommand_from keys; and __fish_seen_subcommand_from create' -l help -d 'Show this message and exit'
+complete -c nfrx -n '__fish_seen_subcommand_from keys; and __fish_seen_subcommand_from create' -F
+
+# nfrx keys list
+complete -c nfrx -n '__fish_seen_subcommand_from keys; and __fish_seen_subcommand_from list' -l all -d 'Also list revoked keys'
+complete -c nfrx -n '__fish_seen_subcommand_from keys; and __fish_seen_subcommand_from list' -l server -r -F -d 'Base URL of the nfrx server (http://host:port)'
+complete -c nfrx -n '__fish_seen_subcommand_from keys; and __fish_seen_subcommand_from list' -l api-key -r -F -d 'The server\'s API_KEY (the admin\'s key)'
+complete -c nfrx -n '__fish_seen_subcommand_from keys; and __fish_seen_subcommand_from list' -l json -d 'Print the server\'s JSON answer'
+complete -c nfrx -n '__fish_seen_subcommand_from keys; and __fish_seen_subcommand_from list' -l help -d 'Show this message and exit'
+
+# nfrx keys show
+complete -c nfrx -n '__fish_seen_subcommand_from keys; and __fish_seen_subcommand_from show' -l server -r -F -d 'Base URL of the nfrx server (http://host:port)'
+complete -c nfrx -n '__fish_seen_subcommand_from keys; and __fish_seen_subcommand_from show' -l api-key -r -F -d 'The server\'s API_KEY (the admin\'s key)'
+complete -c nfrx -n '__fish_seen_subcommand_from keys; and __fish_seen_subcommand_from show' -l json -d 'Print the server\'s JSON answer'
+complete -c nfrx -n '__fish_seen_subcommand_from keys; and __fish_seen_subcommand_from show' -l help -d 'Show this message and exit'
+complete -c nfrx -n '__fish_seen_subcommand_from keys; and __fish_seen_subcommand_from show' -F
+
+# nfrx keys update
+complete -c nfrx -n '__fish_seen_subcommand_from keys; and __fish_seen_subcommand_from update' -l name -r -F -d 'A new name'
+complete -c nfrx -n '__fish_seen_subcommand_from keys; and __fish_seen_subcommand_from update' -l model -r -F -d 'A model the key may use: a name or a shell pattern (llama3*); repeat it, or give several comma-separated'
+complete -c nfrx -n '__fish_seen_subcommand_from keys; and __fish_seen_subcommand_from update' -l route -r -F -d 'A route the key may use: llm, asr, docling, jobs, mcp (every MCP relay) or mcp:RELAY_ID (patterns allowed); repeat it, or comma-separate'
+complete -c nfrx -n '__fish_seen_subcommand_from keys; and __fish_seen_subcommand_from update' -l requests-per-minute -r -F -d 'Most requests per minute (0: no limit)'
+complete -c nfrx -n '__fish_seen_subcommand_from keys; and __fish_seen_subcommand_from update' -l tokens-per-minute -r -F -d 'Most tokens per minute (0: no limit)'
+complete -c nfrx -n '__fish_seen_subcommand_from keys; and __fish_seen_subcommand_from update' -l tokens-per-day -r -F -d 'Most tokens per UTC day (0: no limit)'
+complete -c nfrx -n '__fish_seen_subcommand_from keys; and __fish_seen_subcommand_from update' -l tokens-per-month -r -F -d 'Most tokens per UTC calendar month (0: no limit)'
+complete -c nfrx -n '__fish_seen_subcommand_from keys; and __fish_seen_subcommand_from update' -l expires -r -F -d 'When the key stops working: a duration from now (30d, 12h, 1w2d) or a date (2027-01-31, or RFC 3339 with a time zone); \'never\' removes an expiry'
+complete -c nfrx -n '__fish_seen_subcommand_from keys; and __fish_seen_subcommand_from update' -l enable -d 'Let the key work, or stop it for now'
+complete -c nfrx -n '__fish_seen_subcommand_from keys; and __fish_seen_subcommand_from update' -l disable -d 'Let the key work, or stop it for now (off)'
+complete -c nfrx -n '__fish_seen_subcommand_from keys; and __fish_seen_subcommand_from update' -l server -r -F -d 'Base URL of the nfrx server (http://host:port)'
+complete -c nfrx -n '__fish_seen_subcommand_from keys; and __fish_seen_subcommand_from update' -l api-key -r -F -d 'The server\'s API_KEY (the admin\'s key)'
+complete -c nfrx -n '__fish_seen_subcommand_from keys; and __fish_seen_subcommand_from update' -l json -d 'Print the server\'s JSON answer'
+complete -c nfrx -n '__fish_seen_subcommand_from keys; and __fish_seen_subcommand_from update' -l help -d 'Show this message and exit'
+complete -c nfrx -n '__fish_seen_subcommand_from keys; and __fish_seen_subcommand_from update' -F
+
+# nfrx keys revoke
+complete -c nfrx -n '__fish_seen_subcommand_from keys; and __fish_seen_subcommand_from revoke' -l server -r -F -d 'Base URL of the nfrx server (http://host:port)'
+complete -c nfrx -n '__fish_seen_subcommand_from keys; and __fish_seen_subcommand_from revoke' -l api-key -r -F -d 'The server\'s API_KEY (the admin\'s key)'
+complete -c nfrx -n '__fish_seen_subcommand_from keys; and __fish_seen_subcommand_from revoke' -l json -d 'Print the server\'s JSON answer'
+complete -c nfrx -n '__fish_seen_subcommand_from keys; and __fish_seen_subcommand_from revoke' -l help -d 'Show this message and exit'
+complete -c nfrx -n '__fish_seen_subcommand_from keys; and __fish_seen_subcommand_from revoke' -F
