@@ -20,7 +20,10 @@ Capacity: one ``MAX_CONCURRENCY`` for all tunnels. :meth:`Instances.take` refuse
 would exceed it (the runtime resets it as ``overloaded``); while more than one tunnel is live,
 every change of the count sends each tunnel a :class:`~nfrx.protocol.frames.Load` frame with the
 slots the *other* tunnels' streams hold (coalesced: one pass per scheduling round, and only to
-tunnels whose number changed), so each instance's view of the agent stays current.
+tunnels whose number changed), so each instance's view of the agent stays current. A tunnel whose
+stream was refused gets a Load as soon as a slot is free, and not before -- even the only tunnel
+(its instance may hand a slot on before this agent's stream in it ended): its instance counts the
+agent as full until then.
 
 Owner: the runtime's connect nursery runs :meth:`Instances.run` (the load reporter and the member
 loops' nursery).
@@ -192,10 +195,10 @@ class Instances:
 
     def take(self, tunnel: Tunnel) -> bool:
         """Take a slot for a stream of ``tunnel``; False when every slot is taken (the instance
-        then counts this agent as full until its next Load, so one is due on ``tunnel``)."""
+        then counts this agent as full until its next Load, so one is due on ``tunnel`` as soon
+        as a slot is free)."""
         if self.slots >= self.max_concurrency:
             tunnel.load_sent = -1
-            self._load_changed.set()
             return False
         self.slots += 1
         tunnel.inflight += 1
@@ -211,12 +214,16 @@ class Instances:
 
     async def _report_load(self) -> None:
         """Send each live tunnel a Load frame when the slots held elsewhere change (only while
-        several tunnels are live; one back to 0 when it becomes the only one)."""
+        several tunnels are live; one back to 0 when it becomes the only one), and a tunnel that
+        was refused one once a slot is free."""
         while True:
             await self._load_changed.wait()
             self._load_changed = trio.Event()
             live = [t for t in self.tunnels.values() if t.live]
+            full = self.slots >= self.max_concurrency
             for tunnel in live:
+                if tunnel.load_sent == -1 and full:
+                    continue  # refused for want of a slot: "free" is the news it waits for
                 elsewhere = self.slots - tunnel.inflight if len(live) > 1 else 0
                 if elsewhere != tunnel.load_sent and tunnel.session is not None:
                     tunnel.load_sent = elsewhere

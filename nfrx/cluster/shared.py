@@ -5,7 +5,8 @@ coredis client, whose connections live exactly as long)::
 
     SharedCluster.run
     +-- heartbeat: renews this instance's record and agents, reads the others' (membership,
-    |   directory), purges dead instances' queue entries, tells local agents of changes
+    |   directory), purges dead instances' queue entries, tells local agents of changes; beats
+    |   at once (and has the others read it) when an agent comes or goes
     +-- listener: subscribed to the change messages (queue entries, membership); reads the
     |   whole queue after each subscription
     +-- queue writer: registers this instance's waiters, removes those that left
@@ -37,7 +38,14 @@ from nfrx.cluster.directory import Fleet, InstanceView
 from nfrx.cluster.local import LocalCluster
 from nfrx.cluster.members import HEARTBEAT, RECORD_TTL, Membership, advertise_url
 from nfrx.cluster.queue_order import RESYNC_SECONDS, SharedOrder
-from nfrx.cluster.store import EVENTS, ClusterUnavailable, MemberRecord, Store, translated
+from nfrx.cluster.store import (
+    EVENTS,
+    CancelledNoise,
+    ClusterUnavailable,
+    MemberRecord,
+    Store,
+    translated,
+)
 from nfrx.config.model import default_instance_id
 from nfrx.plugins import SERVER_PLUGINS
 from nfrx.protocol import Members
@@ -75,6 +83,9 @@ class SharedCluster(LocalCluster):
         self._store: Store | None = None
         self._beat_now = trio.Event()
         self._agents_sent = ""
+        self._roster_sent = -1
+        """The registry's roster as the last heartbeat published it."""
+        gateway.registry.subscribe(self._registry_changed)
         self.order = SharedOrder(gateway.queue, self.instance_id, self._attached)
         gateway.queue.order = self.order
         self._chores_in, self._chores_out = trio.open_memory_channel[
@@ -184,7 +195,10 @@ class SharedCluster(LocalCluster):
         self.url = advertise_url(self.config, binds)
         self._membership = Membership(self._record())
         # coredis logs each of its own retries at INFO; this module says what matters, once.
-        logging.getLogger("coredis").setLevel(logging.WARNING)
+        coredis_log = logging.getLogger("coredis")
+        coredis_log.setLevel(logging.WARNING)
+        if not any(isinstance(f, CancelledNoise) for f in coredis_log.filters):
+            coredis_log.addFilter(CancelledNoise())
         client = connect(self.address)
         async with client:
             store = self._store = Store(client)
@@ -237,12 +251,19 @@ class SharedCluster(LocalCluster):
                 await self._beat_now.wait()
             await self._beat(store)
 
+    def _registry_changed(self) -> None:
+        # An agent came or went: publish it now, not at the next beat, and have the others read
+        # it at once -- until they do, they pass over this instance's waiters for that agent.
+        if self.gateway.registry.roster != self._roster_sent:
+            self._beat_now.set()
+
     async def _beat(self, store: Store) -> None:
         """One heartbeat (see the module docstring); never raises for Redis's sake."""
         self._beat_now = trio.Event()
         membership = self._membership
         assert membership is not None
         draining_news = membership.me.draining != self.draining
+        roster = self.gateway.registry.roster
         membership.me = self._record()
         agents = self._agents_json()
         try:
@@ -250,9 +271,10 @@ class SharedCluster(LocalCluster):
                 membership.me, agents if agents != self._agents_sent else None, RECORD_TTL
             )
             joined, left = membership.update(beat)
-            if beat.lost or draining_news:
+            if beat.lost or draining_news or roster != self._roster_sent:
                 await store.announce()
             self._agents_sent = agents
+            self._roster_sent = roster
             purge = self.order.purge(set(membership.members))
             await store.queue_remove(purge)
         except ClusterUnavailable as exc:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 from typing import TYPE_CHECKING, Any, Final
 
 import attrs
@@ -99,6 +100,17 @@ def translated(what: str, timeout: float = TIMEOUT) -> Iterator[None]:
         if isinstance(first, trio.TooSlowError):
             raise ClusterUnavailable(f"{what}: no answer within {timeout:g} s") from None
         raise ClusterUnavailable(f"{what}: {type(first).__name__}: {first}") from None
+
+
+class CancelledNoise(logging.Filter):
+    """Drops coredis's log records about a connection attempt that a cancellation of ours cut
+    short (it logs them as errors, with a traceback, when an instance stops)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is None:
+            return True
+        return not all(isinstance(leaf, trio.Cancelled) for leaf in _leaves(exc))
 
 
 def _leaves(exc: BaseException) -> list[BaseException]:

@@ -505,6 +505,7 @@ async def open_exchange(
     """
     config = gateway.config
     streamed = isinstance(body, Upload)
+    heard = agent.heard  # what the agent said before this stream: see AgentRegistry.saturate
     try:
         stream = agent.session.open_stream(
             method,
@@ -547,7 +548,7 @@ async def open_exchange(
         replayable = not isinstance(body, Upload) or body.replayable
         if isinstance(exc, StreamReset) and exc.code == ResetCode.OVERLOADED and replayable:
             exchange.finish(failed=False, refused=True)
-            gateway.registry.saturate(agent)
+            gateway.registry.saturate(agent, heard)
             raise AttemptFailed(error, retryable=True, busy=True) from None
         log.warning(
             "%s: agent %s failed before answering: %s request_id=%s",

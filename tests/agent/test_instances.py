@@ -62,11 +62,12 @@ async def test_one_capacity_for_every_tunnel_and_each_instance_hears_of_the_othe
         assert instances.take(tb)
         assert not instances.take(ta)  # the third, whichever tunnel it comes from
         await trio.testing.wait_all_tasks_blocked()
-        assert (loads(a), loads(b)) == ([1], [1])  # each is told what the other holds
+        # b is told what a holds; a, refused, hears nothing until a slot is free.
+        assert (loads(a), loads(b)) == ([], [1])
         instances.give_back(tb)
         await trio.testing.wait_all_tasks_blocked()
-        # a was refused: it hears again (its view may be stale), b's number did not change.
-        assert (loads(a), loads(b)) == ([1, 0], [1])
+        # a hears that b holds none now; b's number did not change.
+        assert (loads(a), loads(b)) == ([0], [1])
         assert sorted(dialled) == ["a", "b"]
         nursery.cancel_scope.cancel()
 
@@ -82,6 +83,29 @@ async def test_a_single_tunnel_gets_no_load_frames() -> None:
         instances.give_back(tunnel)
         await trio.testing.wait_all_tasks_blocked()
         assert loads(alone) == []
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_refused_tunnel_hears_once_a_slot_is_free_even_alone() -> None:
+    # Alone too: the server hands a slot on as soon as it resets a stream, which may be before
+    # this agent's stream in it ended; the refused request waits for this Load.
+    instances = Instances(max_concurrency=1)
+    alone = FakeSession()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(instances.run, await run(instances, []))
+        tunnel = instances.attach("", alone, ())  # type: ignore[arg-type]
+        assert tunnel is not None
+        assert instances.take(tunnel)
+        assert not instances.take(tunnel)
+        await trio.testing.wait_all_tasks_blocked()
+        assert loads(alone) == []  # still full: nothing to say yet
+        instances.give_back(tunnel)
+        await trio.testing.wait_all_tasks_blocked()
+        assert loads(alone) == [0]
+        assert instances.take(tunnel)
+        instances.give_back(tunnel)
+        await trio.testing.wait_all_tasks_blocked()
+        assert loads(alone) == [0]  # once per refusal
         nursery.cancel_scope.cancel()
 
 

@@ -55,6 +55,19 @@ async def wait_tunnels(
         await agent.wait_for_line(rf"connected to .*\(instance {re.escape(name)}\)", start=start)
 
 
+async def wait_attached(servers: list[Server], names: tuple[str, ...] | list[str]) -> None:
+    """Until every server's fleet view shows each agent attached to exactly ``names`` (the
+    other instances' directory: what the shared queue order counts on)."""
+    expected = sorted(names)
+
+    def attached(snapshot: dict[str, Any]) -> bool:
+        agents = snapshot["plugins"]["llm"]["agents"]
+        return bool(agents) and all(a.get("instances") == expected for a in agents)
+
+    for server in servers:
+        await wait_state(server, attached)
+
+
 def chat(content: str, model: str = "fixture-model", **fixture: Any) -> dict[str, Any]:
     body: dict[str, Any] = {"model": model, "messages": [{"role": "user", "content": content}]}
     if fixture:

@@ -23,6 +23,7 @@ from tests.e2e.cluster import (
     peak_concurrency,
     run_instances,
     state,
+    wait_attached,
     wait_state,
     wait_tunnels,
 )
@@ -140,6 +141,7 @@ async def test_the_queue_is_one_fifo_across_instances(redis_url: str) -> None:
                 httpx.AsyncClient(timeout=60) as http,
             ):
                 await wait_tunnels(agent, ["a", "b"])
+                await wait_attached([a, b], ["a", "b"])
                 positions: dict[str, int] = {}
 
                 async def send(server: Server, content: str, hold: str) -> None:
