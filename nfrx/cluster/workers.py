@@ -15,11 +15,19 @@ of the gateway like any other (hence ``REDIS_URL`` is required: the config refus
 The parent hands each worker its settings through the environment (:func:`nfrx.config.load.
 environment`: the effective config, flags and file included, so a worker reads no file) and:
 
-* forwards signals: the first SIGTERM/SIGINT drains every worker, a second stops them at once;
+* forwards signals: the first SIGTERM/SIGINT drains every worker, a second stops them at once.
+  Workers run in a session of their own, so that a terminal's Ctrl-C reaches the parent only
+  (the whole process group would get it: each worker would count it and the parent's SIGTERM as
+  two signals and stop without draining). Under systemd, ``KillMode=mixed`` for the same reason;
 * restarts a worker that exits unexpectedly (after :data:`RESTART_DELAY`; a new instance id);
 * never leaves orphans: each worker asks the kernel for SIGTERM when the parent dies
   (``PR_SET_PDEATHSIG``: a ``kill -9`` of the parent drains the workers), and the parent kills
   the workers still running when it stops for any other reason.
+
+The kernel sends that signal when the *thread* that forked the worker ends, not the process, so
+workers are forked from the event loop's own thread (:func:`spawn`, a few milliseconds of
+blocking in a process that does nothing else): ``trio.lowlevel.open_process`` forks from a
+worker thread of trio's cache, which ends after ten idle seconds -- and the workers with it.
 """
 
 from __future__ import annotations
@@ -54,10 +62,50 @@ _PR_SET_PDEATHSIG: Final = 1
 
 
 @attrs.define(eq=False)
+class WorkerProcess:
+    """A running worker: its ``Popen`` and a pidfd that becomes readable when it exits."""
+
+    popen: subprocess.Popen[bytes]
+    pidfd: int
+
+    @property
+    def returncode(self) -> int | None:
+        return self.popen.returncode
+
+    def send_signal(self, signum: int) -> None:
+        if self.popen.returncode is None:
+            self.popen.send_signal(signum)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    async def wait(self) -> int:
+        """Its exit status, once it exited (reaped here; the pidfd is closed then)."""
+        if self.popen.returncode is None:
+            await trio.lowlevel.wait_readable(self.pidfd)
+            self.popen.wait()  # exited: returns at once
+            os.close(self.pidfd)
+        return self.popen.returncode
+
+
+def spawn(env: dict[str, str]) -> WorkerProcess:
+    """Start a worker from this (the event loop's) thread: see the module docstring."""
+    parent = os.getpid()
+    popen = subprocess.Popen(
+        [sys.executable, "-m", "nfrx", "serve"],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+        preexec_fn=lambda: _die_with_parent(parent),
+    )
+    return WorkerProcess(popen, os.pidfd_open(popen.pid))
+
+
+@attrs.define(eq=False)
 class Worker:
     index: int
     env: dict[str, str]
-    process: trio.Process | None = None
+    process: WorkerProcess | None = None
 
 
 def reserve(host: str, port: int) -> socket.socket:
@@ -104,9 +152,11 @@ def _with_port(url: str, port: int) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc=f"{host}:{port}"))
 
 
-def _die_with_parent() -> None:  # pragma: no cover -- runs in the child, before exec
+def _die_with_parent(parent: int) -> None:  # pragma: no cover -- in the child, before exec
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # the parent died before the request: nobody would signal it
+        os._exit(1)
 
 
 async def supervise(config: ServerConfig) -> int:
@@ -137,12 +187,7 @@ async def supervise(config: ServerConfig) -> int:
         """Run ``worker``, again if it exits while not stopping; return once it exited after
         a signal."""
         while True:
-            worker.process = await trio.lowlevel.open_process(
-                [sys.executable, "-m", "nfrx", "serve"],
-                env={**os.environ, **worker.env},
-                stdin=subprocess.DEVNULL,
-                preexec_fn=_die_with_parent,
-            )
+            worker.process = spawn({**os.environ, **worker.env})
             code = await worker.process.wait()
             if stopping:
                 return

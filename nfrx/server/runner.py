@@ -168,19 +168,27 @@ async def run_server(
             )
             log.info("metrics on %s", ", ".join(f"{bind}/metrics" for bind in metrics_binds))
         await nursery.start(gateway.cluster.run, binds)
+        # Before the line that says it is up: from then on a signal drains (a worker of
+        # --workers whose parent is killed that early leaves the gateway, as later).
+        await nursery.start(_watch_signals, gateway, shutdown, nursery, config.drain_timeout)
         log.info(
             "nfrx serve listening on %s (plugins: %s)",
             ", ".join(binds),
             ", ".join(enabled_plugins(config.plugins)) or "none",
         )
-        nursery.start_soon(_watch_signals, gateway, shutdown, nursery, config.drain_timeout)
         task_status.started(binds)
 
 
 async def _watch_signals(
-    gateway: Gateway, shutdown: trio.Event, nursery: trio.Nursery, drain_timeout: float
+    gateway: Gateway,
+    shutdown: trio.Event,
+    nursery: trio.Nursery,
+    drain_timeout: float,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        task_status.started()
         async for signum in signals:
             name = signal.Signals(signum).name
             if gateway.draining:
