@@ -1,5 +1,6 @@
 """The stack's ceiling: hypercorn's trio worker serving a bare ASGI app that answers every request
-with the canned chat completion (no Quart, no tunnel, no agent, no backend).
+with the canned chat completion, or under ``/sse/`` with the canned 4-event stream, in one body
+message (no Quart, no tunnel, no agent, no backend).
 
     python bench/ceiling_app.py PORT
 
@@ -16,10 +17,12 @@ from typing import Any
 import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
-from stack import CANNED_JSON
+from stack import CANNED_JSON, CANNED_SSE
 
 BODY = CANNED_JSON.encode()
 HEADERS = [(b"content-type", b"application/json"), (b"content-length", str(len(BODY)).encode())]
+SSE_BODY = CANNED_SSE.encode()
+SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
 
 
 async def app(scope: Any, receive: Any, send: Any) -> None:
@@ -35,8 +38,10 @@ async def app(scope: Any, receive: Any, send: Any) -> None:
         return
     while (await receive()).get("more_body"):
         pass
-    await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
-    await send({"type": "http.response.body", "body": BODY})
+    sse = scope["path"].startswith("/sse/")
+    headers = SSE_HEADERS if sse else HEADERS
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": SSE_BODY if sse else BODY})
 
 
 def main() -> None:

@@ -11,7 +11,8 @@ wrk.body = '{"model":"' .. (os.getenv("MODEL") or "canned")
 done = function(summary, latency, requests)
   local errors = summary.errors.status + summary.errors.connect + summary.errors.read
     + summary.errors.write + summary.errors.timeout
-  io.write(string.format("BENCH %d %.1f %.3f %.3f %.3f %d %d\n", summary.requests,
+  io.write(string.format("BENCH %d %.1f %.3f %.3f %.3f %d %d %d\n", summary.requests,
     summary.requests / (summary.duration / 1e6), latency:percentile(50) / 1000,
-    latency:percentile(99) / 1000, latency.mean / 1000, errors, summary.duration))
+    latency:percentile(99) / 1000, latency.mean / 1000, errors, summary.duration,
+    summary.bytes))
 end

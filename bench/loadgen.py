@@ -18,6 +18,10 @@ class WrkResult:
     mean_ms: float
     errors: int
     """Connect, read, write and timeout errors plus non-2xx/3xx answers."""
+    seconds: float = 0.0
+    """How long the run lasted."""
+    bytes_read: int = 0
+    """Every byte wrk read, responses still in progress at the end included."""
 
 
 def run_wrk(
@@ -57,6 +61,8 @@ def run_wrk(
                 p99_ms=float(fields[4]),
                 mean_ms=float(fields[5]),
                 errors=int(fields[6]),
+                seconds=int(fields[7]) / 1e6,
+                bytes_read=int(fields[8]),
             )
     raise RuntimeError(
         f"wrk printed no summary (rc {done.returncode}):\n{done.stdout}{done.stderr}"

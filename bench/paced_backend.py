@@ -7,6 +7,9 @@
   (a role chunk at once, 20 content chunks ``GAP`` s apart, a stop chunk) and ``data: [DONE]``.
 - ``... "model": "bulk"``: ``BULK_BYTES`` of SSE comments as fast as the peer takes them, to
   test that a slow reader slows the producer instead of growing a buffer in the relay.
+- ``... "model": "long"``: ``LONG_EVENTS`` one-token chat chunks and ``data: [DONE]``, each
+  written (one HTTP chunk, one ``send_all``: flushed) on its own, with no pause -- a token
+  stream at wire speed, which nginx cannot play from a static ``return``.
 - ``GET /bench/closes``: ``{request_id: monotonic_time}`` for every response whose peer went
   away before it was complete (``X-Request-Id`` names the request). ``time.monotonic`` is
   CLOCK_MONOTONIC, which every process on the machine shares, so the benchmark can subtract its
@@ -30,7 +33,8 @@ import trio
 GAP = 0.05
 EVENTS = 20
 BULK_BYTES = 256 * 1024 * 1024
-MODELS = ("paced", "bulk")
+LONG_EVENTS = 500
+MODELS = ("paced", "bulk", "long")
 
 closes: dict[str, float] = {}
 
@@ -41,6 +45,12 @@ def _chunk(delta: str, finish: str = "null") -> bytes:
         f'"model":"paced","choices":[{{"index":0,"delta":{delta},"finish_reason":{finish}}}]}}'
         "\n\n"
     ).encode()
+
+
+LONG_CHUNKS = (
+    *(_chunk(f'{{"content":"t{i}"}}') for i in range(LONG_EVENTS)),
+    b"data: [DONE]\n\n",
+)
 
 
 async def _next_event(conn: h11.Connection, stream: trio.SocketStream) -> object:
@@ -91,6 +101,9 @@ async def _stream_answer(
                     block = b": " + b"x" * (65536 - 3) + b"\n"
                     for _ in range(BULK_BYTES // len(block)):
                         await _send(conn, stream, h11.Data(data=block))
+                elif model == "long":
+                    for chunk in LONG_CHUNKS:
+                        await _send(conn, stream, h11.Data(data=chunk))
                 else:
                     await _send(conn, stream, h11.Data(data=_chunk('{"role":"assistant"}')))
                     for i in range(EVENTS):

@@ -1,4 +1,5 @@
-"""Scenarios beyond wrk's request loop, each with a hard time cap and one printed figure.
+"""Scenarios beyond wrk's request loop, each with a hard time cap and one printed figure;
+:func:`run_all` runs them in order and returns the figures the targets table needs.
 
 The client is a few lines of raw HTTP/1.1 over Trio sockets (one connection per request, h11
 reading the answer by its framing), cheap enough for 2,000 concurrent streams from one process
@@ -15,11 +16,14 @@ from typing import TYPE_CHECKING
 
 import attrs
 import h11
+import hotpath
 import trio
 from stack import API_KEY
 
 if TYPE_CHECKING:
+    import subprocess
     from collections.abc import Mapping
+    from pathlib import Path
 
     from stack import Proc, Stack
 
@@ -301,3 +305,89 @@ async def slow_reader(stack: Stack, stall: float = 3.0) -> SlowReaderResult:
     return SlowReaderResult(
         read // 1024, stall, {name: (before[name], peaks[name]) for name in procs}
     )
+
+
+# -- all of them -------------------------------------------------------------------------------
+
+
+@attrs.define
+class Figures:
+    lines: list[str] = attrs.field(factory=list)
+    cancel_p50_ms: dict[str, float] = attrs.field(factory=dict)
+    """via -> client close -> backend close, p50."""
+    paced: dict[str, StreamsResult] = attrs.field(factory=dict)
+    """via -> the paced streams' result."""
+    paced_cpu_us: dict[str, float] = attrs.field(factory=dict)
+    """nfrx process -> CPU µs per relayed event over the nfrx paced streams."""
+    profiles: str = ""
+
+    def say(self, text: str) -> None:
+        print(text, flush=True)
+        self.lines.append(text)
+
+
+def run_all(stack: Stack, quick: bool, out_dir: Path | None) -> Figures:
+    """Every scenario in turn; with ``out_dir``, py-spy the nfrx paced streams too."""
+    figures = Figures()
+    for via in ("nginx", "nfrx"):
+        c = trio.run(cancellation, stack, via, 200)
+        figures.cancel_p50_ms[via] = c.p50_ms
+        figures.say(
+            f"- cancellation via {via}: client close → backend sees close, p50 "
+            f"{c.p50_ms:.2f} ms, p99 {c.p99_ms:.2f} ms ({c.seen}/{c.count} closes seen)"
+        )
+    q = trio.run(queue_dispatch, stack, 200)
+    figures.say(
+        f"- queue dispatch: {q.count} simultaneous requests onto a capacity-1 agent: "
+        f"{q.wall_s:.2f} s wall, {q.per_request_ms:.2f} ms per request "
+        f"(one at a time: {q.single_ms:.2f} ms each), errors {q.errors}"
+    )
+    count = 500 if quick else 2000
+    for via in ("nginx", "nfrx"):
+        _paced(stack, via, count, figures, out_dir if via == "nfrx" else None)
+    r = trio.run(slow_reader, stack, 3.0)
+    rss = ", ".join(
+        f"{name} {b / 1024:.0f} → {p / 1024:.0f} MiB" for name, (b, p) in r.rss_kib.items()
+    )
+    figures.say(
+        f"- slow reader (256 MiB stream, read {r.read_kib} KiB, then stalled {r.stalled_s:.0f} s): "
+        f"RSS {rss}"
+    )
+    return figures
+
+
+def _paced(stack: Stack, via: str, count: int, figures: Figures, out_dir: Path | None) -> None:
+    assert stack.server is not None
+    procs = {"server": stack.server, "agent": stack.agents["paced"]}
+    samplers: dict[str, tuple[subprocess.Popen[bytes], Path]] = {}
+    if out_dir is not None and hotpath.available():
+        for name, proc in procs.items():
+            path = out_dir / f"{name}-paced.folded"
+            samplers[name] = (hotpath.start(proc.pid, 8, path), path)
+    cpu_before = {name: proc.cpu_seconds() for name, proc in procs.items()}
+    s = trio.run(paced_streams, stack, via, count)
+    cpu = {name: proc.cpu_seconds() - cpu_before[name] for name, proc in procs.items()}
+    figures.paced[via] = s
+    for name, (sampler, path) in samplers.items():
+        sampler.wait(timeout=60)
+        if path.exists():
+            title = f"{name}, first 8 s of {count} paced streams"
+            figures.profiles += hotpath.render(title, hotpath.summarise(path)) + "\n"
+    rss = ", ".join(
+        f"{name} {b / 1024:.0f} → peak {p / 1024:.0f} → {a / 1024:.0f} MiB"
+        for name, (b, p, a) in s.rss_kib.items()
+    )
+    line = (
+        f"- {s.count} concurrent paced streams via {via} (ideal 1.05 s each): errors "
+        f"{s.errors}, duration p50 {s.p50_s:.2f} s, p99 {s.p99_s:.2f} s, peak in flight "
+        f"{s.peak_inflight}; nfrx RSS {rss}"
+    )
+    if via == "nfrx":
+        events = max((s.count - s.errors) * PACED_EVENTS, 1)
+        figures.paced_cpu_us = {name: seconds / events * 1e6 for name, seconds in cpu.items()}
+        line += "; CPU per relayed event: " + ", ".join(
+            f"{name} {us:.1f} µs" for name, us in figures.paced_cpu_us.items()
+        )
+    figures.say(line)
+    for kind, n in s.error_kinds.items():
+        figures.say(f"  - {n} times: {kind}")

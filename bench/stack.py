@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 API_KEY = "bench-api-key"
 CLIENT_KEY = "bench-client-key"
 READY_TIMEOUT = 30.0
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 BENCH_DIR = Path(__file__).resolve().parent
 
 CANNED_JSON = (
@@ -157,6 +158,15 @@ class Proc:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
         return 0
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time so far (``/proc/<pid>/stat`` utime + stime); 0 once gone."""
+        try:
+            stat = Path(f"/proc/{self.pid}/stat").read_text()
+        except OSError:
+            return 0.0
+        fields = stat.rpartition(")")[2].split()  # after "pid (comm)"; utime, stime: 14, 15
+        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
     def log_tail(self, lines: int = 20) -> str:
         try:
@@ -318,7 +328,8 @@ class Stack:
     # -- addresses -------------------------------------------------------------------------
 
     def url(self, path: str, *, model: str) -> str:
-        """The chat URL of ``path`` (direct, nginx, nfrx) for ``model``."""
+        """The chat URL of ``path`` (direct, nginx, nfrx) for ``model`` (``long`` is served by
+        the paced backend, so it shares the ``paced`` agent and proxy)."""
         p = self.ports
         if path == "nfrx":
             return f"http://127.0.0.1:{p.nfrx}/api/llm/v1/chat/completions"
@@ -326,9 +337,11 @@ class Stack:
             ("direct", "canned"): p.json,
             ("direct", "canned-sse"): p.sse,
             ("direct", "paced"): p.paced,
+            ("direct", "long"): p.paced,
             ("nginx", "canned"): p.proxy_json,
             ("nginx", "canned-sse"): p.proxy_sse,
             ("nginx", "paced"): p.proxy_paced,
+            ("nginx", "long"): p.proxy_paced,
         }
         return f"http://127.0.0.1:{table[path, model]}/v1/chat/completions"
 

@@ -1,4 +1,10 @@
-"""Probing a local service over HTTP: one GET, its failures as :class:`BackendUnavailable`."""
+"""Probing a local service over HTTP: one GET, its failures as :class:`BackendUnavailable`.
+
+Every probe opens a connection of its own (``Connection: close``): relayed requests use the
+agent's lean pool (:mod:`nfrx.agent.backend_http`), probes httpx's, and a probe that reused an
+old keep-alive connection would call a backend that no longer accepts connections ready. One
+connection per poll interval costs nothing.
+"""
 
 from __future__ import annotations
 
@@ -20,7 +26,9 @@ async def probe_get(
     """GET ``url``; raises :class:`BackendUnavailable` unless it answers with a status below
     ``ok_below``."""
     try:
-        response = await client.get(url, headers=dict(headers), timeout=PROBE_TIMEOUT)
+        response = await client.get(
+            url, headers={**headers, "connection": "close"}, timeout=PROBE_TIMEOUT
+        )
     except httpx.HTTPError as exc:
         raise BackendUnavailable(f"GET {url}: {type(exc).__name__}: {exc}") from None
     if response.status_code >= ok_below:

@@ -68,12 +68,19 @@ class TunnelStream:
     # -- inbound body --------------------------------------------------------------------------
 
     async def receive_some(self) -> bytes:
-        """The next chunk of the peer's body, or ``b""`` once it has ended.
+        """Every body byte of the peer's that has arrived and not been read yet, in order --
+        waiting only while there is none -- or ``b""`` once the body has ended.
+
+        What arrived in several Data frames since the last call comes out as one piece (at most
+        one credit window), so a consumer that writes what it reads makes one write per burst,
+        not one per frame; a frame that arrives alone is returned at once, never held back to
+        wait for more.
 
         Raises :class:`StreamReset` or :class:`TunnelClosed` if the stream failed before the end
         of the body was received (data already buffered is still delivered first).
         """
-        while not self._chunks:
+        chunks = self._chunks
+        while not chunks:
             if self._eof:
                 await trio.lowlevel.checkpoint()
                 return b""
@@ -81,10 +88,14 @@ class TunnelStream:
                 await trio.lowlevel.checkpoint()
                 raise self._failure
             await self._readable.park()
-        chunk = self._chunks.popleft()
-        self._acknowledge(len(chunk))
+        if len(chunks) == 1:
+            data = chunks.popleft()
+        else:
+            data = b"".join(chunks)
+            chunks.clear()
+        self._acknowledge(len(data))
         await trio.lowlevel.checkpoint()
-        return chunk
+        return data
 
     def _acknowledge(self, size: int) -> None:
         # Return credit in batches of half a window: one Credit frame per ~window/2 bytes read.

@@ -81,6 +81,40 @@ async def test_slow_reader_does_not_stall_other_streams(
         assert len(await big.receive_all(1_000_000)) == 256 * 1000
 
 
+async def test_what_arrived_since_the_last_read_comes_out_as_one_piece(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A burst of Data frames is read in one call, in order; a frame that arrives alone is
+    read as soon as it is there (nothing waits for more)."""
+    burst_sent = trio.Event()
+    lone_read = trio.Event()
+
+    async def handler(stream: IncomingStream) -> None:
+        await stream.send_response(200, ())
+        for i in range(20):
+            await stream.send_data(f"event {i}\n\n".encode())
+        burst_sent.set()
+        await lone_read.wait()
+        await stream.send_data(b"alone\n\n", end=True)
+
+    async with open_tunnel(handler, settings=SMALL) as tunnel:
+        stream = tunnel.server.open_stream("GET", "/events", (), end=True)
+        await stream.receive_response()
+        await burst_sent.wait()
+        await trio.testing.wait_all_tasks_blocked()
+        assert await stream.receive_some() == b"".join(f"event {i}\n\n".encode() for i in range(20))
+        # The handler sends its last frame only after this read started: it is not held back.
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_set_when_blocked, lone_read)
+            assert await stream.receive_some() == b"alone\n\n"
+        assert await stream.receive_some() == b""
+
+
+async def _set_when_blocked(event: trio.Event) -> None:
+    await trio.testing.wait_all_tasks_blocked()
+    event.set()
+
+
 async def test_server_reset_cancels_agent_handler(autojump_clock: trio.testing.MockClock) -> None:
     started = trio.Event()
     cancelled = trio.Event()
