@@ -107,7 +107,7 @@ def configure(
                 log_file, maxBytes=LOG_FILE_BYTES, backupCount=LOG_FILE_BACKUPS, encoding="utf-8"
             )
         except OSError as exc:
-            raise ConfigError(f"LOG_DIR: cannot write {log_file}: {exc.strerror or exc}") from None
+            raise ConfigError(f"LOG_DIR: cannot write {log_file}: {exc.strerror or exc}") from exc
         rotating.setFormatter(_Masking(_formatter(fmt, file=True), secrets))
         handlers.append(rotating)
     root = logging.getLogger()

@@ -30,7 +30,7 @@ async def probe_get(
             url, headers={**headers, "connection": "close"}, timeout=PROBE_TIMEOUT
         )
     except httpx.HTTPError as exc:
-        raise BackendUnavailable(f"GET {url}: {type(exc).__name__}: {exc}") from None
+        raise BackendUnavailable(f"GET {url}: {type(exc).__name__}: {exc}") from exc
     if response.status_code >= ok_below:
         raise BackendUnavailable(f"GET {url}: HTTP {response.status_code}")
     return response
@@ -45,5 +45,5 @@ async def openai_models(
     try:
         payload: Any = response.json()
         return tuple(str(item["id"]) for item in payload["data"])
-    except (ValueError, KeyError, TypeError):
-        raise BackendUnavailable(f"GET {url}: not an OpenAI model list") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BackendUnavailable(f"GET {url}: not an OpenAI model list") from exc

@@ -46,6 +46,7 @@ from nfrx.agent.instances import Instances, Tunnel, connect_url
 from nfrx.agent.metrics import AgentMetrics, create_metrics_app
 from nfrx.agent.proxy import Outcome
 from nfrx.config.model import default_client_id, default_client_name
+from nfrx.exception_groups import leaves
 from nfrx.protocol import (
     PROTOCOL_VERSION,
     Drain,
@@ -211,12 +212,12 @@ class AgentRuntime:
             try:
                 host, port = status.parse_address(self.config.status_addr)
             except ValueError as exc:
-                raise AgentExit(f"configuration error: {exc}", 2) from None
+                raise AgentExit(f"configuration error: {exc}", 2) from exc
             token_file = status.token_path(self.config.config_file)
             try:
                 token = status.load_or_create_token(token_file)
             except OSError as exc:
-                raise AgentExit(f"cannot use the control token file {token_file}: {exc}") from None
+                raise AgentExit(f"cannot use the control token file {token_file}: {exc}") from exc
             app = status.create_status_app(self, token, host)
             binds = await self._bind(nursery, "STATUS_ADDR", app, host, port, stop)
             log.info("status API on %s (control token in %s)", ", ".join(binds), token_file)
@@ -239,8 +240,8 @@ class AgentRuntime:
         try:
             binds: list[str] = await nursery.start(status.serve_local, app, host, port, stop)
         except* OSError as group:
-            reasons = "; ".join(str(exc) for exc in _leaves(group))
-            raise AgentExit(f"{setting}: cannot listen on {host}:{port}: {reasons}") from None
+            reasons = "; ".join(str(exc) for exc in leaves(group))
+            raise AgentExit(f"{setting}: cannot listen on {host}:{port}: {reasons}") from group
         return binds
 
     # -- state ---------------------------------------------------------------------------------
@@ -284,7 +285,7 @@ class AgentRuntime:
             except HandshakeRefused as exc:
                 reason = f"the server refused this agent: {exc}"
                 if exc.code in FATAL_REFUSALS:
-                    raise AgentExit(reason, 2) from None
+                    raise AgentExit(reason, 2) from exc
             except HandshakeFailed as exc:
                 reason = str(exc)
             if self._stopping or self.exiting:
@@ -318,7 +319,7 @@ class AgentRuntime:
             except HandshakeRefused as exc:
                 reason = f"instance {instance_id} refused this agent: {exc}"
                 if exc.code in FATAL_REFUSALS:
-                    raise AgentExit(reason, 2) from None
+                    raise AgentExit(reason, 2) from exc
                 established = False
             except HandshakeFailed as exc:
                 reason, established = f"instance {instance_id}: {exc}", False
@@ -625,13 +626,6 @@ class AgentRuntime:
 def _first_exit(group: BaseExceptionGroup[AgentExit]) -> AgentExit:
     """The reason to print when the tunnels' loops raised AgentExit (several tunnels may be
     refused for the same reason at once: one line is enough)."""
-    leaves = _leaves(group)
-    first = leaves[0]
+    first = leaves(group)[0]
     assert isinstance(first, AgentExit)
     return first
-
-
-def _leaves(exc: BaseException) -> list[BaseException]:
-    if isinstance(exc, BaseExceptionGroup):
-        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
-    return [exc]

@@ -17,6 +17,4 @@ command = settings_command(AsrAgentConfig, lambda config: run(config))
 
 
 def run(config: AsrAgentConfig) -> None:
-    from nfrx.plugins.asr.agent import AsrBackend
-
-    run_agent(config, "asr", lambda client: AsrBackend(config, client))
+    run_agent(config, "asr")

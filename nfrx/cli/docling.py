@@ -16,6 +16,4 @@ command = settings_command(DoclingAgentConfig, lambda config: run(config))
 
 
 def run(config: DoclingAgentConfig) -> None:
-    from nfrx.plugins.docling.agent import DoclingBackend
-
-    run_agent(config, "docling", lambda client: DoclingBackend(config, client))
+    run_agent(config, "docling")

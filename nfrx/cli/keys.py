@@ -125,7 +125,7 @@ def _base(server: str | None, api_key: str | None) -> tuple[str, str]:
     try:
         local, local_key = local_server()
     except ConfigError as exc:
-        raise KeysError(f"configuration error: {exc} (or give --server URL)", 2) from None
+        raise KeysError(f"configuration error: {exc} (or give --server URL)", 2) from exc
     return local, api_key or local_key
 
 
@@ -143,7 +143,7 @@ def call(
         with httpx.Client(timeout=TIMEOUT, trust_env=False) as client:
             response = client.request(method, url, headers=headers, json=body)
     except httpx.HTTPError as exc:
-        raise KeysError(f"cannot reach {url}: {type(exc).__name__}: {exc}") from None
+        raise KeysError(f"cannot reach {url}: {type(exc).__name__}: {exc}") from exc
     try:
         document: Any = response.json()
     except ValueError:
@@ -184,11 +184,11 @@ def expiry_fields(text: str) -> dict[str, Any]:
             return {"expires_in": seconds}
     try:
         moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
+    except ValueError as exc:
         raise typer.BadParameter(
             f"{text!r} is neither a duration (30d, 12h) nor a date (2027-01-31)",
             param_hint="'--expires'",
-        ) from None
+        ) from exc
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return {"expires_at": moment.isoformat().replace("+00:00", "Z")}
@@ -359,7 +359,7 @@ def create(
     try:
         key = call("POST", server, api_key, "/keys", body)
     except KeysError as exc:
-        raise _fail(exc) from None
+        raise _fail(exc) from exc
     text = (
         f"Created client key {key.get('name')} ({key.get('id')}).\n"
         "Its secret, shown this once (store it now):\n\n"
@@ -379,7 +379,7 @@ def list_keys(
     try:
         document = call("GET", server, api_key, "/keys")
     except KeysError as exc:
-        raise _fail(exc) from None
+        raise _fail(exc) from exc
     _print(document, as_json, render_keys(document, everything=everything))
 
 
@@ -391,7 +391,7 @@ def show(
     try:
         document = call("GET", server, api_key, f"/keys/{_quoted(key)}")
     except KeysError as exc:
-        raise _fail(exc) from None
+        raise _fail(exc) from exc
     _print(document, as_json, render_key(document))
 
 
@@ -432,7 +432,7 @@ def update(
     try:
         document = call("PATCH", server, api_key, f"/keys/{_quoted(key)}", body)
     except KeysError as exc:
-        raise _fail(exc) from None
+        raise _fail(exc) from exc
     _print(document, as_json, render_key(document))
 
 
@@ -444,7 +444,7 @@ def revoke(
     try:
         document = call("DELETE", server, api_key, f"/keys/{_quoted(key)}")
     except KeysError as exc:
-        raise _fail(exc) from None
+        raise _fail(exc) from exc
     _print(document, as_json, f"Revoked client key {document.get('name')} ({document.get('id')}).")
 
 

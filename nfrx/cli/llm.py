@@ -16,6 +16,4 @@ command = settings_command(LlmAgentConfig, lambda config: run(config))
 
 
 def run(config: LlmAgentConfig) -> None:
-    from nfrx.plugins.llm.agent import LlmBackend
-
-    run_agent(config, "llm", lambda client: LlmBackend(config, client))
+    run_agent(config, "llm")

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from nfrx.cli.options import fail, settings_command, setup_logging
+from nfrx.cli.options import fail, run_agent, settings_command
 from nfrx.config.load import ConfigError
 from nfrx.config.model import McpAgentConfig
 
@@ -63,14 +63,4 @@ command = settings_command(McpAgentConfig, start, extra=(PROVIDER_ARGS,))
 
 def run(config: McpAgentConfig, spec: ProviderSpec) -> None:
     """Serve ``spec``'s provider until the agent stops; a fatal reason prints as one line."""
-    import trio
-
-    from nfrx.agent.runtime import AgentExit
-    from nfrx.plugins.mcp.agent import serve
-
-    setup_logging(config, "mcp")
-    try:
-        trio.run(serve, config, spec)
-    except AgentExit as exc:
-        typer.echo(f"nfrx mcp: {exc}", err=True)
-        raise typer.Exit(exc.code) from None
+    run_agent(config, "mcp", spec.args if spec.transport == "stdio" else None)

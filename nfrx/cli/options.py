@@ -22,8 +22,7 @@ from nfrx.config.load import ConfigDeprecation, ConfigError, load, render
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
 
-    import httpx
-
+    from nfrx.config.checks import Check
     from nfrx.config.model import AgentConfig
 
 T = TypeVar("T")
@@ -62,20 +61,25 @@ def ordered(cls: type[Any]) -> list[attrs.Attribute[Any]]:
 
 
 def settings_command(
-    cls: type[T], start: Callable[..., None], *, extra: Sequence[inspect.Parameter] = ()
+    cls: type[T],
+    start: Callable[..., None],
+    *,
+    extra: Sequence[inspect.Parameter] = (),
+    checks: Mapping[str, Sequence[Check]] | None = None,
 ) -> Callable[..., None]:
     """The Typer command function of a command whose options are the settings of ``cls``.
 
     Its parameters are one option per field (:func:`ordered`), ``--print-config``, then
     ``extra``. Called by Typer, it loads the config (flags over environment over file over
-    defaults; a configuration error exits 2) and calls ``start(config, **extra_values)``.
+    defaults; a configuration error, ``checks`` included, exits 2) and calls
+    ``start(config, **extra_values)``.
     """
     kinds = values.kinds(cls)
     fields = ordered(cls)
 
     def command(**given: Any) -> None:
         flags = {field.name: given.pop(field.name) for field in fields}
-        config = configure(cls, flags, print_config=given.pop("print_config"))
+        config = configure(cls, flags, print_config=given.pop("print_config"), checks=checks)
         start(config, **given)
 
     parameters = [_option(cls, field, kinds[field.name]) for field in fields]
@@ -125,13 +129,20 @@ def fail(exc: ConfigError) -> typer.Exit:
     return typer.Exit(2)
 
 
-def configure(cls: type[T], flags: Mapping[str, Any], *, print_config: bool) -> T:
+def configure(
+    cls: type[T],
+    flags: Mapping[str, Any],
+    *,
+    print_config: bool,
+    checks: Mapping[str, Sequence[Check]] | None = None,
+) -> T:
     """The command's effective config (a configuration error exits 2; a deprecation is one
-    warning line on stderr); with ``--print-config``, print it and exit 0."""
+    warning line on stderr); with ``--print-config``, print it and exit 0. ``checks``: field
+    checks of the command's own (see :func:`nfrx.config.load.validate`)."""
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ConfigDeprecation)
-            config = load(cls, flags)
+            config = load(cls, flags, checks=checks)
     except ConfigError as exc:
         raise fail(exc) from exc
     for warning in caught:
@@ -156,25 +167,25 @@ def setup_logging(config: Any, command: str) -> None:
         raise fail(exc) from exc
 
 
-def run_agent(
-    config: AgentConfig, command: str, make_backend: Callable[[httpx.AsyncClient], Any]
-) -> None:
-    """Run ``nfrx <command>``: a backend built around one pooled HTTP client, served by the agent
-    runtime until it stops; a fatal reason prints as one line with its exit status."""
+def run_agent(config: AgentConfig, command: str, args: Sequence[str] | None = None) -> None:
+    """Run ``nfrx <command>``: the backend its plugin opens (:meth:`Plugin.agent_backend
+    <nfrx.server.plugin.Plugin.agent_backend>`, ``args`` being the command's arguments after
+    ``--``), served by the agent runtime until it stops; a fatal reason prints as one line with
+    its exit status."""
     import trio
 
-    from nfrx.agent.proxy import backend_client
     from nfrx.agent.runtime import AgentExit, AgentRuntime
+    from nfrx.plugins import plugin_class
 
+    plugin = plugin_class(command)
     setup_logging(config, command)
 
     async def main() -> None:
-        async with backend_client(config.max_concurrency) as client:
-            backend = make_backend(client)
-            await AgentRuntime(config, backend, backend_url=backend.base_url).run()
+        async with plugin.agent_backend(config, args) as served:
+            await AgentRuntime(served.config, served.backend, backend_url=served.url).run()
 
     try:
         trio.run(main)
     except AgentExit as exc:
         typer.echo(f"nfrx {command}: {exc}", err=True)
-        raise typer.Exit(exc.code) from None
+        raise typer.Exit(exc.code) from exc

@@ -94,7 +94,7 @@ def fetch(url: str, api_key: str = "", token: str = "") -> dict[str, Any]:
         with httpx.Client(timeout=TIMEOUT, trust_env=False) as client:
             response = client.get(url, headers=headers)
     except httpx.HTTPError as exc:
-        raise StatusError(f"cannot reach {url}: {type(exc).__name__}: {exc}") from None
+        raise StatusError(f"cannot reach {url}: {type(exc).__name__}: {exc}") from exc
     if response.status_code in (401, 403):
         hint = "check --api-key / API_KEY" if api_key else "set --api-key or API_KEY"
         raise StatusError(f"{url} answered {response.status_code}: {hint}", 2)
@@ -102,8 +102,8 @@ def fetch(url: str, api_key: str = "", token: str = "") -> dict[str, Any]:
         raise StatusError(f"{url} answered HTTP {response.status_code}: {_error_text(response)}")
     try:
         document: Any = response.json()
-    except ValueError:
-        raise StatusError(f"{url} did not answer JSON") from None
+    except ValueError as exc:
+        raise StatusError(f"{url} did not answer JSON") from exc
     if not isinstance(document, dict):
         raise StatusError(f"{url} did not answer a JSON object")
     return document
@@ -396,22 +396,7 @@ def command(
     if interval is not None and not interval > 0:
         typer.echo("nfrx status: --interval needs a positive number of seconds", err=True)
         raise typer.Exit(2)
-    render: Callable[[dict[str, Any]], str]
-    token = ""
-    if agent is not None:
-        url, key, render = agent_url(agent), "", render_agent
-        token = read_token(token_file or "")
-    elif server is not None:
-        url, key, render = state_url(server), api_key or "", render_server
-    else:
-        from nfrx.config.load import ConfigError
-
-        try:
-            local, local_key = local_server()
-        except ConfigError as exc:
-            typer.echo(f"nfrx status: configuration error: {exc} (or give --server URL)", err=True)
-            raise typer.Exit(2) from None
-        url, key, render = state_url(local), api_key or local_key, render_server
+    url, key, token, render = _target(server, agent, api_key, token_file)
     try:
         if watch or interval is not None:
             _watch(url, key, token, render, as_json, interval or DEFAULT_WATCH)
@@ -419,9 +404,28 @@ def command(
             _show(url, key, token, render, as_json)
     except StatusError as exc:
         typer.echo(f"nfrx status: {exc}", err=True)
-        raise typer.Exit(exc.code) from None
+        raise typer.Exit(exc.code) from exc
     except KeyboardInterrupt:
         raise typer.Exit(0) from None
+
+
+def _target(
+    server: str | None, agent: str | None, api_key: str | None, token_file: str | None
+) -> tuple[str, str, str, Callable[[dict[str, Any]], str]]:
+    """What to read and how to show it: URL, API key, control token, renderer (the local
+    server's when neither ``server`` nor ``agent`` is given; a configuration error exits 2)."""
+    if agent is not None:
+        return agent_url(agent), "", read_token(token_file or ""), render_agent
+    if server is not None:
+        return state_url(server), api_key or "", "", render_server
+    from nfrx.config.load import ConfigError
+
+    try:
+        local, local_key = local_server()
+    except ConfigError as exc:
+        typer.echo(f"nfrx status: configuration error: {exc} (or give --server URL)", err=True)
+        raise typer.Exit(2) from exc
+    return state_url(local), api_key or local_key, "", render_server
 
 
 def _show(

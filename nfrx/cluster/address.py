@@ -119,8 +119,8 @@ def _node(item: str, default_port: int) -> tuple[str, int]:
         raise BadAddress(f"no host in {item!r}")
     try:
         number = int(port)
-    except ValueError:
-        raise BadAddress(f"port {port!r} is not a number") from None
+    except ValueError as exc:
+        raise BadAddress(f"port {port!r} is not a number") from exc
     if not 0 < number < 65536:
         raise BadAddress(f"port {number} is out of range")
     return host, number
@@ -129,8 +129,8 @@ def _node(item: str, default_port: int) -> tuple[str, int]:
 def _db(text: str) -> int:
     try:
         db = int(text)
-    except ValueError:
-        raise BadAddress(f"database {text!r} is not a number") from None
+    except ValueError as exc:
+        raise BadAddress(f"database {text!r} is not a number") from exc
     if db < 0:
         raise BadAddress(f"database {db} is negative")
     return db

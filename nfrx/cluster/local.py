@@ -19,8 +19,8 @@ hook                        called by                              alone
 ``session_*()``             the MCP routes and the reaper          nothing / None / False
 =========================== ====================================== ===========================
 
-The dispatch queue's hook is its ``order`` (:class:`~nfrx.server.queue.QueueOrder`), which a
-shared cluster replaces.
+The dispatch queue's hook is its ``order`` (:class:`~nfrx.server.dispatch_queue.QueueOrder`),
+which a shared cluster replaces.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """One FIFO across the instances' dispatch queues.
 
-Each instance keeps its own :class:`~nfrx.server.queue.DispatchQueue` (its waiters are its
+Each instance keeps its own :class:`~nfrx.server.dispatch_queue.DispatchQueue` (its waiters are its
 clients' requests) and dispatches synchronously on every change, as alone. What is shared is the
 *order*: every waiter is registered in a Redis sorted set under a global sequence number, and
 every instance mirrors the other instances' entries from the change messages (the set is read
@@ -36,14 +36,14 @@ from typing import TYPE_CHECKING, Any, Final
 import attrs
 import trio
 
-from nfrx.server.queue import QueueOrder
+from nfrx.server.dispatch_queue import QueueOrder
 from nfrx.server.scheduler import alias_key
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from nfrx.cluster.store import Store
-    from nfrx.server.queue import DispatchQueue, Ticket
+    from nfrx.server.dispatch_queue import DispatchQueue, Ticket
     from nfrx.server.registry import AgentRecord
 
 log = logging.getLogger("nfrx.cluster")

@@ -46,8 +46,7 @@ from nfrx.cluster.store import (
     Store,
     translated,
 )
-from nfrx.config.model import default_instance_id
-from nfrx.plugins import SERVER_PLUGINS
+from nfrx.config.server import default_instance_id
 from nfrx.protocol import Members
 from nfrx.redact import redact
 
@@ -301,7 +300,7 @@ class SharedCluster(LocalCluster):
         registry = self.gateway.registry
         entries = [
             {"kind": kind, **agent_document(agent, clocks)}
-            for kind in SERVER_PLUGINS
+            for kind in self.gateway.agent_kinds
             for agent in registry.agents(kind)
         ]
         for entry in entries:
@@ -326,7 +325,7 @@ class SharedCluster(LocalCluster):
     def _tell_agents(self, members: Headers) -> None:
         frame = Members(members=members)
         registry = self.gateway.registry
-        for kind in SERVER_PLUGINS:
+        for kind in self.gateway.agent_kinds:
             for agent in registry.agents(kind):
                 agent.session.send_control(frame)
 

@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING, Any, Final
 import attrs
 import trio
 
+from nfrx.exception_groups import leaves
+
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
@@ -87,9 +89,9 @@ def translated(what: str, timeout: float = TIMEOUT) -> Iterator[None]:
         with trio.fail_after(timeout):
             yield
     except BaseException as exc:
-        leaves = _leaves(exc)
-        cancelled = [leaf for leaf in leaves if isinstance(leaf, trio.Cancelled)]
-        others = [leaf for leaf in leaves if not isinstance(leaf, trio.Cancelled)]
+        found = leaves(exc)
+        cancelled = [leaf for leaf in found if isinstance(leaf, trio.Cancelled)]
+        others = [leaf for leaf in found if not isinstance(leaf, trio.Cancelled)]
         if not all(isinstance(leaf, failures) for leaf in others):
             raise
         if cancelled:
@@ -98,8 +100,8 @@ def translated(what: str, timeout: float = TIMEOUT) -> Iterator[None]:
             raise
         first = others[0]
         if isinstance(first, trio.TooSlowError):
-            raise ClusterUnavailable(f"{what}: no answer within {timeout:g} s") from None
-        raise ClusterUnavailable(f"{what}: {type(first).__name__}: {first}") from None
+            raise ClusterUnavailable(f"{what}: no answer within {timeout:g} s") from exc
+        raise ClusterUnavailable(f"{what}: {type(first).__name__}: {first}") from exc
 
 
 class CancelledNoise(logging.Filter):
@@ -110,13 +112,7 @@ class CancelledNoise(logging.Filter):
         exc = record.exc_info[1] if record.exc_info else None
         if exc is None:
             return True
-        return not all(isinstance(leaf, trio.Cancelled) for leaf in _leaves(exc))
-
-
-def _leaves(exc: BaseException) -> list[BaseException]:
-    if isinstance(exc, BaseExceptionGroup):
-        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
-    return [exc]
+        return not all(isinstance(leaf, trio.Cancelled) for leaf in leaves(exc))
 
 
 @attrs.frozen(kw_only=True)

@@ -46,7 +46,7 @@ import attrs
 import trio
 
 from nfrx.config.load import environment
-from nfrx.config.model import default_instance_id
+from nfrx.config.server import default_instance_id
 
 if TYPE_CHECKING:
     from nfrx.config.model import ServerConfig

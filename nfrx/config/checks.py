@@ -15,7 +15,6 @@ from collections.abc import Callable
 from typing import Any
 
 from nfrx.config.values import ConfigError
-from nfrx.plugins import SERVER_PLUGINS
 
 Check = Callable[[Any], None]
 """A field check: raises ValueError (the problem, without the setting's name)."""
@@ -78,8 +77,9 @@ def origins(value: tuple[str, ...]) -> None:
             )
 
 
-def enabled_plugins(names: tuple[str, ...]) -> tuple[str, ...]:
-    """The plugins a ``PLUGINS`` value enables, in :data:`SERVER_PLUGINS` order.
+def enabled_plugins(names: tuple[str, ...], known: tuple[str, ...]) -> tuple[str, ...]:
+    """The plugins a ``PLUGINS`` value enables among ``known`` (the composition's list: settings
+    import no plugin), in ``known``'s order.
 
     Raises ValueError for an unknown name or an empty value.
     """
@@ -89,17 +89,11 @@ def enabled_plugins(names: tuple[str, ...]) -> tuple[str, ...]:
     if lowered == ["none"]:
         return ()
     if "all" in lowered:
-        return SERVER_PLUGINS
-    unknown = [name for name in lowered if name not in SERVER_PLUGINS]
+        return known
+    unknown = [name for name in lowered if name not in known]
     if unknown:
-        raise ValueError(
-            f"unknown plugin {unknown[0]!r} (known: {', '.join(SERVER_PLUGINS)}; or all, none)"
-        )
-    return tuple(p for p in SERVER_PLUGINS if p in lowered)
-
-
-def plugin_names(value: tuple[str, ...]) -> None:
-    enabled_plugins(value)
+        raise ValueError(f"unknown plugin {unknown[0]!r} (known: {', '.join(known)}; or all, none)")
+    return tuple(p for p in known if p in lowered)
 
 
 def ca_bundle(path: str) -> None:

@@ -91,8 +91,8 @@ def _renamed(path: Path, given: object, data: dict[Any, Any], old_names: dict[st
 def _mapping(path: Path) -> dict[Any, Any]:
     try:
         text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file") from None
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: no such config file") from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read the config file: {_reason(exc)}") from exc
     try:

@@ -7,7 +7,9 @@ The file is ``--config``, else ``CONFIG_FILE``, else the system file of the comm
 Values from the environment are text and are parsed here by the setting's kind
 (:mod:`nfrx.config.values`, the same parser the command line uses); a bad value is a
 :class:`ConfigError` that names the variable (or the file and key) and says what was expected.
-The checks attached to the settings (:mod:`nfrx.config.checks`) run on the merged config.
+The checks attached to the settings (:mod:`nfrx.config.checks`) run on the merged config, with
+those the caller adds for what settings cannot know (``nfrx serve`` checks ``PLUGINS`` against
+its list of plugins: settings import no plugin).
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ from nfrx.config.values import ConfigDeprecation, ConfigError, parse_duration
 from nfrx.redact import redact
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
+
+    from nfrx.config.checks import Check
 
 __all__ = [
     "OS_DEFAULT",
@@ -58,14 +62,15 @@ def load(
     environ: Mapping[str, str] | None = None,
     *,
     default_file: Path | _OsDefault | None = OS_DEFAULT,
+    checks: Mapping[str, Sequence[Check]] | None = None,
 ) -> T:
     """Merge defaults < config file < ``environ`` (default: ``os.environ``) < ``flags``.
 
     ``flags`` maps field names to values of the field's type (the command line parses them with
     the same parsers as the environment), None meaning "not given" (other keys are ignored).
     ``default_file`` is the file read when neither ``--config`` nor ``CONFIG_FILE`` names one
-    (None: no file). Raises :class:`ConfigError`; warns with :class:`ConfigDeprecation` for a
-    deprecated key in the file.
+    (None: no file). ``checks`` adds field checks by field name (see :func:`validate`). Raises
+    :class:`ConfigError`; warns with :class:`ConfigDeprecation` for a deprecated key in the file.
     """
     environ = os.environ if environ is None else environ
     path = _config_path(cls, flags, environ, default_file)
@@ -90,7 +95,7 @@ def load(
     if "config_file" in attrs.fields_dict(cls):  # type: ignore[arg-type]
         settings["config_file"] = str(path) if path is not None else ""
     config = cls(**settings)
-    validate(config, labels)
+    validate(config, labels, checks)
     return config
 
 
@@ -125,14 +130,20 @@ def _config_path(
     return default_file if default_file is not None and default_file.is_file() else None
 
 
-def validate(config: Any, labels: Mapping[str, str] | None = None) -> None:
-    """Run the checks of every setting (``setting(check=...)``, ``minimum``, ``positive``) and of
-    the config class (its ``checks``) on the merged config; raises ConfigError naming the setting.
+def validate(
+    config: Any,
+    labels: Mapping[str, str] | None = None,
+    checks: Mapping[str, Sequence[Check]] | None = None,
+) -> None:
+    """Run the checks of every setting (``setting(check=...)``, ``minimum``, ``positive``, then
+    the caller's ``checks`` for that field) and of the config class (its ``checks``) on the
+    merged config; raises ConfigError naming the setting.
 
     ``labels`` names the source of values that came from a file (``<file>: <key>``); the others
     are named by their environment variable, whichever source they came from.
     """
     labels = labels or {}
+    added = checks or {}
     fields = attrs.fields_dict(type(config))
 
     def name(field: str) -> str:
@@ -140,7 +151,7 @@ def validate(config: Any, labels: Mapping[str, str] | None = None) -> None:
 
     for field in fields.values():
         value = getattr(config, field.name)
-        for check in field.metadata.get("checks", ()):
+        for check in (*field.metadata.get("checks", ()), *added.get(field.name, ())):
             try:
                 check(value)
             except ValueError as exc:

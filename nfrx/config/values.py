@@ -79,15 +79,15 @@ def parse_bool(text: str) -> bool:
 def parse_int(text: str) -> int:
     try:
         return int(text.strip())
-    except ValueError:
-        raise ValueError(f"{text!r} is not a whole number") from None
+    except ValueError as exc:
+        raise ValueError(f"{text!r} is not a whole number") from exc
 
 
 def parse_number(text: str) -> float:
     try:
         value = float(text.strip())
-    except ValueError:
-        raise ValueError(f"{text!r} is not a number") from None
+    except ValueError as exc:
+        raise ValueError(f"{text!r} is not a number") from exc
     if not math.isfinite(value):
         raise ValueError(f"{text!r} is not a finite number")
     return value

@@ -128,8 +128,8 @@ def _structure_float(value: Any, _: type[Any]) -> float:
     if type(value) in (int, float):
         try:
             number = float(value)
-        except OverflowError:
-            raise TypeError("number out of range") from None
+        except OverflowError as exc:
+            raise TypeError("number out of range") from exc
         if math.isfinite(number):
             return number
     raise TypeError(f"expected a finite number, got {type(value).__name__}")
@@ -231,8 +231,8 @@ def split_batch(message: bytes) -> list[str | bytes]:
         if tag == ITEM_TEXT:
             try:
                 items.append(str(raw, "utf-8"))
-            except UnicodeDecodeError:
-                raise RemoteProtocolError("batch item is not UTF-8 text") from None
+            except UnicodeDecodeError as exc:
+                raise RemoteProtocolError("batch item is not UTF-8 text") from exc
         elif tag == ITEM_BINARY:
             if raw[:1] == _BATCH_PREFIX:
                 raise RemoteProtocolError("a batch inside a batch")
@@ -277,7 +277,7 @@ def _decode_text(message: str) -> Frame:
     try:
         obj = json.loads(message)
     except (ValueError, RecursionError) as exc:
-        raise RemoteProtocolError(f"control frame is not JSON: {exc}") from None
+        raise RemoteProtocolError(f"control frame is not JSON: {exc}") from exc
     if not isinstance(obj, dict):
         raise RemoteProtocolError("control frame is not a JSON object")
     name = obj.get("type")
@@ -290,7 +290,7 @@ def _decode_text(message: str) -> Frame:
     try:
         frame: Frame = converter.structure(obj, cls)
     except (cattrs.BaseValidationError, TypeError, ValueError, KeyError, AttributeError) as exc:
-        raise RemoteProtocolError(f"invalid {name} frame: {exc}") from None
+        raise RemoteProtocolError(f"invalid {name} frame: {exc}") from exc
     check_ranges(frame)
     return frame
 

@@ -90,7 +90,7 @@ class TunnelConnection:
         try:
             codec.check_ranges(frame)
         except RemoteProtocolError as exc:
-            raise LocalProtocolError(str(exc)) from None
+            raise LocalProtocolError(str(exc)) from exc
         self._process(self.role, frame)
         return codec.encode(frame)
 
@@ -117,7 +117,7 @@ class TunnelConnection:
         try:
             deliver = self._process(self.role.peer, frame)
         except LocalProtocolError as exc:
-            raise RemoteProtocolError(str(exc)) from None
+            raise RemoteProtocolError(str(exc)) from exc
         if deliver:
             self._events.append(frame)
 

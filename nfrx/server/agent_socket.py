@@ -9,6 +9,7 @@ runs.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 from typing import TYPE_CHECKING, Any, cast
@@ -18,7 +19,6 @@ import trio
 from quart import Response, websocket
 
 from nfrx._version import __version__
-from nfrx.plugins import MODEL_PLUGINS
 from nfrx.protocol import PROTOCOL_VERSION, Frame, Goodbye, Load, Refuse, Status, Welcome
 from nfrx.server import auth
 from nfrx.server.announcements import (
@@ -35,6 +35,9 @@ from nfrx.transport.session import CLOSE_POLICY, TunnelSession, TunnelSettings
 from nfrx.transport.websocket_server import ServerWebSocket
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from nfrx.protocol import Hello, TunnelConnection
     from nfrx.server.gateway import Gateway
 
 log = logging.getLogger("nfrx.agents")
@@ -55,10 +58,11 @@ def _json_response(status: int, code: str, message: str) -> Response:
     )
 
 
-def describe(kind: str, status: str, models: tuple[str, ...], capacity: int) -> str:
+def describe(status: str, models: tuple[str, ...], capacity: int, *, named_models: bool) -> str:
     """An agent's state for the log: ``ready, 2 models, capacity 4``; the model count only for
-    kinds whose agents serve named models (:data:`~nfrx.plugins.MODEL_PLUGINS`)."""
-    if kind not in MODEL_PLUGINS:
+    kinds whose agents serve models clients name (:attr:`Plugin.serves_models
+    <nfrx.server.plugin.Plugin.serves_models>`)."""
+    if not named_models:
         return f"{status}, capacity {capacity}"
     return f"{status}, {len(models)} model{'' if len(models) == 1 else 's'}, capacity {capacity}"
 
@@ -84,31 +88,11 @@ async def serve_agent(gateway: Gateway, kind: str) -> Response | None:
         log.warning("%s agent from %s: %s", kind, websocket.remote_addr, exc)
         await transport.aclose(CLOSE_POLICY, str(exc)[:120])
         return None
-
-    async def refuse(code: str, message: str) -> None:
-        log.warning("refused %s agent %r: %s", kind, hello.agent_id[:64], message)
-        with contextlib.suppress(TransportClosed):  # the agent left meanwhile: nothing to tell
-            await transport.send_message(conn.send(Refuse(code=code, message=message)))
-        await transport.aclose(CLOSE_POLICY, code)
-
-    if hello.version != PROTOCOL_VERSION:
-        await refuse(
-            "unsupported_version",
-            f"protocol version {hello.version} is not supported (this server speaks "
-            f"{PROTOCOL_VERSION}); upgrade the agent or the server",
-        )
-        return None
-    if hello.kind != kind:
-        await refuse("wrong_kind", f"this endpoint is for {kind} agents, not {hello.kind[:32]}")
-        return None
-    if not hello.agent_id:
-        await refuse("missing_id", "the agent sent an empty id")
-        return None
+    refuse = functools.partial(_refuse, transport, conn, kind, hello.agent_id)
     limits = AnnouncementLimits.of(config)
-    try:
-        check_hello(hello, limits)
-    except OverLimit as exc:
-        await refuse(OVER_LIMIT, str(exc))
+    problem = _hello_problem(hello, kind, limits)
+    if problem is not None:
+        await refuse(*problem)
         return None
 
     statuses: StatusUpdates | None = None
@@ -142,20 +126,70 @@ async def serve_agent(gateway: Gateway, kind: str) -> Response | None:
         embedding_batch_size=hello.embedding_batch_size,
         options=dict(hello.options),
     )
-    statuses = StatusUpdates(gateway, record, limits)
+    statuses = StatusUpdates(gateway, record, limits, gateway.serves_models(kind))
+    if await _register(gateway, record, settings.heartbeat_interval, refuse):
+        await _run(gateway, transport, conn, record, statuses.named_models)
+    return None
+
+
+async def _refuse(
+    transport: ServerWebSocket,
+    conn: TunnelConnection,
+    kind: str,
+    agent_id: str,
+    code: str,
+    message: str,
+) -> None:
+    """Tell the agent why it is refused (a Refuse frame) and close its socket."""
+    log.warning("refused %s agent %r: %s", kind, agent_id[:64], message)
+    with contextlib.suppress(TransportClosed):  # the agent left meanwhile: nothing to tell
+        await transport.send_message(conn.send(Refuse(code=code, message=message)))
+    await transport.aclose(CLOSE_POLICY, code)
+
+
+def _hello_problem(hello: Hello, kind: str, limits: AnnouncementLimits) -> tuple[str, str] | None:
+    """Why a Hello cannot open a tunnel on the ``kind`` endpoint (refusal code and message), or
+    None."""
+    if hello.version != PROTOCOL_VERSION:
+        return (
+            "unsupported_version",
+            f"protocol version {hello.version} is not supported (this server speaks "
+            f"{PROTOCOL_VERSION}); upgrade the agent or the server",
+        )
+    if hello.kind != kind:
+        return "wrong_kind", f"this endpoint is for {kind} agents, not {hello.kind[:32]}"
+    if not hello.agent_id:
+        return "missing_id", "the agent sent an empty id"
+    try:
+        check_hello(hello, limits)
+    except OverLimit as exc:
+        return OVER_LIMIT, str(exc)
+    return None
+
+
+async def _register(
+    gateway: Gateway,
+    record: AgentRecord,
+    heartbeat: float,
+    refuse: Callable[[str, str], Awaitable[None]],
+) -> bool:
+    """Add ``record`` to the registry; False (the agent refused) when a live agent holds its id.
+    An old tunnel of the same id that does not answer within ``heartbeat`` is replaced."""
+    kind, agent_id = record.kind, record.id
     try:
         gateway.registry.add(record)
+        return True
     except DuplicateAgent:
         # Either two agents share an id, or this one restarted and its old tunnel has not been
         # found dead yet: ask the old one.
-        existing = gateway.registry.get(kind, hello.agent_id)
-        if existing is not None and await existing.session.responsive(settings.heartbeat_interval):
+        existing = gateway.registry.get(kind, agent_id)
+        if existing is not None and await existing.session.responsive(heartbeat):
             await refuse(
                 "id_in_use",
-                f"another {kind} agent with id {hello.agent_id!r} is connected; "
+                f"another {kind} agent with id {agent_id!r} is connected; "
                 "give each agent its own CLIENT_ID",
             )
-            return None
+            return False
         if existing is not None:
             log.warning(
                 "%s agent %s (%s): its old tunnel does not answer; the new connection replaces it",
@@ -164,21 +198,36 @@ async def serve_agent(gateway: Gateway, kind: str) -> Response | None:
                 existing.id,
             )
             existing.session.close("replaced by a new connection with the same id")
-        try:
-            gateway.registry.add(record)
-        except DuplicateAgent:  # yet another agent with this id got in meanwhile
-            await refuse("id_in_use", f"another {kind} agent with id {hello.agent_id!r} connected")
-            return None
+    try:
+        gateway.registry.add(record)
+    except DuplicateAgent:  # yet another agent with this id got in meanwhile
+        await refuse("id_in_use", f"another {kind} agent with id {agent_id!r} connected")
+        return False
+    return True
+
+
+async def _run(
+    gateway: Gateway,
+    transport: ServerWebSocket,
+    conn: TunnelConnection,
+    record: AgentRecord,
+    named_models: bool,
+) -> None:
+    """Welcome the registered agent and run its tunnel until it ends; the agent leaves the
+    registry then, however it ended."""
+    session = record.session
+    settings = session.settings
     welcome = Welcome(
         version=PROTOCOL_VERSION,
         server_version=__version__,
-        agent_id=hello.agent_id,
+        agent_id=record.id,
         heartbeat_interval=settings.heartbeat_interval,
         dead_after=settings.dead_after,
         window=settings.window,
         instance_id=gateway.cluster.instance_id,
         members=gateway.cluster.members(),
     )
+    kind = record.kind
     try:
         await transport.send_message(conn.send(welcome))
         log.info(
@@ -187,7 +236,12 @@ async def serve_agent(gateway: Gateway, kind: str) -> Response | None:
             record.name,
             record.id,
             websocket.remote_addr,
-            describe(kind, hello.status, hello.models, hello.max_concurrency),
+            describe(
+                record.status,
+                record.models,
+                record.max_concurrency,
+                named_models=named_models,
+            ),
         )
         await session.run()
     except TransportClosed as exc:  # the agent left before the Welcome went out
@@ -197,7 +251,6 @@ async def serve_agent(gateway: Gateway, kind: str) -> Response | None:
         log.info(
             "%s agent %s (%s) disconnected: %s", kind, record.name, record.id, session.closed_reason
         )
-    return None
 
 
 @attrs.define
@@ -207,6 +260,8 @@ class StatusUpdates:
     gateway: Gateway
     record: AgentRecord
     limits: AnnouncementLimits
+    named_models: bool = True
+    """The agent's models are named by clients (its log lines count them: :func:`describe`)."""
     log_budget: float = STATUS_LOG_BURST
     budget_at: float = attrs.field(factory=trio.current_time)
 
@@ -243,5 +298,10 @@ class StatusUpdates:
             "%s agent %s: %s",
             record.kind,
             record.name,
-            describe(record.kind, frame.status, frame.models, frame.max_concurrency),
+            describe(
+                frame.status,
+                frame.models,
+                frame.max_concurrency,
+                named_models=self.named_models,
+            ),
         )

@@ -1,4 +1,10 @@
-"""The ASGI application: quart-trio with every plugin's routes, JSON errors and per-request cleanup.
+"""The ASGI application: quart-trio with the gateway's plugins' routes, JSON errors and per-request
+cleanup.
+
+The app mounts each of the gateway's plugins (:meth:`Plugin.blueprint
+<nfrx.server.plugin.Plugin.blueprint>`), and for each plugin ``PLUGINS`` left out a blueprint
+answering 404 ``plugin_disabled`` on its routes; the core's own routes (``/``, ``/healthz``, state,
+metrics, API docs) describe those plugins only.
 
 :func:`create_app` returns a plain ASGI callable wrapping the Quart app. The wrapper gives each
 HTTP request a list of cleanup callbacks (``scope["nfrx.cleanups"]``) and runs them when the
@@ -10,9 +16,8 @@ response but before Quart started iterating its body (a generator that never sta
 
 from __future__ import annotations
 
-import importlib
 import logging
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import trio
 from quart import Blueprint, Response, has_request_context, jsonify, request
@@ -21,11 +26,10 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.routing.exceptions import WebsocketMismatch
 
 from nfrx._version import __version__
-from nfrx.config.load import enabled_plugins
-from nfrx.plugins import SERVER_PLUGINS, SERVICE_PLUGINS
-from nfrx.server import metrics, openapi, state
+from nfrx.server import metrics, openapi, state, swagger_ui
 from nfrx.server.accounting import accounted
 from nfrx.server.cors import cors
+from nfrx.server.gateway import error_style
 from nfrx.server.guard import guarded
 from nfrx.server.http_errors import HttpError
 from nfrx.server.proxy import RelayBroken
@@ -35,15 +39,13 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from nfrx.server.gateway import Gateway
-    from nfrx.server.http_errors import ErrorStyle
 
 log = logging.getLogger("nfrx.server")
 
 
 def error_response(error: HttpError) -> Response:
-    style: ErrorStyle = cast("dict[str, Any]", request.scope).get("nfrx.error_style", "openai")
     response = Response(
-        error.json_bytes(style), status=error.status, content_type="application/json"
+        error.json_bytes(error_style()), status=error.status, content_type="application/json"
     )
     for name, value in error.headers.items():
         response.headers[name] = value
@@ -137,25 +139,18 @@ def create_quart_app(gateway: Gateway) -> QuartTrio:
         status = "draining" if gateway.draining else "degraded" if cluster.degraded else "ok"
         body = {
             "status": status,
-            "agents": {kind: registry.count(kind) for kind in SERVER_PLUGINS},
+            "agents": {kind: registry.count(kind) for kind in gateway.agent_kinds},
             **cluster.health(),
         }
         response = jsonify(body)
         response.status_code = 503 if gateway.draining else 200
         return response
 
-    enabled = enabled_plugins(gateway.config.plugins)
-    for name in SERVER_PLUGINS:
-        if name in enabled:
-            module = importlib.import_module(f"nfrx.plugins.{name}.server")
-            app.register_blueprint(module.blueprint(gateway))
-        else:
-            app.register_blueprint(_disabled_plugin(name))
-    for name in SERVICE_PLUGINS:
-        app.register_blueprint(
-            importlib.import_module(f"nfrx.plugins.{name}.server").blueprint(gateway)
-        )
-    app.register_blueprint(openapi.blueprint())
+    for plugin in gateway.plugins:
+        app.register_blueprint(plugin.blueprint())
+    for name in gateway.disabled_plugins:
+        app.register_blueprint(_disabled_plugin(name))
+    app.register_blueprint(swagger_ui.blueprint(type(plugin).api() for plugin in gateway.plugins))
     if not gateway.config.metrics_port:  # else only the METRICS_PORT listener serves it
         metrics.register_route(app, gateway.metrics)
     app.register_blueprint(state.blueprint(gateway))
@@ -164,14 +159,6 @@ def create_quart_app(gateway: Gateway) -> QuartTrio:
 
 JSON = "application/json"
 DASHBOARD = "/state"
-
-PLUGIN_APIS = {
-    "llm": "/api/llm/v1",
-    "mcp": "/api/mcp/id/{id}",
-    "docling": "/api/docling/v1",
-    "asr": "/api/asr/v1",
-}
-"""Where each plugin's client API starts (for ``GET /``)."""
 
 
 def index_document(gateway: Gateway) -> dict[str, Any]:
@@ -184,11 +171,7 @@ def index_document(gateway: Gateway) -> dict[str, Any]:
         "openapi": f"{openapi.PREFIX}/openapi.json",
         "health": "/healthz",
         "state": "/api/state",
-        "apis": {
-            name: PLUGIN_APIS[name]
-            for name in enabled_plugins(gateway.config.plugins)
-            if name in PLUGIN_APIS
-        },
+        "apis": {p.name: p.api_root for p in gateway.plugins if p.api_root is not None},
     }
 
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import functools
 from typing import TYPE_CHECKING, Any
 
+from nfrx.server.dispatch_queue import Ticket
 from nfrx.server.http_errors import HttpError, model_not_found
-from nfrx.server.queue import Ticket
 from nfrx.server.scheduler import aliases_allowed
 
 if TYPE_CHECKING:

@@ -1,14 +1,16 @@
 """The server's shared state and the request-side helpers every plugin uses.
 
-One :class:`Gateway` per ``nfrx serve`` process: its config, the agent registry and the drain
-flag. Plugins receive it; they never import the composition modules (app, runner).
+One :class:`Gateway` per ``nfrx serve`` process: its config, the agent registry, the dispatch
+queue, the metrics, the drain flag, and its plugins (:mod:`nfrx.server.plugin`), which it makes
+from the plugin classes the composition hands it. Plugins receive it; they never import the
+composition modules (app, runner).
 """
 
 from __future__ import annotations
 
 import re
 import uuid
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import trio
 from quart import request
@@ -16,21 +18,26 @@ from quart import request
 from nfrx.cluster import for_gateway
 from nfrx.server import auth
 from nfrx.server.accounting import route_of
+from nfrx.server.dispatch_queue import DispatchQueue
 from nfrx.server.http_errors import HttpError, unauthorized
 from nfrx.server.metrics import ServerMetrics
-from nfrx.server.queue import DispatchQueue
 from nfrx.server.registry import AgentRegistry
 from nfrx.server.request_body import next_chunk
+from nfrx.server.traffic import Traffic
 from nfrx.server.upload import Upload, too_large
 from nfrx.server.usage import Usage
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterable
 
     from nfrx.config.model import ServerConfig
     from nfrx.server.accounting import ClientKeys, RequestRecord
+    from nfrx.server.http_errors import ErrorStyle
+    from nfrx.server.plugin import Plugin
     from nfrx.server.proxy import Exchange
     from nfrx.server.registry import AgentRecord
+
+P = TypeVar("P", bound="Plugin")
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")
 
@@ -59,8 +66,31 @@ def header(name: str) -> str | None:
     return values[0] if values else None
 
 
+_ERROR_STYLE = "nfrx.error_style"
+
+
+def use_error_style(style: ErrorStyle) -> None:
+    """Answer the current request's errors in ``style`` (the default is ``openai``)."""
+    cast("dict[str, Any]", request.scope)[_ERROR_STYLE] = style
+
+
+def error_style() -> ErrorStyle:
+    """The error style the current request's errors are answered in."""
+    style: ErrorStyle = cast("dict[str, Any]", request.scope).get(_ERROR_STYLE, "openai")
+    return style
+
+
 class Gateway:
-    def __init__(self, config: ServerConfig) -> None:
+    def __init__(
+        self,
+        config: ServerConfig,
+        plugins: Iterable[Callable[[Gateway], Plugin]] = (),
+        *,
+        disabled: Iterable[str] = (),
+    ) -> None:
+        """A gateway with one plugin made by each of ``plugins`` (plugin classes, in the list's
+        order); ``disabled`` names the plugins ``PLUGINS`` left out (their routes answer 404
+        ``plugin_disabled``)."""
         self.config = config
         self.registry = AgentRegistry()
         self.queue = DispatchQueue(self.registry, config.llm_queue_size)
@@ -74,12 +104,55 @@ class Gateway:
         self.request_listeners: list[Callable[[RequestRecord], None]] = []
         """Called with every HTTP request's record when it ends (:mod:`.accounting`)."""
         self.client_keys: ClientKeys | None = None
-        """Admits requests that carry a client key; set by the keys plugin when it mounts."""
+        """Admits requests that carry a client key; set by the keys plugin when it is made."""
         self.metrics = ServerMetrics(self)
         """Prometheus series of this gateway (``GET /metrics``); subscribes to the above."""
+        self.traffic = Traffic(self)
+        """The recent traffic (the dashboard's charts); subscribes to the above."""
         self.cluster = for_gateway(self)
         """This instance among the gateway's others (:mod:`nfrx.cluster`; alone without
         ``REDIS_URL``): the hooks the core and the plugins call."""
+        self.disabled_plugins = tuple(disabled)
+        self._makers = tuple(plugins)
+        self._made: dict[Callable[[Gateway], Plugin], Plugin | None] = {}
+        """Plugin made by each maker; None while it is being made."""
+        self.plugins: tuple[Plugin, ...] = ()  # while they are made
+        self.plugins = tuple(self._make(make) for make in self._makers)
+        """The plugins it mounts, runs and reports, in the list's order."""
+
+    def _make(self, make: Callable[[Gateway], Plugin]) -> Plugin:
+        """The plugin ``make`` makes, made now unless it was already (a plugin that looks up
+        another while it is made has that one made first)."""
+        if make in self._made:
+            made = self._made[make]
+            if made is None:
+                raise RuntimeError(f"plugins look each other up while they are made: {make!r}")
+            return made
+        self._made[make] = None
+        plugin = self._made[make] = make(self)
+        for collector in plugin.collectors():
+            self.metrics.registry.register(collector)
+        return plugin
+
+    def plugin(self, cls: type[P]) -> P:
+        """Its plugin of class ``cls`` (made at once if a plugin being made asks for one that
+        comes later in the list); raises LookupError if it has none."""
+        for make in self._makers:
+            if isinstance(make, type) and issubclass(make, cls):
+                return cast("P", self._make(make))
+        for plugin in self._made.values():
+            if isinstance(plugin, cls):
+                return plugin
+        raise LookupError(f"this server has no {cls.__name__}")
+
+    @property
+    def agent_kinds(self) -> tuple[str, ...]:
+        """The kinds of agent its plugins accept, in the list's order."""
+        return tuple(p.agent_kind for p in self.plugins if p.agent_kind is not None)
+
+    def serves_models(self, kind: str) -> bool:
+        """Whether agents of ``kind`` serve models clients name (LLM, ASR)."""
+        return any(p.agent_kind == kind and p.serves_models for p in self.plugins)
 
     @property
     def draining(self) -> bool:

@@ -1,10 +1,12 @@
 """The one place where nfrx failures become HTTP answers.
 
-Routes raise :class:`HttpError`; the app's error handler turns it into a JSON body in the style of
-the API the client speaks: OpenAI's ``{"error": {"message", "type", "code"}}`` by default,
-Anthropic's ``{"type": "error", "error": {"type", "message"}}`` on ``/v1/messages``, and the
-original nfrx's flat ``{"error": "<code>", "message"}`` on the jobs and transfer APIs (the route
-sets ``scope["nfrx.error_style"]``). Failures of the tunnel (:class:`StreamReset`,
+Routes raise :class:`HttpError`; the app's error handler turns it into a JSON body in the
+:data:`ErrorStyle` of the API the client speaks: OpenAI's ``{"error": {"message", "type",
+"code"}}`` by default, Anthropic's ``{"type": "error", "error": {"type", "message"}}`` on
+``/v1/messages``, a JSON-RPC error with ``data.nfrx.code`` on the MCP relay's routes
+(:func:`nfrx.jsonrpc.nfrx_error`), and the original nfrx's flat ``{"error": "<code>",
+"message"}`` on the jobs and transfer APIs (a route chooses with
+:func:`nfrx.server.gateway.use_error_style`). Failures of the tunnel (:class:`StreamReset`,
 :class:`TunnelClosed`) are translated by :func:`from_tunnel_error`, both for the JSON answer
 (nothing sent yet) and for the final SSE event (a stream already under way).
 
@@ -19,11 +21,13 @@ from __future__ import annotations
 import json
 from typing import Any, Final, Literal
 
+from nfrx import jsonrpc
 from nfrx.protocol import ResetCode
 from nfrx.redact import redact
 from nfrx.transport.errors import StreamReset, TunnelClosed
 
-ErrorStyle = Literal["openai", "anthropic", "plain"]
+ErrorStyle = Literal["openai", "anthropic", "jsonrpc", "plain"]
+"""The shapes of an error body (see the module docstring); the OpenAPI document names the same."""
 
 _ANTHROPIC_TYPES = {
     400: "invalid_request_error",
@@ -49,6 +53,9 @@ class HttpError(Exception):
         type: str | None = None,  # noqa: A002 -- the OpenAI field name
         headers: dict[str, str] | None = None,
         detail: str = "",
+        rpc_id: str | None = None,
+        rpc_code: int = jsonrpc.INTERNAL_ERROR,
+        retryable: bool = False,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -58,11 +65,21 @@ class HttpError(Exception):
         self.headers = headers or {}
         self.detail = detail or message
         """What the operator's log says about it (never sent to the client)."""
+        self.rpc_id = rpc_id
+        """``jsonrpc`` style: the id of the request it answers, as JSON text (None: ``null``)."""
+        self.rpc_code = rpc_code
+        """``jsonrpc`` style: the JSON-RPC error code."""
+        self.retryable = retryable
+        """``jsonrpc`` style: ``data.nfrx.retryable``."""
 
     def body(
         self, style: ErrorStyle = "openai", extra: dict[str, Any] | None = None
     ) -> dict[str, Any]:
         extra = extra or {}
+        if style == "jsonrpc":
+            body: dict[str, Any] = json.loads(self.json_bytes("jsonrpc"))
+            body["error"].update(extra)
+            return body
         if style == "plain":  # the original's {"error":"<code>"}, plus a message for people
             return {"error": self.code, "message": self.message, **extra}
         if style == "anthropic":
@@ -81,6 +98,10 @@ class HttpError(Exception):
         }
 
     def json_bytes(self, style: ErrorStyle = "openai") -> bytes:
+        if style == "jsonrpc":  # the id is spliced as it came, not re-encoded
+            return jsonrpc.nfrx_error(
+                self.rpc_id, self.code, self.message, retryable=self.retryable, code=self.rpc_code
+            )
         return json.dumps(self.body(style)).encode()
 
     def sse_event(self, style: ErrorStyle = "openai", extra: dict[str, Any] | None = None) -> bytes:

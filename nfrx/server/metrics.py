@@ -3,15 +3,19 @@
 Two kinds of series:
 
 * **Read at scrape time** from the registry and the dispatch queue -- agents connected, requests
-  in flight, queue depth -- and the build info: nothing to keep in step, so they cannot drift
-  from ``/api/state``.
+  in flight (per agent plugin the server has), queue depth -- and the build info: nothing to keep
+  in step, so they cannot drift from ``/api/state``.
 * **Fed by events**: every finished :class:`~nfrx.server.proxy.Exchange` (the gateway's
   ``exchange_listeners``) adds to the request, token and duration series; every ticket leaving
   the dispatch queue (granted, refused or abandoned) adds its wait to the queue-wait histogram.
 
 Label values are bounded: ``model`` is always the agent's own model id of a relayed exchange
-(a request for a model no agent serves is refused before any exchange exists), ``plugin`` is one
-of :data:`~nfrx.plugins.SERVER_PLUGINS`, ``outcome`` and ``kind`` are fixed sets.
+(a request for a model no agent serves is refused before any exchange exists), ``plugin`` is the
+kind of one of the server's agent plugins, ``outcome`` and ``kind`` are fixed sets.
+
+Plugins add series of their own (:meth:`Plugin.collectors
+<nfrx.server.plugin.Plugin.collectors>`: MCP's exchanges, jobs, transfers), registered here by
+the gateway; a plugin the server does not have adds none.
 
 The registry is per gateway, not prometheus-client's global one: no process or platform series,
 and two gateways in one process (tests) never share counters.
@@ -30,7 +34,6 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import choose_encoder
 
 from nfrx._build import build_info
-from nfrx.plugins import SERVER_PLUGINS
 from nfrx.server.http_errors import HttpError
 
 if TYPE_CHECKING:
@@ -85,7 +88,7 @@ class _LiveCollector:
         build, agents, inflight, depth = families
         build.add_metric(list(_build()), 1)
         registry = self._gateway.registry
-        for plugin in SERVER_PLUGINS:
+        for plugin in self._gateway.agent_kinds:
             live = registry.agents(plugin)
             agents.add_metric([plugin], len(live))
             inflight.add_metric([plugin], sum(agent.inflight for agent in live))
@@ -126,14 +129,6 @@ class ServerMetrics:
             "error, cancelled: the client gave up; a request retried on another agent counts "
             "once per attempt).",
             ["model", "outcome"],
-            registry=r,
-        )
-        self.mcp_exchanges = Counter(
-            "nfrx_mcp_exchanges",
-            "Public MCP exchanges relayed, by relay id, kind (request, notification, response, "
-            "stream, delete, metadata) and outcome (success, error, timeout, cancelled, "
-            "client_cancelled, session_ended).",
-            ["relay", "kind", "outcome"],
             registry=r,
         )
         self.tokens = Counter(

@@ -1,7 +1,7 @@
 """Relay one HTTP exchange through an agent's tunnel and stream the answer back to the client.
 
 A :class:`Job` is one client request on its way to an agent: it takes a slot (at once, or by
-waiting in the :class:`~nfrx.server.queue.DispatchQueue`), opens a tunnel stream, sends the body
+waiting in the :class:`~.dispatch_queue.DispatchQueue`), opens a tunnel stream, sends the body
 and waits for the response head. If the agent fails before the head arrived -- it died, drained
 away, or reset the stream because its backend is unreachable -- nothing has reached the client
 yet, so the job tries another eligible agent (at most ``LLM_MAX_RETRIES`` times, never the same
@@ -35,6 +35,7 @@ from werkzeug.datastructures import Headers
 
 from nfrx.headers import HOP_BY_HOP
 from nfrx.protocol import ResetCode
+from nfrx.server.dispatch_queue import QueueFull, Ticket
 from nfrx.server.event_stream import EventCutter
 from nfrx.server.http_errors import (
     ErrorStyle,
@@ -45,7 +46,6 @@ from nfrx.server.http_errors import (
     request_timeout,
     worker_busy,
 )
-from nfrx.server.queue import QueueFull, Ticket
 from nfrx.server.upload import Upload
 from nfrx.server.usage import UsageMeter
 from nfrx.transport.errors import StreamReset, TunnelClosed
@@ -237,8 +237,8 @@ class Job:
             if capacity == 0:
                 raise QueueFull
             queue.enqueue(self.ticket)
-        except QueueFull:
-            raise worker_busy(capacity) from None
+        except QueueFull as exc:
+            raise worker_busy(capacity) from exc
         self._wait_started = trio.current_time()
         return None
 
@@ -297,10 +297,10 @@ class Job:
             return await self.open(agent, concrete, body, cleanups)
         except AttemptFailed as failure:
             if failure.busy:  # no retry spent: the agent stays eligible, the request waits
-                raise _Retry(failure.error) from None
+                raise _Retry(failure.error) from failure
             if not failure.retryable:
-                raise failure.error from None
-            raise self._retry_or_fail(agent, failure.error) from None
+                raise failure.error from failure
+            raise self._retry_or_fail(agent, failure.error) from failure
 
     async def open(
         self,
@@ -518,7 +518,7 @@ async def open_exchange(
     except TunnelClosed as exc:
         if owns_slot:
             gateway.registry.release(agent, failed=True)
-        raise AttemptFailed(from_tunnel_error(exc, request_id), retryable=True) from None
+        raise AttemptFailed(from_tunnel_error(exc, request_id), retryable=True) from exc
     exchange = Exchange(
         gateway,
         agent,
@@ -542,14 +542,14 @@ async def open_exchange(
     except HttpError as refused:  # the upload went over MAX_UPLOAD_BYTES
         exchange.status = refused.status
         exchange.finish(failed=False)
-        raise AttemptFailed(refused, retryable=False) from None
+        raise AttemptFailed(refused, retryable=False) from refused
     except (StreamReset, TunnelClosed) as exc:
         error = from_tunnel_error(exc, request_id)
         replayable = not isinstance(body, Upload) or body.replayable
         if isinstance(exc, StreamReset) and exc.code == ResetCode.OVERLOADED and replayable:
             exchange.finish(failed=False, refused=True)
             gateway.registry.saturate(agent, heard)
-            raise AttemptFailed(error, retryable=True, busy=True) from None
+            raise AttemptFailed(error, retryable=True, busy=True) from exc
         log.warning(
             "%s: agent %s failed before answering: %s request_id=%s",
             exchange.label,
@@ -560,7 +560,7 @@ async def open_exchange(
         exchange.status = error.status
         exchange.finish(failed=True)
         timed_out = isinstance(exc, StreamReset) and exc.code == ResetCode.TIMEOUT
-        raise AttemptFailed(error, retryable=not timed_out and replayable) from None
+        raise AttemptFailed(error, retryable=not timed_out and replayable) from exc
     if total.cancelled_caught or quiet.cancelled_caught:
         exchange.status = 504
         exchange.finish(code=ResetCode.TIMEOUT, failed=True)
@@ -678,7 +678,7 @@ async def relay_body(
             exchange.request_id,
         )
         if cutter is None:
-            raise RelayBroken(error.message) from None
+            raise RelayBroken(error.message) from exc
         yield _final_event(cutter, error.sse_event(style))
     finally:
         exchange.finish()

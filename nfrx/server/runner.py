@@ -1,9 +1,15 @@
-"""``nfrx serve``'s process: the root nursery, hypercorn, and the signal-driven drain.
+"""``nfrx serve``'s process: the composition of a gateway with its plugins, the root nursery,
+hypercorn, and the signal-driven drain.
+
+This is where the plugins meet the core: :func:`compose` hands the gateway the plugins of the one
+list (:mod:`nfrx.plugins`) that ``PLUGINS`` enables, and the always-on ones; nothing else in the
+core knows a plugin by name.
 
 Task tree (every task has this one owner)::
 
     run_server
-    +-- each agentless plugin's background work (jobs: expiry and leases; transfer: channel TTLs)
+    +-- each plugin's background work (MCP: idle sessions; jobs: expiry and leases; transfer:
+    |   channel TTLs), started before the listener opens
     +-- hypercorn serve (HTTP API + agent WebSockets; one task per connection inside it), on PORT
     |   (shared with this host's other instances with REUSE_PORT) and AGENT_PORT when set
     +-- hypercorn serve on METRICS_PORT (only /metrics; when set), stopped by the same shutdown
@@ -18,7 +24,6 @@ Task tree (every task has this one owner)::
 from __future__ import annotations
 
 import functools
-import importlib
 import logging
 import math
 import signal
@@ -30,8 +35,7 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
-from nfrx.config.load import enabled_plugins
-from nfrx.plugins import SERVER_PLUGINS, SERVICE_PLUGINS
+from nfrx import plugins
 from nfrx.protocol import Drain
 from nfrx.server import reason_phrase
 from nfrx.server.app import create_app
@@ -89,6 +93,13 @@ def hypercorn_config(
     return hc
 
 
+def compose(config: ServerConfig) -> Gateway:
+    """The gateway of ``config``, with the plugins its ``PLUGINS`` enables and the always-on ones
+    (raises ValueError for a ``PLUGINS`` naming none of them: the CLI checked it before)."""
+    classes, disabled = plugins.server_plugins(config.plugins)
+    return Gateway(config, classes, disabled=disabled)
+
+
 def reused_port_sockets(config: ServerConfig) -> list[socket.socket]:
     """PORT (and AGENT_PORT) bound with SO_REUSEPORT (REUSE_PORT): other processes of this user
     on this host may bind them too, and the kernel spreads incoming connections between them."""
@@ -116,7 +127,7 @@ async def run_server(
 ) -> None:
     """Serve until a signal ends it; ``task_status.started`` gets the bound URLs."""
     reason_phrase.install()
-    gateway = Gateway(config)
+    gateway = compose(config)
     app = create_app(gateway)
     bound = reused_port_sockets(config) if config.reuse_port else None
     shutdown = trio.Event()
@@ -140,9 +151,8 @@ async def run_server(
                 grants,
             )
     async with trio.open_nursery() as nursery:
-        for name in SERVICE_PLUGINS:
-            plugin = importlib.import_module(f"nfrx.plugins.{name}.server")
-            await nursery.start(plugin.run, gateway)
+        for plugin in gateway.plugins:
+            await nursery.start(plugin.run)
 
         async def run_hypercorn(*, task_status: trio.TaskStatus[list[str]]) -> None:
             await serve(
@@ -174,7 +184,7 @@ async def run_server(
         log.info(
             "nfrx serve listening on %s (plugins: %s)",
             ", ".join(binds),
-            ", ".join(enabled_plugins(config.plugins)) or "none",
+            ", ".join(p.name for p in gateway.plugins if not p.always_on) or "none",
         )
         task_status.started(binds)
 
@@ -207,7 +217,7 @@ async def _watch_signals(
 
 async def _drain(gateway: Gateway, shutdown: trio.Event, drain_timeout: float) -> None:
     registry = gateway.registry
-    agents = [a for kind in SERVER_PLUGINS for a in registry.agents(kind)]
+    agents = [a for kind in gateway.agent_kinds for a in registry.agents(kind)]
     for agent in agents:
         agent.session.send_control(Drain(reason="server shutting down", deadline=drain_timeout))
     timeout = math.inf if drain_timeout < 0 else drain_timeout
@@ -229,7 +239,7 @@ STOP_GRACE = 1.0
 
 
 def _close_tunnels(gateway: Gateway, reason: str) -> None:
-    for kind in SERVER_PLUGINS:
+    for kind in gateway.agent_kinds:
         for agent in gateway.registry.agents(kind):
             agent.session.close(reason, CLOSE_GOING_AWAY)
 

@@ -1,17 +1,21 @@
 """The server's state for people and tools: ``/api/state`` (JSON), ``/api/state/stream`` (SSE) and
 the dashboard page (``/state``, and its views ``/state/keys`` and ``/state/connect``).
 
-:func:`build_snapshot` is pure: it reads the gateway (registry, queue, usage) and the clocks it is
-given, and returns the JSON-ready dict; nothing else here decides what the state says. The stream
-sends one snapshot at once, then one after every registry change, coalesced to at most one per
-``min_interval``; it ends by itself when the server starts draining (so the drain never waits for
-a dashboard), and quart-trio cancels it when the client leaves.
+:func:`build_snapshot` is pure: it reads the gateway (registry, queue, usage, its plugins' sections)
+and the clocks it is given, and returns the JSON-ready dict; nothing else here decides what the
+state says. It lists the plugins the server has, and only those: ``server.plugins`` names the agent
+plugins ``PLUGINS`` enabled, and ``plugins`` has a section for each of them (:func:`agents_section`,
+which the plugin may add to: MCP's relays) and for each always-on service plugin (a shape of its
+own: jobs, transfer). The stream sends one snapshot at once, then one after every registry change,
+coalesced to at most one per ``min_interval``; it ends by itself when the server starts draining (so
+the drain never waits for a dashboard), and quart-trio cancels it when the client leaves.
 
 The two API routes take the API key like ``/api/llm`` but stay readable while draining (watching a
 drain is the point of a state page); the page itself is public: it holds no data, and asks the
-user for the key. Besides the plugins, a snapshot has the client keys with their usage (``keys``,
-:mod:`nfrx.plugins.keys`) and the recent traffic the dashboard charts (``traffic``,
-:mod:`nfrx.server.traffic`).
+user for the key. Besides ``plugins``, a snapshot has the sections of plugins that are no service
+of their own (:attr:`Plugin.top_level_state <nfrx.server.plugin.Plugin.top_level_state>`: the
+client keys with their usage, ``keys``) and the recent traffic the dashboard charts
+(``traffic``, :mod:`nfrx.server.traffic`).
 """
 
 from __future__ import annotations
@@ -28,13 +32,7 @@ from quart import Blueprint, Response
 
 from nfrx._build import build_info
 from nfrx.cluster.directory import merge_agents
-from nfrx.plugins import SERVER_PLUGINS
-from nfrx.plugins.jobs.service import JobsService
-from nfrx.plugins.keys.service import KeysService
-from nfrx.plugins.mcp.sessions import McpRelays
-from nfrx.plugins.transfer.channels import TransferChannels
 from nfrx.server.registry import AgentStatus
-from nfrx.server.traffic import Traffic
 from nfrx.server.usage import Usage
 
 if TYPE_CHECKING:
@@ -131,7 +129,8 @@ def agent_document(agent: AgentRecord, clocks: Clocks) -> dict[str, Any]:
     }
 
 
-def _plugin_state(gateway: Gateway, kind: str, clocks: Clocks) -> dict[str, Any]:
+def agents_section(gateway: Gateway, kind: str, clocks: Clocks) -> dict[str, Any]:
+    """The core's part of an agent plugin's section: the queue, its agents and their models."""
     agents = gateway.registry.agents(kind)
     local = [agent_document(agent, clocks) for agent in agents]
     # With several instances: every agent of the gateway once, with the instances it is on.
@@ -160,7 +159,7 @@ def _plugin_state(gateway: Gateway, kind: str, clocks: Clocks) -> dict[str, Any]
             }
         )
     queue = gateway.queue
-    plugin: dict[str, Any] = {
+    return {
         # One dispatch queue serves every kind that queues (the other instances' waiters
         # count: the order is shared; the capacity is this instance's).
         "queue": {"length": len(queue) + queue.order.waiting(), "capacity": queue.capacity},
@@ -168,17 +167,6 @@ def _plugin_state(gateway: Gateway, kind: str, clocks: Clocks) -> dict[str, Any]
         "agents": states,
         "models": models,
     }
-    if kind == "mcp":
-        # MCP relays are addressed by id, not by model: their sessions and calls instead.
-        relays = McpRelays.of(gateway)
-        plugin["relays"] = [
-            {
-                **relays.describe(agent, wall=clocks.wall, now=clocks.trio, timestamp=rfc3339),
-                "status": agent_state["status"],
-            }
-            for agent, agent_state in zip(agents, local, strict=True)
-        ]
-    return plugin
 
 
 def build_snapshot(gateway: Gateway, server: ServerInfo, clocks: Clocks) -> dict[str, Any]:
@@ -188,6 +176,12 @@ def build_snapshot(gateway: Gateway, server: ServerInfo, clocks: Clocks) -> dict
     the gateway (see :mod:`nfrx.cluster.directory`); ``server`` is this instance.
     """
     fleet = gateway.cluster.fleet()
+    sections: dict[str, Any] = {}
+    tops: dict[str, Any] = {}
+    for plugin in gateway.plugins:
+        kind = plugin.agent_kind
+        section = agents_section(gateway, kind, clocks) if kind is not None else {}
+        (tops if plugin.top_level_state else sections)[plugin.name] = plugin.state(section, clocks)
     snapshot: dict[str, Any] = {
         "server": {
             "version": server.version,
@@ -196,17 +190,12 @@ def build_snapshot(gateway: Gateway, server: ServerInfo, clocks: Clocks) -> dict
             "started_at": rfc3339(server.started_at),
             "uptime_seconds": round(max(0.0, clocks.monotonic - server.started_monotonic), 3),
             "draining": gateway.draining,
-            "plugins": list(SERVER_PLUGINS),
+            "plugins": [p.name for p in gateway.plugins if not p.always_on],
         },
-        "plugins": {
-            **{kind: _plugin_state(gateway, kind, clocks) for kind in SERVER_PLUGINS},
-            # Plugins without agents: sections of their own shape.
-            "jobs": JobsService.of(gateway).state(clocks.trio),
-            "transfer": TransferChannels.of(gateway).state(),
-        },
-        # Not plugins: the client keys with their usage, and the recent traffic (charts).
-        "keys": KeysService.of(gateway).state(clocks.wall),
-        "traffic": Traffic.of(gateway).state(clocks.wall),
+        "plugins": sections,
+        **tops,
+        # Not a plugin's: the recent traffic (the dashboard's charts).
+        "traffic": gateway.traffic.state(clocks.wall),
     }
     if fleet is not None:
         snapshot["server"]["instance"] = fleet.instance_id
@@ -217,26 +206,21 @@ def build_snapshot(gateway: Gateway, server: ServerInfo, clocks: Clocks) -> dict
     return snapshot
 
 
-def _fingerprint(snapshot: dict[str, Any]) -> str:
-    """The snapshot without what changes on its own (uptime, heartbeats): equal fingerprints
-    mean nothing a reader cares about changed."""
+def _fingerprint(gateway: Gateway, snapshot: dict[str, Any]) -> str:
+    """The snapshot without what changes on its own (uptime, heartbeats, each plugin's
+    :meth:`~nfrx.server.plugin.Plugin.steady` part): equal fingerprints mean nothing a reader
+    cares about changed."""
     stable = {**snapshot, "server": {**snapshot["server"], "uptime_seconds": None}}
-    stable["plugins"] = {
-        kind: {
-            **plugin,
-            "agents": [{**agent, "last_heartbeat": None} for agent in plugin["agents"]],
-        }
-        for kind, plugin in snapshot["plugins"].items()
-        if kind in SERVER_PLUGINS
-    }
-    jobs = snapshot["plugins"]["jobs"]
-    ages = ("oldest_queued_seconds", "oldest_inflight_seconds")
-    stable["plugins"]["jobs"] = {
-        **jobs,
-        "summary": {k: v for k, v in jobs["summary"].items() if k not in ages},
-        "workers": [{**w, "active": None} for w in jobs["workers"]],
-    }
-    stable["plugins"]["transfer"] = snapshot["plugins"]["transfer"]
+    stable["plugins"] = {}
+    for plugin in gateway.plugins:
+        if plugin.top_level_state:
+            section, where = snapshot[plugin.name], stable
+        else:
+            section, where = snapshot["plugins"][plugin.name], stable["plugins"]
+        if "agents" in section:
+            agents = [{**agent, "last_heartbeat": None} for agent in section["agents"]]
+            section = {**section, "agents": agents}
+        where[plugin.name] = plugin.steady(section)
     # The series roll over with the clock: only the totals say that something happened.
     stable["traffic"] = snapshot["traffic"]["totals"]
     return json.dumps(stable, sort_keys=True)
@@ -272,7 +256,7 @@ async def snapshot_stream(
     keep-alive comment after ``keepalive_interval`` of silence. Returns when the drain starts;
     the caller cancels it (or stops iterating) to end it sooner. Holds no resources."""
     snapshot = build_snapshot(gateway, server, Clocks.read())
-    sent = _fingerprint(snapshot)
+    sent = _fingerprint(gateway, snapshot)
     yield _event(snapshot)
     last_write = last_snapshot = trio.current_time()
     while True:
@@ -285,7 +269,7 @@ async def snapshot_stream(
         if gateway.draining:
             return
         snapshot = build_snapshot(gateway, server, Clocks.read())
-        fingerprint = _fingerprint(snapshot)
+        fingerprint = _fingerprint(gateway, snapshot)
         now = trio.current_time()
         if fingerprint != sent:
             sent = fingerprint
@@ -309,7 +293,6 @@ def blueprint(gateway: Gateway) -> Blueprint:
     bp = Blueprint("state", __name__)
     server = ServerInfo.now()
     page = _dashboard_html()
-    Traffic.of(gateway)  # counts from the first request on
 
     @bp.get("/api/state")
     async def state() -> Response:

@@ -21,8 +21,7 @@ from __future__ import annotations
 
 import math
 import time
-import weakref
-from typing import TYPE_CHECKING, Any, ClassVar, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
@@ -79,10 +78,9 @@ class Bucket:
 
 
 class Traffic:
-    """The traffic history of one gateway (:meth:`of`); subscribes itself to the gateway's
-    finished requests and its queue's departures."""
-
-    _recorders: ClassVar[weakref.WeakKeyDictionary[Gateway, Traffic]] = weakref.WeakKeyDictionary()
+    """The traffic history of one gateway (:attr:`Gateway.traffic
+    <nfrx.server.gateway.Gateway.traffic>`); subscribes itself to the gateway's finished
+    requests and its queue's departures."""
 
     def __init__(self, gateway: Gateway) -> None:
         self._gateway = gateway
@@ -94,13 +92,6 @@ class Traffic:
         self.output_tokens_total = 0
         gateway.request_listeners.append(self.request_ended)
         gateway.queue.wait_listeners.append(self._left_queue)
-
-    @classmethod
-    def of(cls, gateway: Gateway) -> Traffic:
-        recorder = cls._recorders.get(gateway)
-        if recorder is None:
-            recorder = cls._recorders[gateway] = cls(gateway)
-        return recorder
 
     def _bucket(self, now: float) -> Bucket:
         start = int(now // BUCKET_SECONDS) * BUCKET_SECONDS

@@ -37,12 +37,12 @@ async def agent_handshake(
         with trio.fail_after(timeout):
             await transport.send_message(conn.send(hello))
             conn.receive(await transport.get_message())
-    except trio.TooSlowError:
-        raise HandshakeFailed(f"no answer to hello within {timeout:g} s") from None
+    except trio.TooSlowError as exc:
+        raise HandshakeFailed(f"no answer to hello within {timeout:g} s") from exc
     except TransportClosed as exc:
-        raise HandshakeFailed(f"connection closed during the handshake ({exc.reason})") from None
+        raise HandshakeFailed(f"connection closed during the handshake ({exc.reason})") from exc
     except ProtocolError as exc:
-        raise HandshakeFailed(f"invalid answer to hello: {exc}") from None
+        raise HandshakeFailed(f"invalid answer to hello: {exc}") from exc
     (frame,) = conn.events()
     if isinstance(frame, Refuse):
         raise HandshakeRefused(frame.code, frame.message)
@@ -62,12 +62,12 @@ async def receive_hello(
     try:
         with trio.fail_after(timeout):
             conn.receive(await transport.get_message())
-    except trio.TooSlowError:
-        raise HandshakeFailed(f"no hello within {timeout:g} s") from None
+    except trio.TooSlowError as exc:
+        raise HandshakeFailed(f"no hello within {timeout:g} s") from exc
     except TransportClosed as exc:
-        raise HandshakeFailed(f"connection closed before hello ({exc.reason})") from None
+        raise HandshakeFailed(f"connection closed before hello ({exc.reason})") from exc
     except ProtocolError as exc:
-        raise HandshakeFailed(f"invalid hello: {exc}") from None
+        raise HandshakeFailed(f"invalid hello: {exc}") from exc
     (frame,) = conn.events()
     assert isinstance(frame, Hello)
     return conn, frame

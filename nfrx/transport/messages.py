@@ -55,8 +55,8 @@ class MemoryTransport:
             raise self._closed
         try:
             await self._send.send(message)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            raise TransportClosed("peer closed", 1006) from None
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise TransportClosed("peer closed", 1006) from exc
 
     async def get_message(self) -> Message:
         if self._frozen:
@@ -65,9 +65,9 @@ class MemoryTransport:
             raise self._closed
         try:
             item = await self._receive.receive()
-        except (trio.EndOfChannel, trio.ClosedResourceError):
+        except (trio.EndOfChannel, trio.ClosedResourceError) as exc:
             self._closed = TransportClosed("peer went away", 1006)
-            raise self._closed from None
+            raise self._closed from exc
         if isinstance(item, _Closed):
             self._closed = TransportClosed(item.reason, item.code)
             raise self._closed

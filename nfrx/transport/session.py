@@ -246,7 +246,7 @@ class TunnelSession:
         try:
             message = self._conn.send(frame)
         except LocalProtocolError as exc:
-            raise TunnelClosed(f"cannot open a stream: {exc}") from None
+            raise TunnelClosed(f"cannot open a stream: {exc}") from exc
         stream = OutgoingStream(self, stream_id, method)
         self._streams[stream_id] = stream
         self._enqueue(message)

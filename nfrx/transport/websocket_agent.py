@@ -37,13 +37,13 @@ class AgentWebSocket:
         try:
             await self._ws.send_message(message)
         except trio_websocket.ConnectionClosed as exc:
-            raise TransportClosed(_reason(exc), _code(exc)) from None
+            raise TransportClosed(_reason(exc), _code(exc)) from exc
 
     async def get_message(self) -> Message:
         try:
             return await self._ws.get_message()
         except trio_websocket.ConnectionClosed as exc:
-            raise TransportClosed(_reason(exc), _code(exc)) from None
+            raise TransportClosed(_reason(exc), _code(exc)) from exc
 
     async def aclose(self, code: int = 1000, reason: str = "") -> None:
         with trio.move_on_after(1, shield=True):
@@ -90,11 +90,11 @@ async def connect(
             yield AgentWebSocket(ws)
     except trio_websocket.ConnectionRejected as exc:
         body = (exc.body or b"").decode("utf-8", "replace").strip()
-        raise HandshakeRefused(f"http_{exc.status_code}", body or "upgrade rejected") from None
-    except trio_websocket.ConnectionTimeout:
-        raise HandshakeFailed(f"timed out connecting to {url}") from None
+        raise HandshakeRefused(f"http_{exc.status_code}", body or "upgrade rejected") from exc
+    except trio_websocket.ConnectionTimeout as exc:
+        raise HandshakeFailed(f"timed out connecting to {url}") from exc
     except (OSError, trio_websocket.HandshakeError) as exc:
-        raise HandshakeFailed(f"cannot connect to {url}: {exc}") from None
+        raise HandshakeFailed(f"cannot connect to {url}: {exc}") from exc
 
 
 async def _check_certificate(url: str, context: ssl.SSLContext, timeout: float) -> None:
@@ -115,8 +115,8 @@ async def _check_certificate(url: str, context: ssl.SSLContext, timeout: float) 
                 await stream.do_handshake()
             finally:
                 await trio.aclose_forcefully(stream)
-    except trio.TooSlowError:
-        raise HandshakeFailed(f"timed out connecting to {url}") from None
+    except trio.TooSlowError as exc:
+        raise HandshakeFailed(f"timed out connecting to {url}") from exc
     except trio.BrokenResourceError as exc:
         # trio's SSLStream wraps TLS failures (an unknown CA, a wrong host name) in this.
         cause = exc.__cause__
@@ -124,9 +124,9 @@ async def _check_certificate(url: str, context: ssl.SSLContext, timeout: float) 
             reason = f"certificate verify failed: {cause.verify_message}"
         else:
             reason = f"TLS handshake failed: {cause or exc}"
-        raise HandshakeFailed(f"cannot connect to {url}: {reason}") from None
+        raise HandshakeFailed(f"cannot connect to {url}: {reason}") from exc
     except OSError as exc:
-        raise HandshakeFailed(f"cannot connect to {url}: {exc}") from None
+        raise HandshakeFailed(f"cannot connect to {url}: {exc}") from exc
 
 
 def tls_context(url: str, ca_file: str = "") -> ssl.SSLContext | None:

@@ -31,8 +31,8 @@ class ServerWebSocket:
     async def send_message(self, message: Message) -> None:
         try:
             await self._ws.send(message)
-        except trio.BusyResourceError:
-            raise TransportClosed("connection closing", 1006) from None
+        except trio.BusyResourceError as exc:
+            raise TransportClosed("connection closing", 1006) from exc
         await trio.lowlevel.checkpoint()
 
     async def get_message(self) -> Message:

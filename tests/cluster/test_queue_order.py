@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from nfrx.cluster.queue_order import Entry, SharedOrder, decode_entry, encode_entry
-from nfrx.server.queue import DispatchQueue
+from nfrx.server.dispatch_queue import DispatchQueue
 from nfrx.server.registry import AgentRegistry
-from tests.server.test_queue import ticket
+from tests.server.test_dispatch_queue import ticket
 from tests.server.test_scheduler import agent
 
 

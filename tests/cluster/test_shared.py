@@ -9,8 +9,8 @@ from nfrx.cluster.members import Membership
 from nfrx.cluster.shared import SharedCluster
 from nfrx.cluster.store import Beat, MemberRecord
 from nfrx.config.model import ServerConfig
-from nfrx.server.gateway import Gateway
 from nfrx.server.registry import AgentRecord
+from nfrx.server.runner import compose
 
 
 class FakeSession:
@@ -48,7 +48,7 @@ def agent(agent_id: str) -> AgentRecord:
 
 
 async def test_an_agent_that_comes_or_goes_is_published_at_once_and_announced() -> None:
-    gateway = Gateway(ServerConfig(redis_url="redis://127.0.0.1:1", instance_id="a"))
+    gateway = compose(ServerConfig(redis_url="redis://127.0.0.1:1", instance_id="a"))
     cluster = gateway.cluster
     assert isinstance(cluster, SharedCluster)
     cluster._membership = Membership(cluster._record())

@@ -9,6 +9,7 @@ import attrs
 import pytest
 import yaml
 
+from nfrx.cli.serve import CHECKS as SERVE_CHECKS
 from nfrx.config.files import default_path
 from nfrx.config.load import ConfigDeprecation, ConfigError, load, masked, render
 from nfrx.config.model import AgentConfig, LlmAgentConfig, ServerConfig
@@ -112,12 +113,14 @@ def test_lists_for_comma_settings(tmp_path: Path) -> None:
         ("request_timeout: .inf\n", "request_timeout: expected a finite number"),
         ("llm_queue_size: -1\n", "llm_queue_size: must be at least 0, got -1"),
         ("client_key: [a]\n", "client_key: expected a string (quote it), got a list"),
+        ("plugins: [llm, jobs]\n", "plugins: unknown plugin 'jobs'"),
     ],
 )
 def test_file_errors_name_the_file_and_key(tmp_path: Path, text: str, message: str) -> None:
     file = write(tmp_path / "s.yaml", text)
     with pytest.raises(ConfigError) as caught:
-        load(ServerConfig, {}, {"CONFIG_FILE": str(file)})
+        # With nfrx serve's own checks: PLUGINS is checked against the list of plugins there.
+        load(ServerConfig, {}, {"CONFIG_FILE": str(file)}, checks=SERVE_CHECKS)
     assert str(caught.value).startswith(f"{file}: "), caught.value
     assert message in str(caught.value)
     assert "\n" not in str(caught.value)
@@ -160,8 +163,14 @@ def test_render_masks_secrets_and_reloads(tmp_path: Path) -> None:
 )
 def test_server_checks(flags: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError) as caught:
-        load(ServerConfig, flags, {})
+        load(ServerConfig, flags, {}, checks=SERVE_CHECKS)
     assert str(caught.value).startswith(message), caught.value
+
+
+def test_settings_alone_know_no_plugin_names() -> None:
+    """PLUGINS is the composition's to check (settings import no plugin): without nfrx serve's
+    checks any name loads, and nothing else changes."""
+    assert load(ServerConfig, {"plugins": ("nope",)}, {}).plugins == ("nope",)
 
 
 @pytest.mark.parametrize(
@@ -177,7 +186,7 @@ def test_server_checks(flags: dict[str, Any], message: str) -> None:
 def test_enabled_plugins(plugins: tuple[str, ...], enabled: tuple[str, ...]) -> None:
     from nfrx.config.load import enabled_plugins
 
-    assert enabled_plugins(plugins) == enabled
+    assert enabled_plugins(plugins, ("llm", "mcp", "docling", "asr")) == enabled
 
 
 # -- keys are the snake_case of the environment names -------------------------------------------

@@ -16,7 +16,7 @@ from playwright.sync_api import expect, sync_playwright
 
 from nfrx.config.model import ServerConfig
 from nfrx.server.app import create_quart_app
-from nfrx.server.gateway import Gateway
+from nfrx.server.runner import compose
 from tests.e2e.harness import Server
 
 IGNORED_RULES = {
@@ -29,7 +29,7 @@ _CONVERTER = re.compile(r"<(?:[^<>:]+:)?([^<>]+)>")
 
 def app_routes() -> set[tuple[str, str]]:
     """(method, OpenAPI path) for every rule of the app as ``nfrx serve`` builds it."""
-    app = create_quart_app(Gateway(ServerConfig()))
+    app = create_quart_app(compose(ServerConfig()))
     routes = set()
     for rule in app.url_map.iter_rules():
         path = _CONVERTER.sub(r"{\1}", rule.rule)
@@ -55,7 +55,7 @@ async def fetch_document(server: Server) -> dict[str, Any]:
 
 def test_ignored_rules_exist() -> None:
     """An ignore entry whose rule is gone would hide nothing and should be dropped."""
-    app = create_quart_app(Gateway(ServerConfig()))
+    app = create_quart_app(compose(ServerConfig()))
     rules = {_CONVERTER.sub(r"{\1}", rule.rule) for rule in app.url_map.iter_rules()}
     assert {path for _, path in IGNORED_RULES} <= rules
 

@@ -1,13 +1,20 @@
-"""The last-resort guard between the app and hypercorn (no exchange can end the process)."""
+"""The last-resort guard between the app and hypercorn (no exchange can end the process), and
+the hypercorn behaviour it exists for."""
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from typing import Any
 
+import h11
 import pytest
+import trio
+from hypercorn.config import Config
+from hypercorn.trio import serve
 
+from nfrx.exception_groups import leaves
 from nfrx.server.guard import guarded
 
 SCOPE = {"type": "http", "method": "GET", "path": "/x", "headers": []}
@@ -112,3 +119,56 @@ async def test_a_send_that_fails_is_not_answered_again() -> None:
 
     await guarded(app)(dict(SCOPE), receive, send)
     assert [m["status"] for m in sent] == [200]
+
+
+# -- what hypercorn does without the guard (else it could go) -----------------------------------
+
+
+async def _lifespan(receive: Any, send: Any) -> None:
+    while (await receive())["type"] != "lifespan.shutdown":
+        await send({"type": "lifespan.startup.complete"})
+    await send({"type": "lifespan.shutdown.complete"})
+
+
+async def _answer_101(scope: Any, receive: Any, send: Any) -> None:
+    """An app that answers 101 to a plain request (what an agent once made nfrx do)."""
+    if scope["type"] == "lifespan":
+        await _lifespan(receive, send)
+        return
+    await send({"type": "http.response.start", "status": 101, "headers": []})
+    await send({"type": "http.response.body", "body": b""})
+
+
+async def _serve_one_request(app: Any) -> bytes:
+    """Run hypercorn with ``app``, send it one request, return what came back."""
+    config = Config()
+    config.bind = ["127.0.0.1:0"]
+    config.accesslog = None
+    stop = trio.Event()
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            binds: list[str] = await nursery.start(
+                functools.partial(serve, app, config, shutdown_trigger=stop.wait, mode="asgi")
+            )
+            port = int(binds[0].rsplit(":", 1)[1])
+            async with await trio.open_tcp_stream("127.0.0.1", port) as stream:
+                await stream.send_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                answer = b""
+                while chunk := await stream.receive_some():
+                    answer += chunk
+            stop.set()
+    return answer
+
+
+async def test_hypercorn_alone_still_dies_of_an_invalid_head() -> None:
+    """hypercorn's h11 refuses the 101 and its fallback 500 fails too: the exception leaves
+    ``serve`` and would end ``nfrx serve`` (else the guard's head check can go)."""
+    with pytest.raises(BaseExceptionGroup) as caught:
+        await _serve_one_request(_answer_101)
+    assert any(isinstance(leaf, h11.LocalProtocolError) for leaf in leaves(caught.value))
+
+
+async def test_behind_the_guard_hypercorn_answers_500_and_serves_on() -> None:
+    answer = await _serve_one_request(guarded(_answer_101))
+    assert answer.startswith(b"HTTP/1.1 500")
+    assert b'"internal_error"' in answer

@@ -1,12 +1,17 @@
 """What a client is told when the tunnel stream under its request fails (finding 4: the agent's
-words, which name private backend URLs, never reach it; the operator's log gets them redacted)."""
+words, which name private backend URLs, never reach it; the operator's log gets them redacted);
+and the one set of error styles an answer takes."""
 
 from __future__ import annotations
 
+import typing
+
 import pytest
 
+from nfrx import jsonrpc
 from nfrx.protocol import ResetCode
-from nfrx.server.http_errors import from_tunnel_error
+from nfrx.server import openapi
+from nfrx.server.http_errors import ErrorStyle, HttpError, from_tunnel_error
 from nfrx.transport.errors import StreamReset, TunnelClosed
 
 LEAKY = "cannot reach the backend at http://user:pw@10.0.0.5:8000/v1?key=k: refused"
@@ -58,3 +63,39 @@ def test_a_lost_tunnel_is_told_without_its_reason() -> None:
     assert error.message == "the agent serving this request disconnected (request id rid-8)"
     assert "pw" not in error.detail
     assert "http://***@10.0.0.5:8000/v1" in error.detail
+
+
+# -- error styles -------------------------------------------------------------------------------
+
+
+def test_one_error_style_per_shape_the_document_describes() -> None:
+    """One ``ErrorStyle``: every style an error can be answered in has its body schema in the
+    OpenAPI document, and nothing else does."""
+    assert set(typing.get_args(ErrorStyle)) == set(openapi._STYLE_NAMES)
+    for _, schema in openapi._STYLE_NAMES.values():
+        assert schema in openapi.SCHEMAS
+
+
+def test_every_style_of_one_error() -> None:
+    error = HttpError(429, "busy", "slow down", retryable=True, rpc_id='"7"')
+    assert error.body("openai") == {
+        "error": {"message": "slow down", "type": "overloaded_error", "code": "busy"}
+    }
+    assert error.body("anthropic") == {
+        "type": "error",
+        "error": {"type": "rate_limit_error", "message": "slow down"},
+    }
+    assert error.body("plain") == {"error": "busy", "message": "slow down"}
+    assert error.body("jsonrpc") == {
+        "jsonrpc": "2.0",
+        "id": "7",
+        "error": {
+            "code": -32603,
+            "message": "nfrx: slow down",
+            "data": {"nfrx": {"code": "busy", "retryable": True}},
+        },
+    }
+    # The JSON-RPC body is the relay's own (the id spliced as the client sent it).
+    assert error.json_bytes("jsonrpc") == jsonrpc.nfrx_error(
+        '"7"', "busy", "slow down", retryable=True
+    )

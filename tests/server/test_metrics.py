@@ -12,7 +12,7 @@ from nfrx.config.model import ServerConfig
 from nfrx.server.gateway import Gateway
 from nfrx.server.metrics import metrics_asgi, outcome
 from nfrx.server.usage import Usage
-from tests.server.test_queue import setup, ticket
+from tests.server.test_dispatch_queue import setup, ticket
 from tests.server.test_scheduler import agent
 
 if TYPE_CHECKING:

@@ -61,7 +61,7 @@ def blueprint(gateway: Gateway) -> Blueprint:
         try:
             model = await read_field(upload, boundary, "model")
         except ValueError as exc:
-            raise _bad_request("invalid_body", f"malformed multipart body: {exc}") from None
+            raise _bad_request("invalid_body", f"malformed multipart body: {exc}") from exc
         if not model:
             raise _bad_request("missing_model", "the form needs a 'model' field (non-empty)")
         prefix = f"/api/{KIND}" + (f"/id/{agent_id}" if agent_id else "")

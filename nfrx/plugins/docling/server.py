@@ -17,6 +17,7 @@ instance reaches it, through that instance's own tunnel to the agent.
 from __future__ import annotations
 
 import collections
+import functools
 import json
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,7 @@ import trio
 from quart import Blueprint, Response, request
 
 from nfrx.server.agent_socket import serve_agent
+from nfrx.server.dispatch_queue import Ticket
 from nfrx.server.http_errors import HttpError
 from nfrx.server.proxy import (
     AttemptFailed,
@@ -34,11 +36,10 @@ from nfrx.server.proxy import (
     response_headers,
     streaming_response,
 )
-from nfrx.server.queue import Ticket
 from nfrx.transport.errors import StreamReset, TunnelClosed
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable
+    from collections.abc import AsyncIterator
 
     from nfrx.protocol import Response as ResponseHead
     from nfrx.server.gateway import Gateway
@@ -53,6 +54,14 @@ TASKS_KEPT = 100_000
 
 ASYNC_ANSWER_LIMIT = 1024 * 1024
 """Largest async-submit answer read to find its task id."""
+
+CONVERSIONS = (
+    "/v1/convert/source",
+    "/v1/convert/file",
+    "/v1/convert/source/async",
+    "/v1/convert/file/async",
+)
+"""docling-serve's conversion routes, relayed as they are."""
 
 
 def _no_agent() -> HttpError:
@@ -101,7 +110,7 @@ async def read_answer(exchange: Exchange, limit: int) -> bytes:
                 parts.append(chunk)
     except (StreamReset, TunnelClosed) as exc:
         exchange.finish(failed=True)
-        raise HttpError(502, "upstream_error", f"the async answer was cut: {exc}") from None
+        raise HttpError(502, "upstream_error", f"the async answer was cut: {exc}") from exc
     if scope.cancelled_caught or size > limit:
         exchange.finish(failed=True)
         raise HttpError(502, "upstream_error", "the async answer was too large or too slow")
@@ -119,35 +128,56 @@ def task_id_of(body: bytes) -> str | None:
 
 
 def blueprint(gateway: Gateway) -> Blueprint:
-    bp = Blueprint(KIND, __name__, url_prefix=f"/api/{KIND}")
-    registry = gateway.registry
-    tasks: collections.OrderedDict[str, str] = collections.OrderedDict()
-    """task id -> id of the agent whose backend holds the task."""
+    """The plugin's routes over ``gateway``, served by one :class:`DoclingRoutes`."""
+    return DoclingRoutes(gateway).blueprint()
 
-    def remember(task_id: str, agent_id: str) -> None:
+
+class DoclingRoutes:
+    """The Docling routes (see the module docstring) and the task table they keep: task id ->
+    id of the agent whose backend holds the task (at most :data:`TASKS_KEPT`, oldest forgotten
+    first)."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self.tasks: collections.OrderedDict[str, str] = collections.OrderedDict()
+
+    def blueprint(self) -> Blueprint:
+        bp = Blueprint(KIND, __name__, url_prefix=f"/api/{KIND}")
+        bp.before_request(self.admit)
+        bp.add_websocket("/connect", "connect", self.connect)
+        for path in CONVERSIONS:
+            endpoint = path.strip("/").replace("/", "_")
+            view = functools.partial(self.convert, path)
+            functools.update_wrapper(view, self.convert)
+            bp.add_url_rule(path, endpoint, view, methods=["POST"])
+        bp.add_url_rule("/v1/status/poll/<task_id>", "status_poll", self.status_poll)
+        bp.add_url_rule("/v1/result/<task_id>", "result", self.result)
+        return bp
+
+    async def admit(self) -> None:
+        self.gateway.admit()
+
+    async def connect(self) -> Response | None:
+        return await serve_agent(self.gateway, KIND)
+
+    def remember(self, task_id: str, agent_id: str) -> None:
+        tasks = self.tasks
         tasks[task_id] = agent_id
         tasks.move_to_end(task_id)
         while len(tasks) > TASKS_KEPT:
             tasks.popitem(last=False)
 
-    async def task_agent(task_id: str) -> str | None:
+    async def task_agent(self, task_id: str) -> str | None:
         """The agent holding ``task_id``: this instance's table, else the other instances'."""
-        agent_id = tasks.get(task_id)
+        agent_id = self.tasks.get(task_id)
         if agent_id is None:
-            agent_id = await gateway.cluster.task_agent(task_id)
+            agent_id = await self.gateway.cluster.task_agent(task_id)
             if agent_id is not None:
-                remember(task_id, agent_id)
+                self.remember(task_id, agent_id)
         return agent_id
 
-    @bp.before_request
-    async def admit() -> None:
-        gateway.admit()
-
-    @bp.websocket("/connect")
-    async def connect() -> Response | None:
-        return await serve_agent(gateway, KIND)
-
-    async def convert(path: str) -> Response:
+    async def convert(self, path: str) -> Response:
+        gateway = self.gateway
         request_id = gateway.request_id()
         upload = gateway.upload()
         ticket = Ticket(kind=KIND, model=MODEL, request_id=request_id, missing=_no_agent)
@@ -166,17 +196,24 @@ def blueprint(gateway: Gateway) -> Blueprint:
             body = await read_answer(exchange, ASYNC_ANSWER_LIMIT)
             task_id = task_id_of(body)
             if task_id is not None and head.status < 300:
-                remember(task_id, exchange.agent.id)
+                self.remember(task_id, exchange.agent.id)
                 gateway.cluster.task_accepted(task_id, exchange.agent.id)
             return streaming_response(_single(body), head.status, headers)
         return job.response(exchange, head)
 
-    async def task_lookup(path: str, task_id: str) -> Response:
+    async def status_poll(self, task_id: str) -> Response:
+        return await self.task_lookup(f"/v1/status/poll/{task_id}", task_id)
+
+    async def result(self, task_id: str) -> Response:
+        return await self.task_lookup(f"/v1/result/{task_id}", task_id)
+
+    async def task_lookup(self, path: str, task_id: str) -> Response:
+        gateway = self.gateway
         request_id = gateway.request_id()
-        agent_id = await task_agent(task_id)
+        agent_id = await self.task_agent(task_id)
         if agent_id is None:
             raise task_not_found(task_id)
-        agent = registry.get(KIND, agent_id)
+        agent = gateway.registry.get(KIND, agent_id)
         if agent is None or agent.session.closed:
             raise task_agent_gone(task_id, agent_id)
         query = request.query_string.decode("latin-1")
@@ -197,41 +234,16 @@ def blueprint(gateway: Gateway) -> Blueprint:
                 slot=False,
             )
         except AttemptFailed as failure:
-            raise failure.error from None
-        return _answer(exchange, head, request_id)
+            raise failure.error from failure
+        return self.answer(exchange, head, request_id)
 
-    def _answer(exchange: Exchange, head: ResponseHead, request_id: str) -> Response:
+    def answer(self, exchange: Exchange, head: ResponseHead, request_id: str) -> Response:
         headers = response_headers(head.headers)
         headers.append(("X-Request-Id", request_id))
         if head.end:
             exchange.finish(failed=False)
             return streaming_response(_single(b""), head.status, headers)
         body = relay_body(
-            exchange, is_event_stream(headers), "openai", gateway.config.llm_idle_timeout
+            exchange, is_event_stream(headers), "openai", self.gateway.config.llm_idle_timeout
         )
         return streaming_response(body, head.status, headers)
-
-    def convert_route(path: str) -> Callable[[], Awaitable[Response]]:
-        async def handler() -> Response:
-            return await convert(path)
-
-        return handler
-
-    for path in (
-        "/v1/convert/source",
-        "/v1/convert/file",
-        "/v1/convert/source/async",
-        "/v1/convert/file/async",
-    ):
-        endpoint = path.strip("/").replace("/", "_")
-        bp.add_url_rule(path, endpoint, convert_route(path), methods=["POST"])
-
-    @bp.get("/v1/status/poll/<task_id>")
-    async def status_poll(task_id: str) -> Response:
-        return await task_lookup(f"/v1/status/poll/{task_id}", task_id)
-
-    @bp.get("/v1/result/<task_id>")
-    async def result(task_id: str) -> Response:
-        return await task_lookup(f"/v1/result/{task_id}", task_id)
-
-    return bp

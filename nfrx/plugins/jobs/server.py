@@ -30,18 +30,16 @@ from nfrx.plugins.jobs.model import (
     StoreFull,
     job_view,
 )
-from nfrx.plugins.jobs.service import JobsService
-from nfrx.plugins.transfer.access import authorize, plain_errors, refuse_head
+from nfrx.plugins.transfer.access import authorize, refuse_head
 from nfrx.plugins.transfer.channels import TransferError, rfc3339_seconds
 from nfrx.plugins.transfer.server import http_error
-from nfrx.server.gateway import header
+from nfrx.server.gateway import header, use_error_style
 from nfrx.server.http_errors import HttpError
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
 
-    import trio
-
+    from nfrx.plugins.jobs.service import JobsService
     from nfrx.server.gateway import Gateway
 
 LEASE_HEADER: Final = "X-Nfrx-Lease"
@@ -63,20 +61,20 @@ def _translated() -> Iterator[None]:
     """Store and transfer errors as their HTTP answers."""
     try:
         yield
-    except JobNotFound:
+    except JobNotFound as exc:
         raise HttpError(
             404, "not_found", "no such job (unknown, or forgotten after JOBS_RETENTION)"
-        ) from None
+        ) from exc
     except InvalidState as exc:
-        raise HttpError(409, "invalid_state", str(exc)) from None
+        raise HttpError(409, "invalid_state", str(exc)) from exc
     except LeaseMismatch as exc:
-        raise HttpError(403, "lease_mismatch", str(exc)) from None
+        raise HttpError(403, "lease_mismatch", str(exc)) from exc
     except StoreFull as exc:
-        raise HttpError(503, "too_many_jobs", str(exc), headers={"Retry-After": "5"}) from None
+        raise HttpError(503, "too_many_jobs", str(exc), headers={"Retry-After": "5"}) from exc
     except JobError as exc:  # pragma: no cover -- every kind is listed above
-        raise HttpError(400, "invalid_request", str(exc)) from None
+        raise HttpError(400, "invalid_request", str(exc)) from exc
     except TransferError as exc:
-        raise http_error(exc) from None
+        raise http_error(exc) from exc
 
 
 async def _body(*, required: bool) -> dict[str, Any]:
@@ -94,8 +92,8 @@ async def _body(*, required: bool) -> dict[str, Any]:
         return {}
     try:
         value = json.loads(data)
-    except ValueError:
-        raise _bad("invalid_request", "the body is not valid JSON") from None
+    except ValueError as exc:
+        raise _bad("invalid_request", "the body is not valid JSON") from exc
     if not isinstance(value, dict):
         raise _bad("invalid_request", "the body must be a JSON object")
     return value
@@ -149,25 +147,51 @@ def _event_stream(body: AsyncIterator[bytes]) -> Response:
     return response
 
 
-def blueprint(gateway: Gateway) -> Blueprint:
-    bp = Blueprint("jobs", __name__, url_prefix="/api/jobs")
-    service = JobsService.of(gateway)
+def blueprint(gateway: Gateway, service: JobsService) -> Blueprint:
+    """The jobs API's routes over ``service``, served by one :class:`JobsRoutes`."""
+    return JobsRoutes(gateway, service).blueprint()
 
-    def client() -> None:
-        authorize(gateway, api=True, client=False)
 
-    def worker() -> None:
-        authorize(gateway, api=False, client=True)
+class JobsRoutes:
+    """The jobs API's routes (see the module docstring); the handlers run in the route's request
+    context and read ``request``."""
 
-    @bp.before_request
+    def __init__(self, gateway: Gateway, service: JobsService) -> None:
+        self.gateway = gateway
+        self.service = service
+
+    def blueprint(self) -> Blueprint:
+        bp = Blueprint("jobs", __name__, url_prefix="/api/jobs")
+        bp.before_request(self.admit)
+        for rule, endpoint, method in (
+            ("", "create", "POST"),
+            ("/<job_id>", "get", "GET"),
+            ("/<job_id>/events", "events", "GET"),
+            ("/<job_id>/cancel", "cancel", "POST"),
+            ("/claim", "claim", "POST"),
+            ("/stream", "stream", "GET"),
+            ("/<job_id>/payload", "payload", "POST"),
+            ("/<job_id>/result", "result", "POST"),
+            ("/<job_id>/status", "status", "POST"),
+            ("/<job_id>/heartbeat", "heartbeat", "POST"),
+        ):
+            bp.add_url_rule(rule, endpoint, getattr(self, endpoint), methods=[method])
+        return bp
+
+    @staticmethod
     async def admit() -> None:
-        plain_errors()
+        use_error_style("plain")
+
+    def client(self) -> None:
+        authorize(self.gateway, api=True, client=False)
+
+    def worker(self) -> None:
+        authorize(self.gateway, api=False, client=True)
 
     # -- client side ---------------------------------------------------------------------------
 
-    @bp.post("")
-    async def create() -> Response:
-        client()
+    async def create(self) -> Response:
+        self.client()
         body = await _body(required=True)
         job_type = _text(body, "type")
         if not job_type:
@@ -180,36 +204,32 @@ def blueprint(gateway: Gateway) -> Blueprint:
             worker_group=_text(body, "worker_group"),
         )
         with _translated():
-            job = await service.create(spec)
+            job = await self.service.create(spec)
         return jsonify({"job_id": job.id, "status": job.status})
 
-    @bp.get("/<job_id>")
-    async def get(job_id: str) -> Response:
-        client()
+    async def get(self, job_id: str) -> Response:
+        self.client()
         with _translated():
-            job = await service.get(job_id)
+            job = await self.service.get(job_id)
         return jsonify(job_view(job))
 
-    @bp.get("/<job_id>/events")
-    async def events(job_id: str) -> Response:
-        client()
+    async def events(self, job_id: str) -> Response:
+        self.client()
         refuse_head()
         with _translated():
-            await service.get(job_id)  # 404 now, not an empty stream
-        return _event_stream(service.events(job_id))
+            await self.service.get(job_id)  # 404 now, not an empty stream
+        return _event_stream(self.service.events(job_id))
 
-    @bp.post("/<job_id>/cancel")
-    async def cancel(job_id: str) -> Response:
-        client()
+    async def cancel(self, job_id: str) -> Response:
+        self.client()
         with _translated():
-            job = await service.cancel(job_id)
+            job = await self.service.cancel(job_id)
         return jsonify({"status": job.status})
 
     # -- worker side ---------------------------------------------------------------------------
 
-    @bp.post("/claim")
-    async def claim() -> Response:
-        worker()
+    async def claim(self) -> Response:
+        self.worker()
         body = await _body(required=False)
         types = body.get("types") or []
         if not isinstance(types, list) or not all(isinstance(t, str) for t in types):
@@ -222,14 +242,13 @@ def blueprint(gateway: Gateway) -> Blueprint:
             worker_group=_text(body, "worker_group"),
             types=frozenset(t.strip() for t in types if t.strip()),
         )
-        claimed = await service.claim(claimer, max_wait)
+        claimed = await self.service.claim(claimer, max_wait)
         if claimed is None:
             return Response(b"", status=204)
         return jsonify(claimed.view())
 
-    @bp.get("/stream")
-    async def stream() -> Response:
-        worker()
+    async def stream(self) -> Response:
+        self.worker()
         refuse_head()
         args = request.args
         types = {t.strip() for value in args.getlist("types") for t in value.split(",")}
@@ -244,17 +263,19 @@ def blueprint(gateway: Gateway) -> Blueprint:
             worker_group=args.get("worker_group", "").strip(),
             types=frozenset(types - {""}),
         )
-        return _event_stream(service.claim_stream(claimer, max_active))
+        return _event_stream(self.service.claim_stream(claimer, max_active))
 
-    async def offer(job_id: str, kind: str) -> Response:
-        worker()
+    async def offer(self, job_id: str, kind: str) -> Response:
+        self.worker()
         body = await _body(required=False)
         key = body.get("key", kind)
         if not isinstance(key, str):
             raise _bad("invalid_request", "'key' must be a string")
         properties = _object(body, "properties")
         with _translated():
-            info = await service.offer_transfer(job_id, _lease(body), kind, key.strip(), properties)
+            info = await self.service.offer_transfer(
+                job_id, _lease(body), kind, key.strip(), properties
+            )
         answer: dict[str, Any] = {
             "key": info.key,
             "channel_id": info.channel_id,
@@ -265,17 +286,14 @@ def blueprint(gateway: Gateway) -> Blueprint:
             answer["properties"] = properties
         return jsonify(answer)
 
-    @bp.post("/<job_id>/payload")
-    async def payload(job_id: str) -> Response:
-        return await offer(job_id, "payload")
+    async def payload(self, job_id: str) -> Response:
+        return await self.offer(job_id, "payload")
 
-    @bp.post("/<job_id>/result")
-    async def result(job_id: str) -> Response:
-        return await offer(job_id, "result")
+    async def result(self, job_id: str) -> Response:
+        return await self.offer(job_id, "result")
 
-    @bp.post("/<job_id>/status")
-    async def status(job_id: str) -> Response:
-        worker()
+    async def status(self, job_id: str) -> Response:
+        self.worker()
         body = await _body(required=True)
         state = _text(body, "state")
         if not state:
@@ -288,7 +306,7 @@ def blueprint(gateway: Gateway) -> Blueprint:
         ):
             raise _bad("invalid_request", '\'error\' must be {"code": str, "message": str}')
         with _translated():
-            job = await service.set_status(
+            job = await self.service.set_status(
                 job_id,
                 _lease(body),
                 state,
@@ -297,17 +315,9 @@ def blueprint(gateway: Gateway) -> Blueprint:
             )
         return jsonify({"status": job.status})
 
-    @bp.post("/<job_id>/heartbeat")
-    async def heartbeat(job_id: str) -> Response:
-        worker()
+    async def heartbeat(self, job_id: str) -> Response:
+        self.worker()
         body = await _body(required=False)
         with _translated():
-            job, lease_end = await service.heartbeat(job_id, _lease(body))
+            job, lease_end = await self.service.heartbeat(job_id, _lease(body))
         return jsonify({"status": job.status, "lease_expires_at": rfc3339_seconds(lease_end)})
-
-    return bp
-
-
-async def run(gateway: Gateway, *, task_status: trio.TaskStatus[None]) -> None:
-    """The jobs plugin's background work (deadlines), owned by the server's root nursery."""
-    await JobsService.of(gateway).run(task_status=task_status)

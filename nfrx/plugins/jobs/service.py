@@ -1,10 +1,11 @@
 """The jobs API's engine for one server: a :class:`~.store.JobStore`, its deadlines, the event
 streams, and the plugin's contributions to state and metrics.
 
-One :class:`JobsService` per gateway (:meth:`JobsService.of`). Its :meth:`~JobsService.run` is the
-plugin's one background task, owned by the server's root nursery: it applies the store's deadlines
-(client TTL, leases, retention) when they pass and tells the state streams about changes. Routes
-call the other methods; nothing here holds a lock or a buffer that grows.
+One :class:`JobsService` per gateway, owned by its jobs plugin (:mod:`.plugin`). Its
+:meth:`~JobsService.run` is the plugin's one background task, owned by the server's root nursery:
+it applies the store's deadlines (client TTL, leases, retention) when they pass and tells the
+state streams about changes. Routes call the other methods; nothing here holds a lock or a buffer
+that grows.
 
 Event streams are async generators the routes return as response bodies. Each wait sits in a
 cancel scope of its own, never around a ``yield``; cleanup (a subscriber leaving, an undelivered
@@ -20,14 +21,13 @@ from __future__ import annotations
 
 import json
 import math
-import weakref
-from typing import TYPE_CHECKING, Any, ClassVar, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import trio
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from nfrx.plugins.jobs.activity import ClaimMode, WorkerActivity
-from nfrx.plugins.jobs.memory import LEASE_EXPIRED, MemoryJobStore
+from nfrx.plugins.jobs.memory import LEASE_EXPIRED
 from nfrx.plugins.jobs.model import (
     HELD,
     STATUSES,
@@ -37,15 +37,14 @@ from nfrx.plugins.jobs.model import (
     TransferInfo,
     job_view,
 )
-from nfrx.plugins.jobs.store import StoreSettings
-from nfrx.plugins.transfer.channels import Outcome, TransferChannels
+from nfrx.plugins.transfer.channels import Outcome
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
 
     from nfrx.plugins.jobs.model import Claim, Claimer, Job, JobSpec
     from nfrx.plugins.jobs.store import JobStore
-    from nfrx.server.gateway import Gateway
+    from nfrx.plugins.transfer.channels import TransferChannels
 
 KEEPALIVE_INTERVAL: Final = 15.0
 """Seconds of silence after which an event stream sends a comment (keeps proxies from timing
@@ -69,10 +68,6 @@ def sse(name: str, data: dict[str, Any]) -> bytes:
 class JobsService:
     """See the module docstring."""
 
-    _services: ClassVar[weakref.WeakKeyDictionary[Gateway, JobsService]] = (
-        weakref.WeakKeyDictionary()
-    )
-
     def __init__(
         self,
         store: JobStore,
@@ -87,32 +82,6 @@ class JobsService:
         """After a job's final event its stream ends this much later (0: at once; <0: never)."""
         self.on_change = on_change
         self.activity = WorkerActivity()
-
-    @classmethod
-    def of(cls, gateway: Gateway) -> JobsService:
-        """The service of ``gateway`` (made on first use; its metrics are registered then)."""
-        service = cls._services.get(gateway)
-        if service is None:
-            config = gateway.config
-            # Where a REDIS_URL store would be chosen (see nfrx.plugins.jobs.store).
-            store = MemoryJobStore(
-                StoreSettings(
-                    client_ttl=config.jobs_client_ttl,
-                    lease_seconds=config.jobs_lease_seconds,
-                    lease_required=config.jobs_lease_required,
-                    requeue_expired=config.jobs_requeue_expired,
-                    retention=config.jobs_retention,
-                    max_jobs=config.jobs_max,
-                )
-            )
-            service = cls._services[gateway] = cls(
-                store,
-                TransferChannels.of(gateway),
-                sse_close_delay=config.jobs_sse_close_delay,
-                on_change=gateway.registry.wake,  # state streams follow jobs
-            )
-            gateway.metrics.registry.register(_Collector(service))
-        return service
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Apply the store's deadlines as they pass, and report changes, until cancelled."""
@@ -344,7 +313,7 @@ class JobsService:
         }
 
 
-class _Collector:
+class JobsCollector:
     """Prometheus series of a :class:`JobsService`, read at scrape time. Labels are fixed sets
     (states, outcomes): job types come from clients, so they are no label."""
 

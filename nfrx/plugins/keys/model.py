@@ -234,8 +234,8 @@ def _expiry(body: dict[str, Any], now: float) -> float | None:
         raise InvalidKey("'expires_at' must be an RFC 3339 date-time (or null)")
     try:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise InvalidKey(f"'expires_at' is not an RFC 3339 date-time: {value!r}") from None
+    except ValueError as exc:
+        raise InvalidKey(f"'expires_at' is not an RFC 3339 date-time: {value!r}") from exc
     if moment.tzinfo is None:
         raise InvalidKey("'expires_at' needs a time zone (Z or +hh:mm)")
     return moment.timestamp()

@@ -1,4 +1,4 @@
-"""The keys plugin, server side: the admin API under ``/api/admin`` and its background work.
+"""The keys plugin, server side: the admin API under ``/api/admin``.
 
 Routes (every one needs the admin: ``API_KEY``, or an ``ADMIN_HTTP_ROLES`` role in X-User-Roles;
 with neither configured the admin API is off, 403 ``admin_disabled``):
@@ -8,7 +8,7 @@ with neither configured the admin API is off, 403 ``admin_disabled``):
 * ``GET|PATCH|DELETE /api/admin/keys/{key}`` -- show (usage by model, current windows), change,
   revoke; ``{key}`` is a key's id or its name;
 * ``GET /api/admin/agent-setup`` -- what the dashboard's "Connect an agent" page needs to write
-  commands: this server's public URL, its enabled plugins, and ``CLIENT_KEY``.
+  commands: this server's public URL, its enabled agent plugins, and ``CLIENT_KEY``.
 
 Errors are OpenAI-style JSON; every service error becomes its answer in one place,
 :func:`_translated`.
@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any, Final
 
 from quart import Blueprint, Response, jsonify, request
 
-from nfrx.config.load import enabled_plugins
 from nfrx.plugins.keys.model import InvalidKey
 from nfrx.plugins.keys.service import KeyNotFound, KeyRevoked, KeysService, NameTaken
 from nfrx.plugins.keys.store import StoreError
@@ -33,8 +32,6 @@ from nfrx.server.http_errors import HttpError, unauthorized
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
-
-    import trio
 
     from nfrx.server.gateway import Gateway
 
@@ -67,20 +64,20 @@ def _translated() -> Iterator[None]:
     try:
         yield
     except KeyNotFound as exc:
-        raise HttpError(404, "key_not_found", f"no client key has the id or name {exc}") from None
+        raise HttpError(404, "key_not_found", f"no client key has the id or name {exc}") from exc
     except NameTaken as exc:
         raise HttpError(
             409, "name_taken", f"a client key is named {exc} already (names are never reused)"
-        ) from None
+        ) from exc
     except KeyRevoked as exc:
-        raise HttpError(409, "key_revoked", f"the key {exc} is revoked: it cannot change") from None
+        raise HttpError(409, "key_revoked", f"the key {exc} is revoked: it cannot change") from exc
     except InvalidKey as exc:
-        raise HttpError(400, "invalid_request", str(exc), type="invalid_request_error") from None
+        raise HttpError(400, "invalid_request", str(exc), type="invalid_request_error") from exc
     except StoreError as exc:
         log.error("client keys: %s", exc)
         raise HttpError(
             503, "store_unavailable", "the key store failed; nothing was changed (see the log)"
-        ) from None
+        ) from exc
 
 
 async def _body() -> dict[str, Any]:
@@ -95,10 +92,10 @@ async def _body() -> dict[str, Any]:
             raise too_large
     try:
         value = json.loads(data)
-    except ValueError:
+    except ValueError as exc:
         raise HttpError(
             400, "invalid_json", "the body is not valid JSON", type="invalid_request_error"
-        ) from None
+        ) from exc
     if not isinstance(value, dict):
         raise HttpError(
             400, "invalid_body", "the body must be a JSON object", type="invalid_request_error"
@@ -118,9 +115,8 @@ def public_url(gateway: Gateway) -> str:
     return gateway.config.public_url.rstrip("/") or f"{request.scheme}://{request.host}"
 
 
-def blueprint(gateway: Gateway) -> Blueprint:
+def blueprint(gateway: Gateway, service: KeysService) -> Blueprint:
     bp = Blueprint("keys", __name__, url_prefix=PREFIX)
-    service = KeysService.of(gateway)
 
     @bp.before_request
     async def admit() -> None:
@@ -163,15 +159,10 @@ def blueprint(gateway: Gateway) -> Blueprint:
         return _json(
             {
                 "public_url": public_url(gateway),
-                "plugins": list(enabled_plugins(config.plugins)),
+                "plugins": [plugin.name for plugin in gateway.plugins if not plugin.always_on],
                 "client_key": config.client_key,
                 "client_roles": bool(config.client_http_roles),
             }
         )
 
     return bp
-
-
-async def run(gateway: Gateway, *, task_status: trio.TaskStatus[None]) -> None:
-    """The keys plugin's background work (loading, usage writes), owned by the root nursery."""
-    await KeysService.of(gateway).run(task_status=task_status)

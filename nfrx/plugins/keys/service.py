@@ -28,9 +28,8 @@ import logging
 import os
 import sys
 import time
-import weakref
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 import trio
@@ -49,7 +48,6 @@ from nfrx.plugins.keys.model import (
     parse_update,
     rfc3339,
 )
-from nfrx.plugins.keys.sqlite_store import FILE_NAME, SqliteKeyStore
 from nfrx.plugins.keys.store import StoreError, UsageCounts
 from nfrx.server import accounting
 from nfrx.server.http_errors import HttpError
@@ -160,11 +158,7 @@ def _limit_error(key: ClientKey, refusal: Refusal) -> HttpError:
 
 
 class KeysService:
-    """See the module docstring. One per gateway (:meth:`of`)."""
-
-    _services: ClassVar[weakref.WeakKeyDictionary[Gateway, KeysService]] = (
-        weakref.WeakKeyDictionary()
-    )
+    """See the module docstring. One per gateway, owned by its keys plugin (:mod:`.plugin`)."""
 
     def __init__(
         self, gateway: Gateway, store: KeyStore, *, clock: Callable[[], float] = time.time
@@ -182,19 +176,6 @@ class KeysService:
         gateway.client_keys = self
         gateway.exchange_listeners.append(self.exchange_ended)
         gateway.request_listeners.append(self.request_ended)
-
-    @classmethod
-    def of(cls, gateway: Gateway) -> KeysService:
-        """The service of ``gateway``, made on first use with the SQLite store in ``STATE_DIR``
-        (where a ``REDIS_URL`` store would be chosen); its metrics are registered then."""
-        service = cls._services.get(gateway)
-        if service is None:
-            store = SqliteKeyStore(state_dir(gateway.config) / FILE_NAME)
-            service = cls._services[gateway] = cls(gateway, store)
-            from nfrx.plugins.keys.metrics import KeyCollector
-
-            gateway.metrics.registry.register(KeyCollector(service))
-        return service
 
     # -- admission (hot path: memory only) -----------------------------------------------------
 

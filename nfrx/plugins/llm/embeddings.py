@@ -109,22 +109,10 @@ async def run_split(
 ) -> Response:
     """Answer an embeddings request whose ``input`` :func:`splittable` returned."""
     inputs = payload["input"]
-    gateway = job.gateway
-    registry = gateway.registry
     grant = job.grant_now()
     while grant is None:
         grant = await job.wait()
-    agents = [grant]
-    # Also take every other eligible agent that is free right now.
-    limit = min(gateway.config.llm_max_parallel_embeddings, len(inputs))
-    while len(agents) < limit:
-        taken = {a.id for a, _ in agents}
-        found = [m for m in job.ticket.candidates(registry) if m[0].id not in taken]
-        extra = choose_match(found)
-        if extra is None:
-            break
-        registry.acquire(extra[0])
-        agents.append(extra)
+    agents = _with_free_agents(job, grant, len(inputs))
     plan = _Plan(inputs, share=math.ceil(len(inputs) / len(agents)))
     single = len(agents) == 1 and batch_size(agents[0][0].embedding_batch_size, plan.share) >= len(
         inputs
@@ -161,6 +149,25 @@ async def run_split(
             grant = await job.wait()
         agents = [grant]
     return _merged(job, plan)
+
+
+def _with_free_agents(
+    job: Job, grant: tuple[AgentRecord, str], inputs: int
+) -> list[tuple[AgentRecord, str]]:
+    """The granted agent and every other eligible agent free right now (their slots taken), up
+    to ``LLM_MAX_PARALLEL_EMBEDDINGS`` and one per input."""
+    registry = job.gateway.registry
+    agents = [grant]
+    limit = min(job.gateway.config.llm_max_parallel_embeddings, inputs)
+    while len(agents) < limit:
+        taken = {a.id for a, _ in agents}
+        found = [m for m in job.ticket.candidates(registry) if m[0].id not in taken]
+        extra = choose_match(found)
+        if extra is None:
+            break
+        registry.acquire(extra[0])
+        agents.append(extra)
+    return agents
 
 
 async def _run_agents(
@@ -256,7 +263,7 @@ async def _run_batch(
         raise AttemptFailed(
             HttpError(502, "upstream_error", f"the backend's embeddings answer is unusable: {exc}"),
             retryable=False,
-        ) from None
+        ) from exc
     plan.results[batch.start] = items
     plan.done += len(batch)
     if plan.model is None and isinstance(answer.get("model"), str):
@@ -300,7 +307,7 @@ async def _read_all(exchange: Exchange, job: Job) -> bytes:
             message = f"the agent failed mid-answer (request id {job.request_id})"
             raise AttemptFailed(
                 HttpError(502, "upstream_error", message, detail=detail), retryable=True
-            ) from None
+            ) from exc
         if scope.cancelled_caught:
             exchange.finish(code=ResetCode.TIMEOUT, failed=True)
             raise AttemptFailed(

@@ -8,7 +8,7 @@ read ``model`` (for routing) and to reject what no backend could accept.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from quart import Blueprint, Response, request
 
@@ -16,7 +16,7 @@ from nfrx.config.checks import QUEUE_EVENT_STYLES
 from nfrx.plugins.llm.embeddings import run_split, splittable
 from nfrx.server.agent_socket import serve_agent
 from nfrx.server.catalog import ModelCatalog
-from nfrx.server.gateway import header
+from nfrx.server.gateway import header, use_error_style
 from nfrx.server.http_errors import HttpError
 from nfrx.server.proxy import Job, streaming_response
 
@@ -34,10 +34,10 @@ def parse_body(body: bytes) -> dict[str, Any]:
     otherwise."""
     try:
         payload = json.loads(body)
-    except (ValueError, RecursionError):
+    except (ValueError, RecursionError) as exc:
         raise HttpError(
             400, "invalid_json", "the request body is not valid JSON", type="invalid_request_error"
-        ) from None
+        ) from exc
     if not isinstance(payload, dict):
         raise HttpError(
             400,
@@ -94,7 +94,7 @@ def blueprint(gateway: Gateway) -> Blueprint:
     @bp.before_request
     async def admit() -> None:
         if request.path.endswith("/v1/messages"):
-            cast("dict[str, Any]", request.scope)["nfrx.error_style"] = "anthropic"
+            use_error_style("anthropic")
         gateway.admit()
 
     @bp.websocket("/connect")

@@ -196,7 +196,7 @@ class McpHttpBackend:
                     status = resp.status_code
                     session_id = resp.headers.get("mcp-session-id")
         except (httpx.HTTPError, trio.TooSlowError) as exc:
-            raise BackendUnavailable(f"POST {url}: {type(exc).__name__}: {exc}") from None
+            raise BackendUnavailable(f"POST {url}: {type(exc).__name__}: {exc}") from exc
         if session_id:
             await self._delete_probe_session(session_id)
         if status >= 500:
@@ -472,22 +472,23 @@ def _stdio_spec(config: McpAgentConfig, command: str, args: Sequence[str] | None
     return ProviderSpec("stdio", command=resolved, args=argv, workdir=workdir)
 
 
-async def serve(config: McpAgentConfig, spec: ProviderSpec) -> None:
-    """Run the agent for ``spec`` until it stops (raises AgentExit for a fatal reason).
-
-    The tunnel's concurrency is MCP_MAX_INFLIGHT (the server counts only JSON-RPC requests
-    against it); MAX_CONCURRENCY has no say for MCP relays.
-    """
-    from nfrx.agent.runtime import AgentRuntime
-
-    runtime_config = attrs.evolve(config, max_concurrency=config.mcp_max_inflight)
+@contextlib.asynccontextmanager
+async def open_provider(
+    config: McpAgentConfig, args: Sequence[str] | None = None
+) -> AsyncIterator[tuple[Backend, str]]:
+    """The backend of the provider ``config`` names (``args`` replace MCP_STDIO_ARGS) and where
+    it is, open for the block's length: an HTTP client or a stdio process pool. Raises
+    AgentExit (status 2) for provider settings :func:`provider_spec` refuses."""
+    try:
+        spec = provider_spec(config, args)
+    except ConfigError as exc:
+        raise AgentExit(f"configuration error: {exc}", 2) from exc
     if spec.transport == "http":
         async with http_client(config) as client:
-            backend = McpHttpBackend(config, client)
-            await AgentRuntime(runtime_config, backend, backend_url=spec.url).run()
+            yield McpHttpBackend(config, client), spec.url
         return
     async with stdio_backend(config, spec) as bridge:
-        await AgentRuntime(runtime_config, bridge, backend_url=spec.command).run()
+        yield bridge, spec.command
 
 
 @contextlib.asynccontextmanager
@@ -499,7 +500,7 @@ async def stdio_backend(config: McpAgentConfig, spec: ProviderSpec) -> AsyncIter
     try:
         bridge = StdioBridge(config, args=spec.args, hello_options=hello_options(config, "stdio"))
     except ValueError as exc:
-        raise AgentExit(f"configuration error: {exc}", 2) from None
+        raise AgentExit(f"configuration error: {exc}", 2) from exc
     async with trio.open_nursery() as nursery:
         await nursery.start(bridge.run)
         try:

@@ -1,13 +1,12 @@
 """Idle MCP sessions: forgotten after ``MCP_SESSION_IDLE`` and ended at the provider (DELETE).
 
-:func:`sweep_forever` runs in every agent tunnel's connect route (so its lifetime is the tunnel's:
-no global task); the sweeps are shared through :attr:`McpRelays.last_sweep
-<nfrx.plugins.mcp.sessions.McpRelays.last_sweep>`, so however many relays are connected the table
-is swept about once per period. A reaped session's calls are stopped at once (their clients get
-``MCP_SESSION_NOT_FOUND``), and the DELETE upstream is best effort and bounded: it runs in the
-sweeper's nursery, which the tunnel's end cancels. With several instances, a session another
-instance used within ``MCP_SESSION_IDLE`` is only forgotten here, not ended at the provider
-(``gateway.cluster``).
+:func:`sweep_forever` is the MCP plugin's background task (:meth:`McpPlugin.run
+<nfrx.plugins.mcp.plugin.McpPlugin.run>`): one per gateway, owned by the server's root nursery,
+sweeping every relay's sessions once per period. A reaped session's calls are stopped at once
+(their clients get ``MCP_SESSION_NOT_FOUND``), and the DELETE upstream is best effort and
+bounded: it runs in the sweeper's nursery, and a tunnel that ends under it ends it. With several
+instances, a session another instance used within ``MCP_SESSION_IDLE`` is only forgotten here,
+not ended at the provider (``gateway.cluster``).
 """
 
 from __future__ import annotations
@@ -32,18 +31,25 @@ DELETE_TIMEOUT: Final = 10.0
 log = logging.getLogger("nfrx.mcp")
 
 
-async def sweep_forever(gateway: Gateway, relays: McpRelays) -> None:
-    """Reap idle sessions of every relay, at most once per period across all connect routes
-    (each tunnel's route runs one of these; the first to wake does the work)."""
+def sweep_period(idle: float) -> float:
+    """Seconds between sweeps for ``MCP_SESSION_IDLE`` = ``idle``: a quarter of it, within
+    0.25-60 s (a session is reaped at most a period late)."""
+    return min(60.0, max(0.25, idle / 4))
+
+
+async def sweep_forever(
+    gateway: Gateway,
+    relays: McpRelays,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Reap idle sessions of every relay once per :func:`sweep_period`, until cancelled."""
     idle = gateway.config.mcp_session_idle
-    period = min(60.0, max(0.25, idle / 4))
+    period = sweep_period(idle)
     async with trio.open_nursery() as nursery:
+        task_status.started()
         while True:
             await trio.sleep(period)
-            now = trio.current_time()
-            if now - relays.last_sweep < period * 0.9:
-                continue
-            relays.last_sweep = now
             for agent in gateway.registry.agents(KIND):
                 state = relays.states.get(agent.id)
                 if state is None or state.tunnel is not agent.session:

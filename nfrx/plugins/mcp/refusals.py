@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import urllib.parse
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from nfrx.plugins.mcp import wire
 from nfrx.server.http_errors import HttpError
@@ -23,7 +23,8 @@ if TYPE_CHECKING:
 
 
 class McpRefusal(HttpError):
-    """A relay refusal: an HTTP status whose body is a JSON-RPC error (``data.nfrx.code``)."""
+    """A relay refusal: an HTTP status whose body, in the ``jsonrpc`` error style of the MCP
+    routes, is a JSON-RPC error naming it (``data.nfrx.code``)."""
 
     def __init__(
         self,
@@ -36,13 +37,15 @@ class McpRefusal(HttpError):
         headers: dict[str, str] | None = None,
         code: int = wire.INTERNAL_ERROR,
     ) -> None:
-        super().__init__(status, nfrx_code, message, headers=headers)
-        self.payload = wire.relay_error(
-            request_id, nfrx_code, message, retryable=retryable, code=code
+        super().__init__(
+            status,
+            nfrx_code,
+            message,
+            headers=headers,
+            rpc_id=request_id,
+            rpc_code=code,
+            retryable=retryable,
         )
-
-    def json_bytes(self, style: Any = "openai") -> bytes:
-        return self.payload
 
 
 # -- the refusals -------------------------------------------------------------------------------
@@ -97,13 +100,7 @@ def body_stalled(message: str) -> McpRefusal:
 
 def invalid_message(problem: wire.InvalidMessage) -> McpRefusal:
     """400: the body is not one JSON-RPC message (``-32700`` when it is not JSON at all)."""
-    not_json_at_all = str(problem).startswith("the body is not JSON")
-    return McpRefusal(
-        400,
-        wire.RelayCode.INVALID_MESSAGE,
-        str(problem),
-        code=wire.PARSE_ERROR if not_json_at_all else wire.INVALID_REQUEST,
-    )
+    return McpRefusal(400, wire.RelayCode.INVALID_MESSAGE, str(problem), code=problem.code)
 
 
 def session_not_found(request_id: str | None) -> McpRefusal:

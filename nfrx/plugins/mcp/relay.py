@@ -46,6 +46,8 @@ from nfrx.transport.errors import StreamReset, TunnelClosed
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
 
+    from prometheus_client import Counter
+
     from nfrx.plugins.mcp.sessions import RelayState
     from nfrx.protocol import Response as ResponseHead
     from nfrx.server.gateway import Gateway
@@ -102,6 +104,9 @@ class McpExchange:
     """True when the exchange holds one of the agent's slots (JSON-RPC requests only)."""
     kind: str
     """What the exchange carries (the Meta KIND annotation), for metrics."""
+    exchanges: Counter
+    """``nfrx_mcp_exchanges``, counted when it ends (:attr:`McpRelays.exchanges
+    <nfrx.plugins.mcp.sessions.McpRelays.exchanges>`)."""
     stream: OutgoingStream | None = None
     status: int | None = None
     _finished: bool = False
@@ -132,7 +137,7 @@ class McpExchange:
         if self.counted:
             self.gateway.registry.release(self.agent, failed=failed, cancelled=by_client)
         outcome = self._outcome(code, failed, cancelled)
-        self.gateway.metrics.mcp_exchanges.labels(self.agent.id, self.kind, outcome).inc()
+        self.exchanges.labels(self.agent.id, self.kind, outcome).inc()
         record = accounting.current()
         if record is not None:
             record.exchange_ended(

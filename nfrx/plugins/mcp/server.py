@@ -21,6 +21,7 @@ Task tree and where each cancellation trigger lives::
 
     connect route (one per agent tunnel)
     +-- serve_agent: the tunnel (its end fails every stream: tunnel loss -> TunnelClosed)
+    the plugin's run (one per gateway, in the server's root nursery; :mod:`.reaper`)
     +-- sweeper: reaps idle sessions (Call.stop -> scope cancelled) and DELETEs them upstream
     request route (one per public exchange; quart-trio cancels it when the client leaves)
     +-- McpExchange.run: open stream, send, wait for the head inside Call.watch()
@@ -46,18 +47,19 @@ import trio
 from quart import Blueprint, Response, request
 
 from nfrx.plugins.mcp import refusals, wire
-from nfrx.plugins.mcp.reaper import sweep_forever
 from nfrx.plugins.mcp.refusals import McpRefusal
 from nfrx.plugins.mcp.relay import McpExchange
-from nfrx.plugins.mcp.sessions import Call, EndedBy, McpRelays, McpSession, credential_hash
+from nfrx.plugins.mcp.sessions import Call, EndedBy, McpSession, credential_hash
 from nfrx.server import auth
 from nfrx.server.agent_socket import serve_agent
 from nfrx.server.cors import OriginPolicy
+from nfrx.server.gateway import use_error_style
 from nfrx.server.http_errors import HttpError
 from nfrx.server.registry import AgentStatus
 from nfrx.server.request_body import BodyTimeout, next_chunk
 
 if TYPE_CHECKING:
+    from nfrx.plugins.mcp.sessions import McpRelays
     from nfrx.protocol import Response as ResponseHead
     from nfrx.server.gateway import Gateway
     from nfrx.server.registry import AgentRecord
@@ -87,25 +89,21 @@ def _refuse(relay_id: str, refusal: McpRefusal) -> McpRefusal:
     return refusal
 
 
-def blueprint(gateway: Gateway) -> Blueprint:
-    """The relay's routes (see the module docstring), served by one :class:`McpRelayRoutes`."""
-    return McpRelayRoutes(gateway).blueprint()
-
-
 class McpRelayRoutes:
     """The MCP relay's routes over one gateway (see the module docstring).
 
     The request handlers (:meth:`post`, :meth:`get_stream`, :meth:`delete`, :meth:`metadata`)
     and the checks they share run inside the route's request context and read ``request``;
     a refusal is raised as :class:`McpRefusal` (logged, and answered by the app with its status
-    and JSON-RPC body). The relays' sessions and calls live in :class:`McpRelays`, not here.
+    and JSON-RPC body: the routes' error style is ``jsonrpc``). The relays' sessions and calls
+    live in ``relays`` (the plugin's :class:`~nfrx.plugins.mcp.sessions.McpRelays`), not here.
     """
 
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: Gateway, relays: McpRelays) -> None:
         self.gateway = gateway
         self.config = gateway.config
         self.registry = gateway.registry
-        self.relays = McpRelays.of(gateway)
+        self.relays = relays
         self.origins = OriginPolicy(self.config.allowed_origins)
         self.allowed_hosts = self.config.mcp_allowed_hosts
         self.api_configured = bool(self.config.api_key) or bool(self.config.api_http_roles)
@@ -120,18 +118,21 @@ class McpRelayRoutes:
         methods = ["POST", "GET", "DELETE"]
         bp.add_url_rule(f"{PREFIX}/id/<relay_id>", "relay", self.mcp, methods=methods)
         bp.add_url_rule(f"{PREFIX}/id/<relay_id>/", "relay_slash", self.mcp, methods=methods)
+        bp.before_request(self.jsonrpc_errors)
         return bp
 
-    # -- the agents' tunnel, and the reaper riding on it ---------------------------------------
+    @staticmethod
+    async def jsonrpc_errors() -> None:
+        """Every error of these routes is answered as a JSON-RPC error (MCP's own shape)."""
+        use_error_style("jsonrpc")
+
+    # -- the agents' tunnel --------------------------------------------------------------------
 
     async def connect(self) -> Response | None:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(sweep_forever, self.gateway, self.relays)
-            try:
-                return await serve_agent(self.gateway, KIND)
-            finally:
-                nursery.cancel_scope.cancel()
-                self.relays.forget_closed()
+        try:
+            return await serve_agent(self.gateway, KIND)
+        finally:
+            self.relays.forget_closed()
 
     # -- admission -----------------------------------------------------------------------------
 
@@ -182,7 +183,7 @@ class McpRelayRoutes:
                     retryable=refused.status == 429,
                     headers=refused.headers,
                 ),
-            ) from None
+            ) from refused
 
     def _check_host_and_origin(self, relay_id: str) -> None:
         """403 for a ``Host`` outside ``MCP_ALLOWED_HOSTS`` or a foreign ``Origin``."""
@@ -234,7 +235,7 @@ class McpRelayRoutes:
             try:
                 chunk = await next_chunk(body_iter, self.config.body_timeout)
             except BodyTimeout as stalled:
-                raise _refuse(relay_id, refusals.body_stalled(stalled.message)) from None
+                raise _refuse(relay_id, refusals.body_stalled(stalled.message)) from stalled
             if chunk is None:
                 break
             size += len(chunk)
@@ -245,7 +246,7 @@ class McpRelayRoutes:
         try:
             message = wire.parse_message(body)
         except wire.InvalidMessage as exc:
-            raise _refuse(relay_id, refusals.invalid_message(exc)) from None
+            raise _refuse(relay_id, refusals.invalid_message(exc)) from exc
         return body, message
 
     def check_session(
@@ -311,6 +312,7 @@ class McpRelayRoutes:
             gateway=self.gateway,
             agent=agent,
             relay=self.relays.state(agent),
+            exchanges=self.relays.exchanges,
             call=call,
             message=message,
             label=label,

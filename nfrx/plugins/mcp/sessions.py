@@ -1,9 +1,10 @@
 """The MCP relay's server-side bookkeeping: relays, their sessions and their in-flight calls.
 
-One :class:`McpRelays` per gateway (:meth:`McpRelays.of`). It remembers which relay ids ever
-connected (bounded), so that an id seen before but offline now answers 503 "relay offline" and a
-never-seen one 404. Per live tunnel it keeps a :class:`RelayState`: the ``Mcp-Session-Id`` table
-(each session bound to a hash of the credential that created it) and every in-flight
+One :class:`McpRelays` per gateway, owned by its MCP plugin (:mod:`.plugin`). It remembers which
+relay ids ever connected (bounded), so that an id seen before but offline now answers 503 "relay
+offline" and a never-seen one 404; and it counts how public exchanges ended
+(``nfrx_mcp_exchanges``). Per live tunnel it keeps a :class:`RelayState`: the ``Mcp-Session-Id``
+table (each session bound to a hash of the credential that created it) and every in-flight
 :class:`Call`. A relay's state belongs to one tunnel: when the agent reconnects, the next request
 finds a new tunnel and starts from an empty table (the provider's sessions may be gone; stdio ones
 are), so clients get 404 and re-initialize.
@@ -23,11 +24,11 @@ import contextlib
 import hashlib
 import math
 import time
-import weakref
-from typing import TYPE_CHECKING, Any, ClassVar, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 import trio
+from prometheus_client import Counter
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -206,23 +207,22 @@ class RelayState:
 
 
 class McpRelays:
-    """Every relay this gateway knows (see the module docstring)."""
-
-    _tables: ClassVar[weakref.WeakKeyDictionary[Gateway, McpRelays]] = weakref.WeakKeyDictionary()
+    """Every relay this gateway knows (see the module docstring), and how their exchanges
+    ended."""
 
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
         self.seen: collections.OrderedDict[str, None] = collections.OrderedDict()
         self.states: dict[str, RelayState] = {}
-        self.last_sweep = trio.current_time() if _in_trio() else 0.0
+        self.exchanges = Counter(
+            "nfrx_mcp_exchanges",
+            "Public MCP exchanges relayed, by relay id, kind (request, notification, response, "
+            "stream, delete, metadata) and outcome (success, error, timeout, cancelled, "
+            "client_cancelled, session_ended).",
+            ["relay", "kind", "outcome"],
+            registry=None,  # the gateway's registry takes it (McpPlugin.collectors)
+        )
         gateway.registry.subscribe(self._note_agents)
-
-    @classmethod
-    def of(cls, gateway: Gateway) -> McpRelays:
-        table = cls._tables.get(gateway)
-        if table is None:
-            table = cls._tables[gateway] = cls(gateway)
-        return table
 
     def _note_agents(self) -> None:
         for agent in self.gateway.registry.agents("mcp"):
@@ -286,11 +286,3 @@ class McpRelays:
             "sessions_count": len(sessions),
             "sessions": sessions,
         }
-
-
-def _in_trio() -> bool:
-    try:
-        trio.lowlevel.current_task()
-    except RuntimeError:
-        return False
-    return True

@@ -148,8 +148,7 @@ class StdioBridge:
         try:
             message = wire.parse_message(body)
         except wire.InvalidMessage as exc:
-            code = wire.PARSE_ERROR if "not JSON" in str(exc) else wire.INVALID_REQUEST
-            return await reply(stream, 400, wire.jsonrpc_error(None, code, str(exc)))
+            return await reply(stream, 400, wire.jsonrpc_error(None, exc.code, str(exc)))
         if era == wire.MODERN:
             child = await self._modern_child(stream, message, body)
         else:

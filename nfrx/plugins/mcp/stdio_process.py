@@ -189,7 +189,7 @@ class Child:
         except OSError as exc:
             self.exit_reason = f"cannot start {self.argv[0]}: {exc.strerror or exc}"
             self.exited.set()
-            raise SpawnFailed(self.exit_reason) from None
+            raise SpawnFailed(self.exit_reason) from exc
         self.pid = process.pid
         log.info("started provider pid %d (%s): %s", self.pid, self.label, " ".join(self.argv))
         self.started.set()

@@ -1,5 +1,6 @@
 """What the MCP relay's server and agent sides agree on: eras, header allow-lists, the server's
-annotations, reading just enough of a JSON-RPC message, relay errors and SSE framing.
+annotations, reading just enough of a JSON-RPC message, relay errors (:mod:`nfrx.jsonrpc`) and SSE
+framing.
 
 Bodies are never re-encoded: :func:`parse_message` only *reads* the fields routing needs, and ids
 are carried as their exact JSON text (``1`` and ``"1"`` are different requests).
@@ -11,6 +12,15 @@ import json
 from typing import Any, Final
 
 import attrs
+
+from nfrx import jsonrpc
+
+# JSON-RPC errors are written in one place, for the server's error style and both relay sides.
+INTERNAL_ERROR: Final = jsonrpc.INTERNAL_ERROR
+INVALID_REQUEST: Final = jsonrpc.INVALID_REQUEST
+PARSE_ERROR: Final = jsonrpc.PARSE_ERROR
+jsonrpc_error = jsonrpc.error
+relay_error = jsonrpc.nfrx_error
 
 LEGACY: Final = "legacy"
 MODERN: Final = "modern"
@@ -126,7 +136,13 @@ class Kind:
 
 
 class InvalidMessage(ValueError):
-    """The body is not one JSON-RPC 2.0 message; the text says why (shown to the client)."""
+    """The body is not one JSON-RPC 2.0 message; the text says why (shown to the client), and
+    :attr:`code` is the JSON-RPC error it deserves: ``-32700`` (parse error) for a body that is
+    not JSON at all, ``-32600`` (invalid request) otherwise."""
+
+    def __init__(self, message: str, *, code: int = INVALID_REQUEST) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 @attrs.frozen
@@ -157,7 +173,7 @@ def parse_message(body: bytes) -> Message:
     try:
         obj = json.loads(body)
     except (ValueError, RecursionError) as exc:
-        raise InvalidMessage(f"the body is not JSON: {exc}") from None
+        raise InvalidMessage(f"the body is not JSON: {exc}", code=PARSE_ERROR) from exc
     if isinstance(obj, list):
         raise InvalidMessage("JSON-RPC batches are not supported (removed in MCP 2025-06-18)")
     if not isinstance(obj, dict):
@@ -166,40 +182,7 @@ def parse_message(body: bytes) -> Message:
         raise InvalidMessage('the message lacks "jsonrpc": "2.0"')
     method = obj.get("method")
     if method is not None:
-        if not isinstance(method, str) or not method:
-            raise InvalidMessage('"method" must be a non-empty string')
-        params = obj.get("params")
-        if params is not None and not isinstance(params, dict):
-            raise InvalidMessage('"params" must be an object')
-        params = params or {}
-        meta = params.get("_meta")
-        meta = meta if isinstance(meta, dict) else {}
-        token = meta.get("progressToken")
-        version = meta.get("io.modelcontextprotocol/protocolVersion")
-        progress_token = _id_text(token)
-        protocol_version = version if isinstance(version, str) else None
-        if "id" in obj:
-            request_id = _id_text(obj["id"])
-            if request_id is None:
-                raise InvalidMessage('a request "id" must be a string or an integer')
-            return Message(
-                Kind.REQUEST,
-                request_id,
-                method,
-                progress_token=progress_token,
-                protocol_version=protocol_version,
-            )
-        cancelled = None
-        if method == "notifications/cancelled":
-            cancelled = _id_text(params.get("requestId"))
-        return Message(
-            Kind.NOTIFICATION,
-            None,
-            method,
-            progress_token=progress_token,
-            cancelled_id=cancelled,
-            protocol_version=protocol_version,
-        )
+        return _call(obj, method)
     if "result" in obj or "error" in obj:
         response_id = _id_text(obj.get("id"))
         if response_id is None:
@@ -208,37 +191,41 @@ def parse_message(body: bytes) -> Message:
     raise InvalidMessage("the message is neither a request, a notification nor a response")
 
 
-def jsonrpc_error(
-    request_id: str | None, code: int, message: str, data: dict[str, Any] | None = None
-) -> bytes:
-    """A JSON-RPC error response; ``request_id`` is JSON text (spliced verbatim) or None."""
-    error: dict[str, Any] = {"code": code, "message": message}
-    if data is not None:
-        error["data"] = data
-    encoded = json.dumps(error, separators=(",", ":"), ensure_ascii=False)
-    return f'{{"jsonrpc":"2.0","id":{request_id or "null"},"error":{encoded}}}'.encode()
-
-
-INTERNAL_ERROR: Final = -32603
-INVALID_REQUEST: Final = -32600
-PARSE_ERROR: Final = -32700
-
-
-def relay_error(
-    request_id: str | None,
-    nfrx_code: str,
-    message: str,
-    *,
-    retryable: bool,
-    req_id: str = "",
-    code: int = INTERNAL_ERROR,
-) -> bytes:
-    """An error nfrx itself produced for a request: ``-32603`` (never a code from the spec's
-    reserved range) with ``data.nfrx`` naming it, so it cannot pass for the provider's."""
-    nfrx: dict[str, Any] = {"code": nfrx_code, "retryable": retryable}
-    if req_id:
-        nfrx["req_id"] = req_id
-    return jsonrpc_error(request_id, code, f"nfrx: {message}", {"nfrx": nfrx})
+def _call(obj: dict[str, Any], method: object) -> Message:
+    """A request (it has an ``id``) or a notification; raises :class:`InvalidMessage`."""
+    if not isinstance(method, str) or not method:
+        raise InvalidMessage('"method" must be a non-empty string')
+    params = obj.get("params")
+    if params is not None and not isinstance(params, dict):
+        raise InvalidMessage('"params" must be an object')
+    params = params or {}
+    meta = params.get("_meta")
+    meta = meta if isinstance(meta, dict) else {}
+    progress_token = _id_text(meta.get("progressToken"))
+    version = meta.get("io.modelcontextprotocol/protocolVersion")
+    protocol_version = version if isinstance(version, str) else None
+    if "id" in obj:
+        request_id = _id_text(obj["id"])
+        if request_id is None:
+            raise InvalidMessage('a request "id" must be a string or an integer')
+        return Message(
+            Kind.REQUEST,
+            request_id,
+            method,
+            progress_token=progress_token,
+            protocol_version=protocol_version,
+        )
+    cancelled = None
+    if method == "notifications/cancelled":
+        cancelled = _id_text(params.get("requestId"))
+    return Message(
+        Kind.NOTIFICATION,
+        None,
+        method,
+        progress_token=progress_token,
+        cancelled_id=cancelled,
+        protocol_version=protocol_version,
+    )
 
 
 class RelayCode:

@@ -3,12 +3,13 @@
 The original nfrx's rules: the client side of the jobs API takes the API key (or an
 ``API_HTTP_ROLES`` role), its worker side the client key (or a ``CLIENT_HTTP_ROLES`` role), and the
 transfer API either. A side with neither a key nor roles configured is open. Errors on these routes
-keep the original's flat body, ``{"error": "<code>"}``, with a ``message`` for people added.
+keep the original's flat body, ``{"error": "<code>"}``, with a ``message`` for people added (the
+``plain`` error style, :func:`nfrx.server.gateway.use_error_style`).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING
 
 from quart import request
 
@@ -18,11 +19,6 @@ from nfrx.server.http_errors import HttpError
 
 if TYPE_CHECKING:
     from nfrx.server.gateway import Gateway
-
-
-def plain_errors() -> None:
-    """Answer this request's errors in the original's flat shape (see the module docstring)."""
-    cast("dict[str, Any]", request.scope)["nfrx.error_style"] = "plain"
 
 
 def refuse_head() -> None:

@@ -37,9 +37,8 @@ import collections
 import logging
 import time
 import uuid
-import weakref
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, ClassVar, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 import trio
@@ -49,8 +48,6 @@ from nfrx.server.proxy import RelayBroken
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
-
-    from nfrx.server.gateway import Gateway
 
 log = logging.getLogger("nfrx.transfer")
 
@@ -229,10 +226,6 @@ class Channel:
 class TransferChannels:
     """The open channels of one server (see the module docstring)."""
 
-    _tables: ClassVar[weakref.WeakKeyDictionary[Gateway, TransferChannels]] = (
-        weakref.WeakKeyDictionary()
-    )
-
     def __init__(self, ttl: float, *, limit: int = MAX_OPEN_CHANNELS) -> None:
         self.ttl = ttl
         self.limit = limit
@@ -246,16 +239,6 @@ class TransferChannels:
         """Ended channels by outcome."""
         self.bytes_total = 0
         """Bytes relayed by ended channels."""
-
-    @classmethod
-    def of(cls, gateway: Gateway) -> TransferChannels:
-        """The registry of ``gateway`` (made on first use; its metrics are registered then)."""
-        table = cls._tables.get(gateway)
-        if table is None:
-            table = cls._tables[gateway] = cls(gateway.config.transfer_ttl)
-            table.listeners.append(gateway.registry.wake)  # state streams follow transfers
-            gateway.metrics.registry.register(_Collector(table))
-        return table
 
     def create(self, job_id: str | None = None) -> Channel:
         """A new channel; raises 503 ``too_many_transfers`` past the limit."""
@@ -350,7 +333,7 @@ class TransferChannels:
         }
 
 
-class _Collector:
+class ChannelsCollector:
     """Prometheus series of a :class:`TransferChannels`, read at scrape time (labels: fixed
     sets)."""
 

@@ -3,7 +3,7 @@
 ``POST /api/transfer`` opens a channel; ``GET /api/transfer/{id}`` is its reader and ``POST
 /api/transfer/{id}`` its writer. Either key may call them (:mod:`.access`). The reader's response
 head goes out once both sides are there; the writer is answered when the reader has been handed its
-last byte (200) or the transfer failed (502). :func:`run` is the plugin's background task.
+last byte (200) or the transfer failed (502).
 """
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ from typing import TYPE_CHECKING
 
 from quart import Blueprint, Response, jsonify, request
 
-from nfrx.plugins.transfer.access import authorize, plain_errors, refuse_head
-from nfrx.plugins.transfer.channels import Side, TransferChannels, TransferError, rfc3339_seconds
+from nfrx.plugins.transfer.access import authorize, refuse_head
+from nfrx.plugins.transfer.channels import Side, TransferError, rfc3339_seconds
+from nfrx.server.gateway import use_error_style
 from nfrx.server.http_errors import HttpError
 
 if TYPE_CHECKING:
-    import trio
-
+    from nfrx.plugins.transfer.channels import TransferChannels
     from nfrx.server.gateway import Gateway
 
 
@@ -28,13 +28,12 @@ def http_error(exc: TransferError) -> HttpError:
     return HttpError(exc.status, exc.code, exc.message, headers=headers)
 
 
-def blueprint(gateway: Gateway) -> Blueprint:
+def blueprint(gateway: Gateway, channels: TransferChannels) -> Blueprint:
     bp = Blueprint("transfer", __name__, url_prefix="/api/transfer")
-    channels = TransferChannels.of(gateway)
 
     @bp.before_request
     async def admit() -> None:
-        plain_errors()
+        use_error_style("plain")
         authorize(gateway, api=True, client=True)
 
     @bp.post("")
@@ -42,7 +41,7 @@ def blueprint(gateway: Gateway) -> Blueprint:
         try:
             channel = channels.create()
         except TransferError as exc:
-            raise http_error(exc) from None
+            raise http_error(exc) from exc
         return jsonify(
             {"channel_id": channel.id, "expires_at": rfc3339_seconds(channel.expires_wall)}
         )
@@ -56,7 +55,7 @@ def blueprint(gateway: Gateway) -> Blueprint:
             gateway.cleanups().append(functools.partial(channel.abandon, Side.READER))
             await channel.wait_ready()
         except TransferError as exc:
-            raise http_error(exc) from None
+            raise http_error(exc) from exc
         response = Response(
             channel.read(),
             content_type="application/octet-stream",
@@ -73,13 +72,7 @@ def blueprint(gateway: Gateway) -> Blueprint:
             await channel.wait_ready()
             size = await channel.write(request.body)
         except TransferError as exc:
-            raise http_error(exc) from None
+            raise http_error(exc) from exc
         return jsonify({"status": "ok", "bytes": size})
 
     return bp
-
-
-async def run(gateway: Gateway, *, task_status: trio.TaskStatus[None]) -> None:
-    """The transfer plugin's background work (channel expiry), owned by the server's root
-    nursery."""
-    await TransferChannels.of(gateway).run(task_status=task_status)

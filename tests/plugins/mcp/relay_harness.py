@@ -22,13 +22,14 @@ from quart_trio import QuartTrio
 
 from nfrx.config.model import ServerConfig
 from nfrx.plugins.mcp import wire
+from nfrx.plugins.mcp.plugin import McpPlugin
 from nfrx.plugins.mcp.server import McpRelayRoutes
-from nfrx.plugins.mcp.sessions import McpRelays, McpSession, RelayState, credential_hash
+from nfrx.plugins.mcp.sessions import McpSession, RelayState, credential_hash
 from nfrx.protocol import ResetCode
 from nfrx.server.app import create_app
 from nfrx.server.gateway import Gateway
 from nfrx.server.registry import AgentRecord
-from nfrx.server.runner import hypercorn_config
+from nfrx.server.runner import compose, hypercorn_config
 from nfrx.transport.errors import StreamReset
 from nfrx.transport.session import TunnelSession
 from nfrx.transport.streams import IncomingStream
@@ -72,7 +73,7 @@ class Relay:
     def open_session(self, session_id: str = "s1") -> RelayState:
         """Record a session the API key's holder created (as the provider's answer would) and
         return the relay's state."""
-        state = McpRelays.of(self.gateway).state(self.record)
+        state = self.gateway.plugin(McpPlugin).relays.state(self.record)
         state.sessions[session_id] = McpSession(session_id, credential_hash(API_KEY))
         return state
 
@@ -112,7 +113,7 @@ async def serve_relay(
 ) -> AsyncIterator[Relay]:
     """The app with relay :data:`RELAY` connected; each stream runs ``script``."""
     config = ServerConfig(host="127.0.0.1", port=0, api_key=API_KEY, **settings)
-    gateway = Gateway(config)
+    gateway = compose(config)
     app = create_app(gateway)
     agent = Agent()
 
@@ -223,8 +224,8 @@ async def relay_routes(
     """:class:`McpRelayRoutes` over a gateway where relay :data:`RELAY` is connected (through an
     in-memory tunnel whose agent end answers nothing)."""
     settings.setdefault("api_key", API_KEY)
-    gateway = Gateway(ServerConfig(**settings))
-    routes = McpRelayRoutes(gateway)
+    gateway = compose(ServerConfig(**settings))
+    routes = McpRelayRoutes(gateway, gateway.plugin(McpPlugin).relays)
 
     async def handler(stream: IncomingStream) -> None:
         await trio.sleep_forever()

@@ -17,8 +17,9 @@ import pytest
 import trio
 
 from nfrx.plugins.mcp import wire
+from nfrx.plugins.mcp.plugin import McpPlugin
 from nfrx.plugins.mcp.refusals import McpRefusal
-from nfrx.plugins.mcp.sessions import Call, EndedBy, McpRelays, McpSession, credential_hash
+from nfrx.plugins.mcp.sessions import Call, EndedBy, McpSession, credential_hash
 from nfrx.protocol import Response as ResponseHead
 from nfrx.server.registry import AgentStatus
 from tests.plugins.mcp.relay_harness import (
@@ -36,7 +37,7 @@ INIT = request(1, "initialize", {"protocolVersion": LEGACY, "capabilities": {}})
 
 def refusal_of(info: pytest.ExceptionInfo[McpRefusal]) -> tuple[int, str, Any]:
     """Status, ``data.nfrx.code`` and the JSON-RPC id of a refusal's body."""
-    body = json.loads(info.value.payload)
+    body = json.loads(info.value.json_bytes("jsonrpc"))
     assert body["error"]["code"] in (wire.INTERNAL_ERROR, wire.INVALID_REQUEST, wire.PARSE_ERROR)
     return info.value.status, body["error"]["data"]["nfrx"]["code"], body["id"]
 
@@ -152,7 +153,7 @@ async def test_a_body_that_is_not_one_small_json_rpc_message_is_refused(
         with pytest.raises(McpRefusal) as info:
             await r.routes.read_message(RELAY)
     assert info.value.status == status
-    assert json.loads(info.value.payload)["error"]["code"] == code
+    assert json.loads(info.value.json_bytes("jsonrpc"))["error"]["code"] == code
 
 
 async def test_a_json_rpc_message_is_read_whole_and_parsed() -> None:
@@ -171,7 +172,7 @@ async def test_a_json_rpc_message_is_read_whole_and_parsed() -> None:
 
 async def test_a_session_is_found_only_with_the_credential_that_created_it() -> None:
     async with relay_routes() as r:
-        state = McpRelays.of(r.routes.gateway).state(r.record)
+        state = r.routes.relays.state(r.record)
         state.sessions["s1"] = McpSession("s1", credential_hash(API_KEY), LEGACY)
         routes = r.routes
         async with r.request(headers={"MCP-Protocol-Version": "2025-06-18"}):
@@ -192,7 +193,7 @@ async def test_a_session_is_found_only_with_the_credential_that_created_it() -> 
 
 async def test_the_providers_answer_opens_and_ends_sessions() -> None:
     async with relay_routes(mcp_max_sessions_per_client=1) as r:
-        state = McpRelays.of(r.routes.gateway).state(r.record)
+        state = r.routes.relays.state(r.record)
         created = ResponseHead(stream_id=1, status=200, headers=(("Mcp-Session-Id", "s1"),))
         async with r.request(headers={"MCP-Protocol-Version": LEGACY}):
             r.routes.note_session(RELAY, r.record, created, None, "cred")
@@ -237,7 +238,7 @@ async def test_the_relays_caps_refuse_requests_streams_and_sessions() -> None:
         mcp_max_streams_per_client=1,
         mcp_max_sessions_per_client=1,
     ) as r:
-        state = McpRelays.of(r.routes.gateway).state(r.record)
+        state = r.routes.relays.state(r.record)
         for n in range(4):  # the agent's own max_concurrency (4) is the lower cap
             state.add(Call("tools/call", str(n), None, 30.0, trio.current_time() + 60))
         state.add(Call("", None, None, None, 1e999, stream=True))
@@ -261,7 +262,7 @@ async def test_the_relays_caps_refuse_requests_streams_and_sessions() -> None:
 
 async def test_a_clients_cancel_stops_its_request_but_never_initialize() -> None:
     async with relay_routes() as r, r.request():
-        state = McpRelays.of(r.routes.gateway).state(r.record)
+        state = r.routes.relays.state(r.record)
         state.sessions["s1"] = McpSession("s1", "")
         work = Call("tools/call", "5", "s1", 30.0, trio.current_time() + 60)
         init = Call("initialize", "1", "s1", None, trio.current_time() + 60)
@@ -304,7 +305,7 @@ async def test_a_post_reaches_the_agent_verbatim_with_the_servers_annotations() 
         assert headers[wire.Meta.PUBLIC_URL] == relay.url
         assert "authorization" not in headers
         assert "cookie" not in headers
-        session = McpRelays.of(relay.gateway).state(relay.record).sessions["sess-1"]
+        session = relay.gateway.plugin(McpPlugin).relays.state(relay.record).sessions["sess-1"]
         assert session.credential == credential_hash(API_KEY)
 
 
@@ -352,7 +353,8 @@ async def test_head_is_no_mcp_method_and_never_deletes_the_session() -> None:
             await r.routes.mcp(RELAY)
     assert refusal_of(info) == (405, "MCP_INVALID_MESSAGE", None)
     assert info.value.headers["Allow"] == "GET, POST, DELETE"
-    assert "HEAD is not an MCP method" in json.loads(info.value.payload)["error"]["message"]
+    body = json.loads(info.value.json_bytes("jsonrpc"))
+    assert "HEAD is not an MCP method" in body["error"]["message"]
 
     async with serve_relay(answer_json({})) as relay, httpx.AsyncClient() as client:
         state = relay.open_session()

@@ -69,8 +69,17 @@ def test_notifications_responses_and_what_routing_needs() -> None:
     ],
 )
 def test_invalid_messages_say_why(body: bytes, reason: str) -> None:
-    with pytest.raises(wire.InvalidMessage, match=reason):
+    with pytest.raises(wire.InvalidMessage, match=reason) as caught:
         wire.parse_message(body)
+    # The JSON-RPC error it deserves travels with it (not read back from the text).
+    expected = wire.PARSE_ERROR if body == b"{" else wire.INVALID_REQUEST
+    assert caught.value.code == expected
+
+
+def test_a_body_that_is_not_json_keeps_its_cause() -> None:
+    with pytest.raises(wire.InvalidMessage) as caught:
+        wire.parse_message(b"{")
+    assert isinstance(caught.value.__cause__, json.JSONDecodeError)
 
 
 def test_header_allow_lists() -> None:

@@ -1,7 +1,7 @@
 """``nfrx llm``'s backend settings: EMBEDDING_BATCH_SIZE and MODEL_POLL_INTERVAL.
 
-As in tests/cli, the library entry point is replaced by a recorder, so these tests see exactly the
-config ``nfrx llm`` would run with.
+As in the other command tests, the library entry point is replaced by a recorder, so these tests
+see exactly the config ``nfrx llm`` would run with.
 """
 
 from __future__ import annotations

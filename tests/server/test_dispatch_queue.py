@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from nfrx.server.dispatch_queue import DispatchQueue, QueueFull, Ticket
 from nfrx.server.http_errors import HttpError, model_not_found
-from nfrx.server.queue import DispatchQueue, QueueFull, Ticket
 from nfrx.server.registry import AgentRegistry
 from tests.server.test_scheduler import agent
 
