@@ -28,6 +28,7 @@ from tests.e2e.cluster import (
     wait_tunnels,
 )
 from tests.e2e.harness import Server, run_agent, run_plugin_agent
+from tests.e2e.test_agent_status import get_status, status_agent
 from tests.fixtures.backend import FixtureBackend, run_backend
 from tests.fixtures.docling import run_docling
 from tests.fixtures.mcp_stack import agent_env
@@ -87,6 +88,24 @@ async def test_a_client_of_one_instance_reaches_an_agent_that_dialled_another(
             assert contents(backend)[-1] == "targeted"
             assert health["status"] == "ok"
             assert (health["instance"], health["redis"], health["instances"]) == ("b", "ok", 2)
+
+
+async def test_the_agents_status_names_each_instance_it_holds_a_tunnel_to(
+    redis_url: str, backend: FixtureBackend, tmp_path: Path
+) -> None:
+    with trio.fail_after(CAP):
+        async with (
+            run_instances(redis_url, 2) as (a, _),
+            status_agent(a, backend, tmp_path) as agent,
+            httpx.AsyncClient(timeout=60) as http,
+        ):
+            await wait_tunnels(agent.proc, ["a", "b"])
+            status = await get_status(http, agent)
+            assert status["connected_to_server"] is True
+            assert sorted(status["instances"], key=lambda i: i["id"]) == [  # type: ignore[arg-type]
+                {"id": "a", "connected": True, "current_jobs": 0},
+                {"id": "b", "connected": True, "current_jobs": 0},
+            ]
 
 
 async def test_a_client_key_is_checked_and_counted_by_the_instance_its_client_reaches(
