@@ -32,7 +32,7 @@ class AgentMetrics:
             "nfrx_worker_connected_to_server",
             "1 while the tunnel to the server is up.",
             registry=r,
-        ).set_function(lambda: float(runtime.session is not None))
+        ).set_function(lambda: float(runtime.connected))
         Gauge(
             "nfrx_worker_connected_to_backend",
             "1 while the backend answers its probe.",

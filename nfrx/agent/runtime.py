@@ -7,9 +7,16 @@ Task tree (one owner each)::
     |   before dialling, stopped (1 s grace for responses in progress) after the rest ends
     +-- signal watcher: 1st SIGTERM/SIGINT -> drain and exit, 2nd -> stop now
     +-- exit drainer (after a first signal or /control/shutdown)
-    +-- connect loop: one tunnel at a time, with the reconnect schedule between them
-        +-- TunnelSession.run (reader, writer, heartbeat, one handler task per request)
-        +-- backend poller: re-reads the backend's models and pushes Status frames on change
+    +-- backend poller: re-reads the backend's models and pushes Status frames on change
+    +-- seed loop: dials SERVER_URL whenever no tunnel is live, with the reconnect schedule
+    |   +-- TunnelSession.run (reader, writer, heartbeat, one handler task per request)
+    +-- Instances.run (several instances, see nfrx.agent.instances): the load reporter and one
+        member loop per instance of the gateway, each dialling that instance's own URL
+        +-- TunnelSession.run
+
+A server that runs alone lists no instances: the seed's one tunnel is all there is, as it always
+was. Every tunnel shares the one ``MAX_CONCURRENCY``: a stream beyond it is reset as
+``overloaded`` at once (the instance that sent it requeues the request).
 
 Draining: ``/control/drain`` stops new work without exiting (``/control/undrain`` undoes it); a
 signal or ``/control/shutdown`` drains *and exits*, and cannot be undone.
@@ -24,6 +31,7 @@ connection that broke).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import signal
@@ -34,14 +42,24 @@ import trio
 
 from nfrx._version import __version__
 from nfrx.agent import backoff, status
+from nfrx.agent.instances import Instances, Tunnel, connect_url
 from nfrx.agent.metrics import AgentMetrics, create_metrics_app
 from nfrx.agent.proxy import Outcome
 from nfrx.config.model import default_client_id, default_client_name
 from nfrx.exception_groups import leaves
-from nfrx.protocol import PROTOCOL_VERSION, Drain, Frame, Goodbye, Hello, Status
+from nfrx.protocol import (
+    PROTOCOL_VERSION,
+    Drain,
+    Frame,
+    Goodbye,
+    Hello,
+    Members,
+    ResetCode,
+    Status,
+)
 from nfrx.redact import redact
 from nfrx.transport import websocket_agent
-from nfrx.transport.errors import HandshakeFailed, HandshakeRefused
+from nfrx.transport.errors import HandshakeFailed, HandshakeRefused, TransportClosed
 from nfrx.transport.handshake import agent_handshake
 from nfrx.transport.session import TunnelSession, TunnelSettings
 
@@ -133,7 +151,8 @@ class AgentRuntime:
         """Shown by /status (the runtime itself never uses it)."""
         self.agent_id = config.client_id or default_client_id()
         self.name = config.client_name or default_client_name()
-        self.session: TunnelSession | None = None
+        self.instances = Instances(config.max_concurrency)
+        """The tunnels, one per instance of the gateway, and the slots they share."""
         self.state = BackendState()
         self.backend_ready = False
         self.draining = False
@@ -171,11 +190,11 @@ class AgentRuntime:
                     nursery.start_soon(self._watch_signals, nursery)
                     task_status.started()
                     try:
-                        await self._connect_loop()
-                    except AgentExit as exc:
+                        await self._run_tunnels()
+                    except* AgentExit as group:
                         # Raised past the nursery it would arrive wrapped in an exception group;
                         # the CLI wants the one reason to print.
-                        failure = exc
+                        failure = _first_exit(group)
                     nursery.cancel_scope.cancel()
                 self._nursery = None
             self._services_stop.set()
@@ -233,20 +252,36 @@ class AgentRuntime:
         return self._inflight
 
     @property
+    def connected(self) -> bool:
+        """True while at least one tunnel is live."""
+        return self.instances.any_live
+
+    @property
     def state_name(self) -> str:
         """``draining``, ``disconnected``, ``not_ready`` or ``connected`` (first that applies)."""
         if self.draining:
             return "draining"
-        if self.session is None:
+        if not self.connected:
             return "disconnected"
         return "connected" if self.backend_ready else "not_ready"
 
+    async def _run_tunnels(self) -> None:
+        """The backend poller, the seed loop and the member loops (see the module docstring);
+        returns when the seed loop does."""
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.instances.run, self._member_loop)
+            nursery.start_soon(self._poll_backend, self._broadcast)
+            await self._connect_loop()
+            nursery.cancel_scope.cancel()
+
     async def _connect_loop(self) -> None:
+        """The seed: dial SERVER_URL, and again whenever no tunnel is live (without
+        --reconnect, the agent exits then instead)."""
         attempt = 0
         while not self._stopping:
             established = False
             try:
-                established, reason = await self._session_once()
+                established, reason = await self._session_once(self.config.server_url)
             except HandshakeRefused as exc:
                 reason = f"the server refused this agent: {exc}"
                 if exc.code in FATAL_REFUSALS:
@@ -258,6 +293,10 @@ class AgentRuntime:
             self.last_error = reason
             if established:
                 attempt = 0
+            while self.instances.any_live and not self._stopping:
+                await self.instances.wait_changed()  # the other tunnels carry on meanwhile
+            if self._stopping or self.exiting:
+                return
             if not self.config.reconnect:
                 raise AgentExit(f"{reason} (use --reconnect to keep retrying)")
             wait = backoff.delay(attempt)
@@ -265,11 +304,37 @@ class AgentRuntime:
             log.warning("%s; reconnecting in %g s", reason, wait)
             await trio.sleep(wait)
 
-    async def _session_once(self) -> tuple[bool, str]:
-        self._probe_wanted = trio.Event()
-        await self._probe_backend()
+    async def _member_loop(self, instance_id: str, base_url: str) -> None:
+        """Keep a tunnel to the instance ``instance_id`` (advertised at ``base_url``) while some
+        live tunnel lists it; the seed's tunnel counts when it reached that instance."""
+        url = connect_url(base_url, self.backend.kind)
+        attempt = 0
+        while not self._stopping and self.instances.wanted(instance_id):
+            tunnel = self.instances.tunnels.get(instance_id)
+            if tunnel is not None and tunnel.session is not None and tunnel.live:
+                await tunnel.session.finished.wait()
+                continue
+            try:
+                established, reason = await self._session_once(url, expected=instance_id)
+            except HandshakeRefused as exc:
+                reason = f"instance {instance_id} refused this agent: {exc}"
+                if exc.code in FATAL_REFUSALS:
+                    raise AgentExit(reason, 2) from exc
+                established = False
+            except HandshakeFailed as exc:
+                reason, established = f"instance {instance_id}: {exc}", False
+            if self._stopping or self.exiting or not self.instances.wanted(instance_id):
+                return
+            if established:
+                attempt = 0
+            wait = backoff.delay(attempt)
+            attempt += 1
+            log.warning("%s; redialling it in %g s", reason, wait)
+            await trio.sleep(wait)
+
+    def _hello(self) -> Hello:
         status = self._status()
-        hello = Hello(
+        return Hello(
             version=PROTOCOL_VERSION,
             kind=self.backend.kind,
             agent_id=self.agent_id,
@@ -282,39 +347,76 @@ class AgentRuntime:
             embedding_batch_size=status.embedding_batch_size,
             options=tuple(getattr(self.backend, "hello_options", ())),
         )
+
+    async def _session_once(self, url: str, *, expected: str | None = None) -> tuple[bool, str]:
+        """Dial ``url``, handshake and run the tunnel until it ends; (established, why it ended).
+
+        The seed (``expected`` None) probes the backend first, as every fresh start should; a
+        member loop's dial to the instance ``expected`` does not (the poller keeps the state).
+        """
+        if expected is None:
+            await self._probe_backend()
+        announced = self._status()
+        hello = self._hello()
         headers = []
         if self.config.client_key:
             headers.append((b"authorization", f"Bearer {self.config.client_key}".encode()))
-        url = self.config.server_url
         ssl_context = websocket_agent.tls_context(url, self.config.ca_file)
         async with websocket_agent.connect(url, headers=headers, ssl_context=ssl_context) as ws:
             conn, welcome = await agent_handshake(ws, hello, timeout=10)
+            settings = TunnelSettings(
+                heartbeat_interval=welcome.heartbeat_interval, dead_after=welcome.dead_after
+            )
+            holder: list[Tunnel] = []
+            session = TunnelSession(
+                ws,
+                conn,
+                settings,
+                handler=lambda stream: self._serve(holder[0], stream),
+                on_frame=lambda frame: self._on_frame(holder[0], frame),
+                name="tunnel" if not welcome.instance_id else f"tunnel {welcome.instance_id}",
+            )
+            tunnel = self.instances.attach(welcome.instance_id, session, welcome.members)
+            if tunnel is None:
+                # Another tunnel to that instance got there first (the seed and a member loop
+                # raced): this one is not needed; the server closes it on the Goodbye.
+                with contextlib.suppress(TransportClosed):
+                    await ws.send_message(conn.send(Goodbye(reason="already connected")))
+                return False, f"already connected to instance {welcome.instance_id}"
+            holder.append(tunnel)
+            session.accepting = not self.draining
+            where = url if not welcome.instance_id else f"{url} (instance {welcome.instance_id})"
             log.info(
                 "connected to %s as %s (%s): %s, %s",
-                self.config.server_url,
+                where,
                 self.name,
                 self.agent_id,
                 hello.status,
                 self.offer(hello.models),
             )
-            settings = TunnelSettings(
-                heartbeat_interval=welcome.heartbeat_interval, dead_after=welcome.dead_after
-            )
-            session = TunnelSession(
-                ws, conn, settings, handler=self._handle, on_frame=self._on_frame, name="tunnel"
-            )
-            session.accepting = not self.draining
-            self.session = session
             try:
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._poll_backend, session.send_control)
-                    await session.run()
-                    nursery.cancel_scope.cancel()
+                if self._status() != announced:
+                    session.send_control(self._status())  # it changed during the handshake
+                await session.run()
             finally:
-                self.session = None
-        return True, f"tunnel to {self.config.server_url} closed: {session.closed_reason}"
+                self.instances.detach(tunnel)
+        return True, f"tunnel to {url} closed: {session.closed_reason}"
 
     # -- requests ------------------------------------------------------------------------------
+
+    async def _serve(self, tunnel: Tunnel, stream: IncomingStream) -> None:
+        """One stream of ``tunnel``: refused as ``overloaded`` when it needs a slot and all are
+        taken (by any tunnel), else served."""
+        if not stream.request.slot:
+            await self._handle(stream)
+            return
+        if not self.instances.take(tunnel):
+            stream.reset(ResetCode.OVERLOADED, "every slot of this agent is taken")
+            return
+        try:
+            await self._handle(stream)
+        finally:
+            self.instances.give_back(tunnel)
 
     async def _handle(self, stream: IncomingStream) -> None:
         self._inflight += 1
@@ -336,8 +438,10 @@ class AgentRuntime:
             log.debug("%s %s: %s; probing the backend now", request.method, request.path, outcome)
             self.probe_soon()
 
-    def _on_frame(self, frame: Frame) -> None:
-        if isinstance(frame, Drain):
+    def _on_frame(self, tunnel: Tunnel, frame: Frame) -> None:
+        if isinstance(frame, Members):
+            self.instances.listed(tunnel, frame.members)
+        elif isinstance(frame, Drain):
             log.info("the server is draining (%s); its tunnel will close soon", frame.reason)
         elif isinstance(frame, Goodbye):
             log.info("the server said goodbye: %s", frame.reason)
@@ -418,12 +522,17 @@ class AgentRuntime:
         interval = self.backend.poll_interval
         return interval if ready else min(interval, NOT_READY_POLL_INTERVAL)
 
+    def _broadcast(self, status: Status) -> None:
+        """Send ``status`` on every live tunnel."""
+        for session in self.instances.live_sessions():
+            session.send_control(status)
+
     def _publish_status(self) -> None:
-        """Tell the server (if connected) whether this agent takes requests, and apply it."""
-        session = self.session
-        if session is not None:
+        """Tell every instance (connected ones) whether this agent takes requests, and apply
+        it."""
+        for session in self.instances.live_sessions():
             session.accepting = not self.draining
-            session.send_control(self._status())
+        self._broadcast(self._status())
 
     async def _poll_backend(self, publish: Callable[[Status], None]) -> None:
         """Probe the backend when its interval passes or :meth:`probe_soon` asks, and publish a
@@ -497,15 +606,26 @@ class AgentRuntime:
         if scope.cancelled_caught:
             log.warning("drain timeout: abandoning %d request(s)", self._inflight)
         self._stopping = True
-        session = self.session
-        if session is not None:
-            # Say goodbye and let the server close the tunnel: it reads frames in order, so by
+        sessions = self.instances.live_sessions()
+        if sessions:
+            # Say goodbye and let each server close its tunnel: it reads frames in order, so by
             # then it has relayed every byte sent before. Closing from this side could make the
             # server's web framework drop messages still queued when the close arrives. Closing
-            # the session (not cancelling the tree) lets the connect loop return by itself.
-            session.send_control(Goodbye(reason="agent drained"))
+            # the sessions (not cancelling the tree) lets the connect loops return by themselves.
+            for session in sessions:
+                session.send_control(Goodbye(reason="agent drained"))
             with trio.move_on_after(GOODBYE_GRACE):
-                await session.finished.wait()
-            await session.flush_and_close("agent drained")
+                for session in sessions:
+                    await session.finished.wait()
+            for session in sessions:
+                await session.flush_and_close("agent drained")
         else:
             cancel_scope.cancel()
+
+
+def _first_exit(group: BaseExceptionGroup[AgentExit]) -> AgentExit:
+    """The reason to print when the tunnels' loops raised AgentExit (several tunnels may be
+    refused for the same reason at once: one line is enough)."""
+    first = leaves(group)[0]
+    assert isinstance(first, AgentExit)
+    return first

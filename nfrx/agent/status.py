@@ -139,7 +139,7 @@ def status_document(runtime: AgentRuntime, *, full: bool = True) -> dict[str, An
         "state": runtime.state_name,
         "server_url": redact_url(runtime.config.server_url),
         "backend_url": redact_url(runtime.backend_url),
-        "connected_to_server": runtime.session is not None,
+        "connected_to_server": runtime.connected,
         "connected_to_backend": runtime.backend_ready,
         "models": list(runtime.state.models),
         "current_jobs": runtime.inflight,
@@ -148,6 +148,11 @@ def status_document(runtime: AgentRuntime, *, full: bool = True) -> dict[str, An
         "version": __version__,
         "client_id": runtime.agent_id,
         "client_name": runtime.name,
+        "instances": [
+            {"id": tunnel.instance_id, "connected": tunnel.live, "current_jobs": tunnel.inflight}
+            for tunnel in runtime.instances.tunnels.values()
+            if tunnel.instance_id
+        ],
     }
     if not full:
         for name in PRIVATE_FIELDS:

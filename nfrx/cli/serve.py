@@ -31,6 +31,16 @@ def run(config: ServerConfig) -> None:
     from nfrx.server.runner import run_server
 
     setup_logging(config, "serve")
+    if config.workers > 1:
+        from nfrx.cluster.workers import supervise
+
+        try:
+            status = trio.run(supervise, config)
+        except* OSError as group:
+            reasons = "; ".join(str(exc) for exc in leaves(group))
+            typer.echo(f"nfrx serve: cannot reserve the workers' ports: {reasons}", err=True)
+            raise typer.Exit(1) from group
+        raise typer.Exit(status)
     try:
         trio.run(run_server, config)
     except* StoreError as group:

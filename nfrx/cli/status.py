@@ -160,7 +160,28 @@ def render_server(state: dict[str, Any]) -> str:
     )
     if server.get("draining"):
         head += ", DRAINING"
+    if server.get("instance"):
+        head += f"; instance {server['instance']}"
+        if server.get("degraded"):
+            head += ", DEGRADED (Redis unreachable: serving alone)"
     parts = [head]
+    instances = state.get("instances")
+    if instances is not None:
+        parts.append(f"\ninstances ({len(instances)})")
+        parts.append(
+            table(
+                ["ID", "STATE", "URL", "VERSION"],
+                [
+                    [
+                        f"{i.get('id', '?')}{' (this)' if i.get('this') else ''}",
+                        i.get("state", "?"),
+                        i.get("url", "?"),
+                        i.get("version", "?"),
+                    ]
+                    for i in instances
+                ],
+            )
+        )
     for kind, plugin in state.get("plugins", {}).items():
         if "agents" not in plugin:  # a plugin without agents (jobs, transfer)
             line = _render_agentless(kind, plugin)
@@ -180,26 +201,25 @@ def render_server(state: dict[str, Any]) -> str:
                 agent.get("cancelled_total", 0),
                 f"{agent.get('input_tokens_total', 0)}/{agent.get('output_tokens_total', 0)}",
             ]
+            + ([_names(agent.get("instances", []))] if instances is not None else [])
             for agent in agents
         ]
         parts.append(f"\n{kind}: agents ({len(agents)})")
         if agent_rows:
-            parts.append(
-                table(
-                    [
-                        "NAME",
-                        "ID",
-                        "STATUS",
-                        "MODELS",
-                        "INFLIGHT",
-                        "PROCESSED",
-                        "FAILURES",
-                        "CANCELLED",
-                        "TOKENS IN/OUT",
-                    ],
-                    agent_rows,
-                )
-            )
+            headers = [
+                "NAME",
+                "ID",
+                "STATUS",
+                "MODELS",
+                "INFLIGHT",
+                "PROCESSED",
+                "FAILURES",
+                "CANCELLED",
+                "TOKENS IN/OUT",
+            ]
+            if instances is not None:
+                headers.append("INSTANCES")
+            parts.append(table(headers, agent_rows))
         else:
             parts.append("  (no agents connected)")
         relays = plugin.get("relays")

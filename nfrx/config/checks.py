@@ -130,6 +130,24 @@ def tls_pair(config: Any, name: Callable[[str], str]) -> None:
         ) from exc
 
 
+def redis_address(value: str) -> None:
+    """A ``REDIS_URL`` nfrx can use, when set (parsed only: nothing connects here)."""
+    if value:
+        from nfrx.cluster.address import parse
+
+        parse(value)
+
+
+def workers_need_redis(config: Any, name: Callable[[str], str]) -> None:
+    """``--workers`` above 1 needs ``REDIS_URL``: the workers must share their agents' view."""
+    if config.workers > 1 and not config.redis_url:
+        raise ConfigError(
+            f"{name('workers')}: {config.workers} workers need REDIS_URL (a Redis the workers "
+            "share): without it each worker would be a gateway of its own, and agents and "
+            "clients would reach different ones"
+        )
+
+
 def _readable(path: str) -> None:
     try:
         with open(path, "rb") as file:

@@ -36,6 +36,7 @@ __all__ = [
     "ConfigDeprecation",
     "ConfigError",
     "enabled_plugins",
+    "environment",
     "load",
     "masked",
     "parse_duration",
@@ -82,8 +83,8 @@ def load(
         if flag is not None:
             settings[field.name] = flag
             continue
-        env = field.metadata.get("env")
-        if env and env in environ:
+        env = _env_given(field, environ)
+        if env is not None:
             try:
                 settings[field.name] = kinds[field.name].parse(environ[env])
             except ValueError as exc:
@@ -96,6 +97,15 @@ def load(
     config = cls(**settings)
     validate(config, labels, checks)
     return config
+
+
+def _env_given(field: attrs.Attribute[Any], environ: Mapping[str, str]) -> str | None:
+    """The environment variable that sets ``field``: its name, else one of its other names
+    (``env_also``), else None."""
+    for name in (field.metadata.get("env"), *field.metadata.get("env_also", ())):
+        if name and name in environ:
+            return str(name)
+    return None
 
 
 def _config_path(
@@ -148,6 +158,27 @@ def validate(
                 raise ConfigError(f"{name(field.name)}: {exc}") from exc
     for class_check in getattr(type(config), "checks", ()):
         class_check(config, name)
+
+
+def environment(config: Any) -> dict[str, str]:
+    """``config`` as environment variables that :func:`load` reads back into an equal config
+    (with no file and no flags): how ``nfrx serve --workers`` hands its settings to each worker.
+    Secrets included: the result is for a child process's environment only."""
+    out: dict[str, str] = {}
+    for field in attrs.fields(type(config)):
+        value = getattr(config, field.name)
+        if field.name == "config_file":
+            continue
+        if isinstance(value, bool):
+            text = "true" if value else "false"
+        elif isinstance(value, tuple):
+            text = ",".join(value)
+        elif isinstance(value, float):
+            text = repr(value)
+        else:
+            text = str(value)
+        out[field.metadata["env"]] = text
+    return out
 
 
 def masked(config: Any) -> dict[str, Any]:

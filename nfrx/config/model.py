@@ -22,7 +22,7 @@ from nfrx.config.agents import (
     default_client_id,
     default_client_name,
 )
-from nfrx.config.server import ServerConfig
+from nfrx.config.server import ServerConfig, default_instance_id
 from nfrx.config.setting import SHARED, MiB, Section, env_name, setting, shared
 
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
     "ServerConfig",
     "default_client_id",
     "default_client_name",
+    "default_instance_id",
     "env_name",
     "setting",
     "shared",

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import socket
+import uuid
 from typing import ClassVar
 
 import attrs
@@ -13,8 +15,10 @@ from nfrx.config.checks import (
     above_zero,
     one_of,
     origins,
+    redis_address,
     tcp_port,
     tls_pair,
+    workers_need_redis,
 )
 from nfrx.config.setting import MiB, Section, setting, shared
 from nfrx.config.values import Seconds  # noqa: TC001 (the kinds read the annotations at runtime)
@@ -26,7 +30,7 @@ class ServerConfig:
 
     config_name: ClassVar[str] = "server"
     """Name of the default config file (``/etc/nfrx/server.yaml`` on Linux)."""
-    checks: ClassVar[tuple[ClassCheck, ...]] = (tls_pair,)
+    checks: ClassVar[tuple[ClassCheck, ...]] = (tls_pair, workers_need_redis)
     """Checks that tie settings together (:mod:`nfrx.config.checks`)."""
 
     host: str = setting(
@@ -365,5 +369,63 @@ class ServerConfig:
         doc="PEM certificate (chain) file: serve https and wss in-process (needs TLS_KEY).",
     )
     tls_key: str = setting("", env="TLS_KEY", doc="PEM private key file for TLS_CERT.")
+    # -- several instances (see README "Several instances") ----------------------------------
+    redis_url: str = setting(
+        "",
+        env="REDIS_URL",
+        env_also=("REDIS_ADDR",),
+        doc="Redis shared by the instances of one gateway: redis://[:password@]host:port[/db], "
+        "rediss:// (TLS), unix:///path/redis.sock, host:port, redis-sentinel://host:port[,host:"
+        "port]/master[/db] (rediss-sentinel:// with TLS), redis-cluster://host:port[,host:port] "
+        "(also REDIS_ADDR). Empty: this instance is the whole gateway. Its password is "
+        "never logged.",
+        check=redis_address,
+        section=Section.PROCESS,
+    )
+    instance_id: str = setting(
+        "",
+        env="INSTANCE_ID",
+        doc="This instance's id among the gateway's instances (default: the hostname and a "
+        "random suffix, new each start).",
+        section=Section.PROCESS,
+    )
+    advertise_url: str = setting(
+        "",
+        env="ADVERTISE_URL",
+        doc="How agents reach this instance directly (ws://host:port, wss://, or http(s):// "
+        "with a path prefix), when REDIS_URL is set: every agent keeps a tunnel to every "
+        "instance. Default: from HOST and AGENT_PORT (else PORT); the hostname when HOST "
+        "listens on every interface.",
+        section=Section.PROCESS,
+    )
+    agent_port: int = setting(
+        0,
+        env="AGENT_PORT",
+        doc="Also serve on this port (same host), and advertise it to agents as this instance's "
+        "own (--workers: worker i listens on AGENT_PORT+i; 0 there: PORT+1+i). 0: no second port.",
+        check=tcp_port,
+        section=Section.PROCESS,
+    )
+    reuse_port: bool = setting(
+        False,
+        env="REUSE_PORT",
+        doc="Let several processes of this host listen on PORT together (SO_REUSEPORT; the "
+        "kernel spreads connections between them). --workers sets it for its workers.",
+        flag="--reuse-port / --no-reuse-port",
+        section=Section.PROCESS,
+    )
+    workers: int = setting(
+        1,
+        env="WORKERS",
+        doc="Run this many instances on this host, sharing PORT, each with its own AGENT_PORT "
+        "for the agents (needs REDIS_URL).",
+        minimum=1,
+        section=Section.PROCESS,
+    )
     log_format: str = shared("log_format")
     log_level: str = shared("log_level")
+
+
+def default_instance_id() -> str:
+    """Unique per server start: an instance that restarts is a new member of the gateway."""
+    return f"{socket.gethostname() or 'nfrx'}-{uuid.uuid4().hex[:8]}"

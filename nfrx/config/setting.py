@@ -46,6 +46,7 @@ def setting(
     check: Check | None = None,
     flag: str = "",
     section: Section = Section.SERVICE,
+    env_also: tuple[str, ...] = (),
 ) -> Any:
     """An attrs field documented with its environment variable.
 
@@ -56,6 +57,7 @@ def setting(
     variable. ``flag`` is the command-line spelling when it is not ``--<field-name>``
     (``"--reconnect, -r"``; a boolean pair as ``"--x / --no-x"``). The command's options are
     generated from these fields (:mod:`nfrx.cli.options`), ordered by ``section``.
+    ``env_also``: other environment names read when ``env`` is unset (the original's spelling).
     """
     checks: list[Check] = []
     if minimum is not None:
@@ -73,6 +75,7 @@ def setting(
             "checks": tuple(checks),
             "flag": flag,
             "section": section,
+            "env_also": env_also,
         },
     )
 

@@ -20,6 +20,8 @@ from nfrx.protocol.frames import Frame as Frame
 from nfrx.protocol.frames import Goodbye as Goodbye
 from nfrx.protocol.frames import Headers as Headers
 from nfrx.protocol.frames import Hello as Hello
+from nfrx.protocol.frames import Load as Load
+from nfrx.protocol.frames import Members as Members
 from nfrx.protocol.frames import Open as Open
 from nfrx.protocol.frames import Ping as Ping
 from nfrx.protocol.frames import Pong as Pong

@@ -41,8 +41,9 @@ a :class:`~nfrx.protocol.errors.RemoteProtocolError`, which closes the tunnel):
                                                         them far lower by default)
   Open, Response                            1 MiB       HTTP heads (hypercorn and httpx read
                                                         at most 16 and 100 KiB of them)
+  Members                                   1 MiB       the gateway's instances and URLs
   Welcome, Refuse, Reset, Drain, Goodbye    64 KiB      reasons and messages
-  Ping, Pong, Credit                        4 KiB       a few numbers
+  Ping, Pong, Credit, Load                  4 KiB       a few numbers
   ========================================= =========== ======================================
 
 * a Data frame's payload is bounded by the stream's window (the connection enforces it), and a
@@ -95,6 +96,7 @@ _KiB: Final = 1024
 MAX_CONTROL_CHARS: Final[dict[str, int]] = {
     "hello": 4096 * _KiB,
     "status": 4096 * _KiB,
+    "members": 1024 * _KiB,
     "open": 1024 * _KiB,
     "response": 1024 * _KiB,
     "welcome": 64 * _KiB,
@@ -105,6 +107,7 @@ MAX_CONTROL_CHARS: Final[dict[str, int]] = {
     "ping": 4 * _KiB,
     "pong": 4 * _KiB,
     "credit": 4 * _KiB,
+    "load": 4 * _KiB,
 }
 """Longest JSON text of each control frame type, in characters (see the module docstring)."""
 
@@ -302,7 +305,7 @@ def check_ranges(frame: Frame) -> None:
     window = getattr(frame, "window", None)
     if window is not None and not 0 < window <= MAX_WINDOW:
         raise RemoteProtocolError(f"window {window} out of range")
-    for field in ("max_concurrency", "embedding_batch_size"):
+    for field in ("max_concurrency", "embedding_batch_size", "elsewhere"):
         value = getattr(frame, field, 0)
         if value < 0:
             raise RemoteProtocolError(f"{field} {value} is negative")

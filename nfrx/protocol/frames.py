@@ -13,6 +13,8 @@ Hello      A->S  first frame: protocol version, agent identity and capabilities
 Welcome    S->A  handshake accepted; the server's timing parameters and stream window
 Refuse     S->A  handshake refused (bad version, id in use, ...); the server then closes
 Status     A->S  the agent's models, capacity or readiness changed
+Load       A->S  slots the agent is using for the other instances' streams (several instances)
+Members    S->A  the instances of the gateway changed: the agent dials the ones it lacks
 Open       S->A  opens stream ``stream_id`` with an HTTP request head
 Response   A->S  the HTTP response head for a stream
 Data       both  body bytes for a stream (request body from S, response body from A)
@@ -30,10 +32,13 @@ from typing import Literal
 
 import attrs
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 """Bumped on any incompatible change; the server refuses a Hello with another version.
 
 2: batches (several frames in one binary WebSocket message, see :mod:`nfrx.protocol.codec`).
+3: several instances: the Welcome names the instance and its members, :class:`Members` and
+:class:`Load` frames, ``Open.slot`` (an agent of version 2 would close its tunnel on a Members
+frame it does not know).
 """
 
 Headers = tuple[tuple[str, str], ...]
@@ -74,6 +79,11 @@ class Welcome:
     """Seconds of silence after which either side declares the other dead."""
     window: int
     """Bytes of response body the agent may send on each new stream before waiting for Credit."""
+    instance_id: str = ""
+    """The instance of the gateway this tunnel reached ("" when the server runs alone)."""
+    members: Headers = ()
+    """The gateway's instances as (instance id, advertise URL) pairs, this one included; the
+    agent keeps a tunnel to each (empty when the server runs alone)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -93,6 +103,27 @@ class Status:
 
 
 @attrs.frozen(kw_only=True)
+class Load:
+    """The agent's load as this instance cannot see it: the slots its streams from the *other*
+    instances hold (an agent holds one tunnel per instance and one ``MAX_CONCURRENCY`` for all).
+    Sent on a tunnel whenever that number changes, only while the agent has several tunnels;
+    a Status does not repeat it. A few bytes, where a Status repeats the model list."""
+
+    type: Literal["load"] = "load"
+    elsewhere: int
+
+
+@attrs.frozen(kw_only=True)
+class Members:
+    """The gateway's instances changed (one joined, left, started draining): the agent dials
+    the ones it has no tunnel to and stops redialling those no longer listed."""
+
+    type: Literal["members"] = "members"
+    members: Headers
+    """(instance id, advertise URL) pairs, as in :attr:`Welcome.members`."""
+
+
+@attrs.frozen(kw_only=True)
 class Open:
     type: Literal["open"] = "open"
     stream_id: int
@@ -103,6 +134,10 @@ class Open:
     """Seconds the server will wait for this exchange; the agent enforces it too."""
     end: bool = False
     """True when the request has no body (no Data frames follow)."""
+    slot: bool = True
+    """The stream holds one of the agent's ``MAX_CONCURRENCY`` slots (the agent refuses it with
+    ``overloaded`` when all are taken); False for lookups that take none (docling task polls, MCP
+    notifications and long-lived streams)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -169,6 +204,8 @@ Frame = (
     | Welcome
     | Refuse
     | Status
+    | Load
+    | Members
     | Open
     | Response
     | Data
@@ -185,6 +222,8 @@ CONTROL_FRAMES: tuple[type[Frame], ...] = (
     Welcome,
     Refuse,
     Status,
+    Load,
+    Members,
     Open,
     Response,
     Credit,
@@ -210,7 +249,8 @@ class ResetCode:
     DRAINING = "draining"
     """The agent is draining and takes no new work; the request can go elsewhere."""
     OVERLOADED = "overloaded"
-    """The agent has no capacity for this stream; the request can go elsewhere."""
+    """The agent has no free slot for this stream (other instances took them meanwhile): the
+    server requeues the request, first in line, and counts no failure."""
     INTERNAL = "internal_error"
     """A bug or unexpected failure on the sender's side."""
     BAD_AGENT_RESPONSE = "bad_agent_response"

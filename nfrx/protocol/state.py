@@ -55,6 +55,7 @@ OPEN_FRAMES: Final[frozenset[tuple[Role, str]]] = frozenset(
         (Role.SERVER, "ping"),
         (Role.SERVER, "pong"),
         (Role.SERVER, "drain"),
+        (Role.SERVER, "members"),
         (Role.SERVER, "goodbye"),
         (Role.AGENT, "response"),
         (Role.AGENT, "data"),
@@ -63,6 +64,7 @@ OPEN_FRAMES: Final[frozenset[tuple[Role, str]]] = frozenset(
         (Role.AGENT, "ping"),
         (Role.AGENT, "pong"),
         (Role.AGENT, "status"),
+        (Role.AGENT, "load"),
         (Role.AGENT, "goodbye"),
     }
 )

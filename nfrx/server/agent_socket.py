@@ -19,7 +19,7 @@ import trio
 from quart import Response, websocket
 
 from nfrx._version import __version__
-from nfrx.protocol import PROTOCOL_VERSION, Frame, Goodbye, Refuse, Status, Welcome
+from nfrx.protocol import PROTOCOL_VERSION, Frame, Goodbye, Load, Refuse, Status, Welcome
 from nfrx.server import auth
 from nfrx.server.announcements import (
     OVER_LIMIT,
@@ -101,6 +101,8 @@ async def serve_agent(gateway: Gateway, kind: str) -> Response | None:
         if isinstance(frame, Goodbye):
             # Every frame the agent sent before has been handled: closing now loses nothing.
             session.close(f"agent said goodbye ({frame.reason})")
+        elif isinstance(frame, Load):
+            gateway.registry.report_load(record, frame.elsewhere)
         elif isinstance(frame, Status) and statuses is not None:
             try:
                 statuses.apply(frame)
@@ -222,6 +224,8 @@ async def _run(
         heartbeat_interval=settings.heartbeat_interval,
         dead_after=settings.dead_after,
         window=settings.window,
+        instance_id=gateway.cluster.instance_id,
+        members=gateway.cluster.members(),
     )
     kind = record.kind
     try:

@@ -133,10 +133,14 @@ def create_quart_app(gateway: Gateway) -> QuartTrio:
 
     @app.get("/healthz")
     async def healthz() -> Response:
+        # Degraded (several instances, Redis unreachable) still serves: 200, and says so.
         registry = gateway.registry
+        cluster = gateway.cluster
+        status = "draining" if gateway.draining else "degraded" if cluster.degraded else "ok"
         body = {
-            "status": "draining" if gateway.draining else "ok",
+            "status": status,
             "agents": {kind: registry.count(kind) for kind in gateway.agent_kinds},
+            **cluster.health(),
         }
         response = jsonify(body)
         response.status_code = 503 if gateway.draining else 200

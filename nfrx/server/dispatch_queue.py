@@ -11,6 +11,10 @@ A grant is final once made: the slot is taken in the registry at that moment, an
 is cancelled after being granted (client gone, deadline) gives it back in
 :meth:`DispatchQueue.abandon`.
 Nothing here sleeps or polls.
+
+Several instances share one order (:class:`QueueOrder`; :mod:`nfrx.cluster.queue_order`): a local
+waiter, or a newcomer, lets an agent's free slot go to an older waiter of another instance
+that can use it, and its place counts the waiters of every instance. Alone, nothing changes.
 """
 
 from __future__ import annotations
@@ -68,6 +72,26 @@ class QueueFull(Exception):
     pass
 
 
+class QueueOrder:
+    """The order of this instance's waiters among every instance's (this class: alone)."""
+
+    def defers(self, ticket: Ticket, agent: AgentRecord) -> bool:
+        """True when older waiters of other instances want ``agent``'s free slots: ``ticket``
+        must not take one (it is a newcomer, or a local waiter behind them)."""
+        return False
+
+    def ahead(self, ticket: Ticket) -> int:
+        """Waiters of other instances ahead of ``ticket``."""
+        return 0
+
+    def waiting(self) -> int:
+        """Waiters of other instances."""
+        return 0
+
+    def changed(self, queue: DispatchQueue) -> None:
+        """``queue``'s waiters changed (one joined or left)."""
+
+
 class DispatchQueue:
     def __init__(self, registry: AgentRegistry, capacity: int) -> None:
         self.registry = registry
@@ -76,17 +100,32 @@ class DispatchQueue:
         self.wait_listeners: list[Callable[[float], None]] = []
         """Called with the seconds a ticket waited whenever one leaves the line (granted,
         refused or abandoned); metrics subscribe here."""
+        self.order = QueueOrder()
+        """Where the waiters stand among other instances' (replaced when several share one)."""
         registry.subscribe(self.dispatch)
 
     def __len__(self) -> int:
         return len(self._waiting)
 
+    def waiters(self) -> list[Ticket]:
+        """The local waiters, oldest first."""
+        return list(self._waiting)
+
     def position(self, ticket: Ticket) -> int:
-        """1-based place of ``ticket`` in the queue (0 once it left it)."""
+        """1-based place of ``ticket`` in the queue, other instances' waiters included (0 once
+        it left it)."""
         try:
-            return self._waiting.index(ticket) + 1
+            return self._waiting.index(ticket) + 1 + self.order.ahead(ticket)
         except ValueError:
             return 0
+
+    def _choose(
+        self, ticket: Ticket, found: list[tuple[AgentRecord, str, bool]]
+    ) -> tuple[AgentRecord, str] | None:
+        order = self.order
+        if order.waiting():
+            found = [m for m in found if not order.defers(ticket, m[0])]
+        return choose_match(found)
 
     def try_now(self, ticket: Ticket) -> tuple[AgentRecord, str] | None:
         """Take a free slot for ``ticket`` if there is one; raise its ``missing`` error if no
@@ -94,7 +133,7 @@ class DispatchQueue:
         found = ticket.candidates(self.registry)
         if not found:
             raise ticket.missing()
-        chosen = choose_match(found)
+        chosen = self._choose(ticket, found)
         if chosen is not None:
             self.registry.acquire(chosen[0])
         return chosen
@@ -109,6 +148,7 @@ class DispatchQueue:
         else:
             self._waiting.append(ticket)
         self.registry.wake()
+        self.order.changed(self)
         log.info(
             "request %s for %s queued at position %d",
             ticket.request_id,
@@ -136,7 +176,7 @@ class DispatchQueue:
             if not found:
                 ticket.error = ticket.missing()
             else:
-                chosen = choose_match(found)
+                chosen = self._choose(ticket, found)
                 if chosen is None:
                     continue
                 self.registry.acquire(chosen[0])
@@ -147,6 +187,7 @@ class DispatchQueue:
     def _leave(self, ticket: Ticket) -> None:
         self._waiting.remove(ticket)
         self.registry.wake()
+        self.order.changed(self)
         waited = time.monotonic() - ticket.queued_at
         for listener in self.wait_listeners:
             listener(waited)

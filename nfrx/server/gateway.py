@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 import trio
 from quart import request
 
+from nfrx.cluster import for_gateway
 from nfrx.server import auth
 from nfrx.server.accounting import route_of
 from nfrx.server.dispatch_queue import DispatchQueue
@@ -108,6 +109,9 @@ class Gateway:
         """Prometheus series of this gateway (``GET /metrics``); subscribes to the above."""
         self.traffic = Traffic(self)
         """The recent traffic (the dashboard's charts); subscribes to the above."""
+        self.cluster = for_gateway(self)
+        """This instance among the gateway's others (:mod:`nfrx.cluster`; alone without
+        ``REDIS_URL``): the hooks the core and the plugins call."""
         self.disabled_plugins = tuple(disabled)
         self._makers = tuple(plugins)
         self._made: dict[Callable[[Gateway], Plugin], Plugin | None] = {}

@@ -5,8 +5,11 @@ waiting in the :class:`~.dispatch_queue.DispatchQueue`), opens a tunnel stream, 
 and waits for the response head. If the agent fails before the head arrived -- it died, drained
 away, or reset the stream because its backend is unreachable -- nothing has reached the client
 yet, so the job tries another eligible agent (at most ``LLM_MAX_RETRIES`` times, never the same
-agent twice). Once the head is back there is no retry: a failure is a final SSE ``error`` event
-for event streams and a cut connection otherwise, never a mixed or duplicated answer.
+agent twice). An agent that refuses the stream as ``overloaded`` (the other instances of the
+gateway took its slots meanwhile) costs no retry: the request goes back to the front of the queue
+and the agent counts as full until it reports its load again. Once the head is back there is no
+retry: a failure is a final SSE ``error`` event for event streams and a cut connection otherwise,
+never a mixed or duplicated answer.
 
 Ownership and cancellation: the request's ASGI call owns the exchange. Whatever ends it -- the
 body fully relayed, the client disconnecting (quart-trio cancels the handler or closes the body
@@ -107,13 +110,16 @@ class Exchange:
         end = self.ended if self.ended is not None else trio.current_time()
         return end - self.started
 
-    def finish(self, *, code: str = ResetCode.CANCELLED, failed: bool | None = None) -> None:
+    def finish(
+        self, *, code: str = ResetCode.CANCELLED, failed: bool | None = None, refused: bool = False
+    ) -> None:
         """End the exchange: reset the stream if it is still live, free the slot. Idempotent.
 
         ``failed`` says how it ended. Left out while the stream is still live, the exchange
         was cut from the client's side -- quart-trio cancelled the request or closed its body
         iterator because the client left -- and counts as cancelled, not as the agent's
-        failure.
+        failure. ``refused``: the agent turned the stream down as overloaded before it started;
+        the slot comes back uncounted and nobody hears of the exchange.
         """
         if self._finished:
             return
@@ -125,6 +131,11 @@ class Exchange:
                 self.cancelled = True
         if failed is not None:
             self.failed = failed
+        if refused:
+            if self.owns_slot:
+                self.gateway.registry.release(self.agent, counted=False)
+            log.debug("%s agent=%s: overloaded, requeued", self.label, self.agent.name)
+            return
         if self.owns_slot:
             self.gateway.registry.release(self.agent, failed=self.failed, cancelled=self.cancelled)
         if self.usage is not None:
@@ -285,6 +296,8 @@ class Job:
         try:
             return await self.open(agent, concrete, body, cleanups)
         except AttemptFailed as failure:
+            if failure.busy:  # no retry spent: the agent stays eligible, the request waits
+                raise _Retry(failure.error) from failure
             if not failure.retryable:
                 raise failure.error from failure
             raise self._retry_or_fail(agent, failure.error) from failure
@@ -456,11 +469,14 @@ class Job:
 class AttemptFailed(Exception):
     """An exchange failed before its response head arrived (the slot is released by then)."""
 
-    def __init__(self, error: HttpError, *, retryable: bool) -> None:
+    def __init__(self, error: HttpError, *, retryable: bool, busy: bool = False) -> None:
         super().__init__(error.message)
         self.error = error
         self.retryable = retryable
         """Nothing came back, so another agent may take the request."""
+        self.busy = busy
+        """The agent was full (``overloaded``): the request waits for a slot again, first in
+        line, without spending a retry (the slot came back uncounted)."""
 
 
 async def open_exchange(
@@ -477,9 +493,11 @@ async def open_exchange(
     label: str,
     cleanups: list[Callable[[], None]],
     owns_slot: bool = True,
+    slot: bool = True,
 ) -> tuple[Exchange, ResponseHead]:
     """Open a stream to ``agent`` (whose slot the caller took), send the request and wait for the
     response head, within ``deadline`` and the idle timeout. Raises :class:`AttemptFailed`.
+    ``slot=False``: a lookup that holds none of the agent's slots (never refused as overloaded).
 
     An :class:`Upload` body is streamed as the client sends it, paced by the stream's credit;
     past ``MAX_UPLOAD_BYTES`` the stream is reset and the client answered 413. Once bytes past
@@ -487,6 +505,7 @@ async def open_exchange(
     """
     config = gateway.config
     streamed = isinstance(body, Upload)
+    heard = agent.heard  # what the agent said before this stream: see AgentRegistry.saturate
     try:
         stream = agent.session.open_stream(
             method,
@@ -494,6 +513,7 @@ async def open_exchange(
             headers,
             timeout=max(deadline - trio.current_time(), 0.001),
             end=not streamed and not body,
+            slot=slot,
         )
     except TunnelClosed as exc:
         if owns_slot:
@@ -525,6 +545,11 @@ async def open_exchange(
         raise AttemptFailed(refused, retryable=False) from refused
     except (StreamReset, TunnelClosed) as exc:
         error = from_tunnel_error(exc, request_id)
+        replayable = not isinstance(body, Upload) or body.replayable
+        if isinstance(exc, StreamReset) and exc.code == ResetCode.OVERLOADED and replayable:
+            exchange.finish(failed=False, refused=True)
+            gateway.registry.saturate(agent, heard)
+            raise AttemptFailed(error, retryable=True, busy=True) from exc
         log.warning(
             "%s: agent %s failed before answering: %s request_id=%s",
             exchange.label,
@@ -535,7 +560,6 @@ async def open_exchange(
         exchange.status = error.status
         exchange.finish(failed=True)
         timed_out = isinstance(exc, StreamReset) and exc.code == ResetCode.TIMEOUT
-        replayable = not isinstance(body, Upload) or body.replayable
         raise AttemptFailed(error, retryable=not timed_out and replayable) from exc
     if total.cancelled_caught or quiet.cancelled_caught:
         exchange.status = 504

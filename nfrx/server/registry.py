@@ -60,12 +60,30 @@ class AgentRecord:
     """Tokens relayed through this agent."""
     dispatch_seq: int = 0
     """When this agent last got a request (a registry-wide counter): ties go to the oldest."""
+    busy_elsewhere: int = 0
+    """Slots the agent says other instances' streams hold (its Load frames; 0 alone)."""
+    saturated: bool = False
+    """The agent refused a stream as ``overloaded``: no dispatch until it says more (a Load or a
+    Status) or one of this instance's own streams on it ends."""
+    heard: int = 0
+    """Load and Status frames received from the agent: a refusal that crossed one is stale."""
+
+    @property
+    def free_slots(self) -> int:
+        """Slots of the agent this instance may still take (its own count, less the others')."""
+        return self.max_concurrency - self.inflight - self.busy_elsewhere
+
+    @property
+    def load(self) -> int:
+        """Slots taken on the agent, by every instance as far as this one knows."""
+        return self.inflight + self.busy_elsewhere
 
     @property
     def has_capacity(self) -> bool:
         return (
             self.status == AgentStatus.READY
-            and self.inflight < self.max_concurrency
+            and self.free_slots > 0
+            and not self.saturated
             and not self.session.closed
         )
 
@@ -92,6 +110,9 @@ class AgentRegistry:
         self._served: dict[tuple[str, str], _Served] = {}
         """(kind, model) -> when it was first seen and how many registered agents list it;
         a model no registered agent lists is forgotten (memory follows the live agents)."""
+        self.roster = 0
+        """Counts the agents added and removed: a listener tells a change of who is here from
+        one of how busy they are (several instances publish who is here at once)."""
 
     # -- membership ----------------------------------------------------------------------------
 
@@ -105,6 +126,7 @@ class AgentRegistry:
             self._unserve(existing.kind, existing.models)
         agents[record.id] = record
         self._serve(record.kind, record.models)
+        self.roster += 1
         self._notify()
 
     def remove(self, record: AgentRecord) -> None:
@@ -113,6 +135,7 @@ class AgentRegistry:
         if agents.get(record.id) is record:
             del agents[record.id]
             self._unserve(record.kind, record.models)
+            self.roster += 1
             self._notify()
 
     def update(
@@ -131,7 +154,32 @@ class AgentRegistry:
         record.max_concurrency = max_concurrency
         record.status = status
         record.embedding_batch_size = embedding_batch_size
+        record.saturated = False
+        record.heard += 1
         self._notify()
+
+    def report_load(self, record: AgentRecord, elsewhere: int) -> None:
+        """The agent's Load frame: ``elsewhere`` slots are taken by other instances' streams.
+        Lifts a saturation (the agent has spoken since it refused)."""
+        record.heard += 1
+        if (record.busy_elsewhere, record.saturated) == (elsewhere, False):
+            return
+        record.busy_elsewhere = elsewhere
+        record.saturated = False
+        self._notify()
+
+    def saturate(self, record: AgentRecord, heard: int) -> None:
+        """The agent refused a stream as ``overloaded``: treat it as full until it reports its
+        load again or one of this instance's streams on it ends.
+
+        ``heard``: the record's :attr:`~AgentRecord.heard` when that stream was opened. If the
+        agent spoke since, the refusal is stale -- its Load may already say that the slot it
+        lacked is free (it sends one as soon as it is, and that frame can be read before the
+        refusal is handled) -- and the agent stays eligible."""
+        if record.heard != heard:
+            return
+        record.saturated = True
+        self.wake()
 
     def get(self, kind: str, agent_id: str) -> AgentRecord | None:
         return self._agents.get(kind, {}).get(agent_id)
@@ -204,6 +252,7 @@ class AgentRegistry:
         ``counted=False``: the slot was never used (its request left before starting), so
         nothing is recorded."""
         record.inflight -= 1
+        record.saturated = False
         if counted and cancelled:
             record.cancelled_total += 1
         elif counted and failed:

@@ -10,8 +10,11 @@ Task tree (every task has this one owner)::
     run_server
     +-- each plugin's background work (MCP: idle sessions; jobs: expiry and leases; transfer:
     |   channel TTLs), started before the listener opens
-    +-- hypercorn serve (HTTP API + agent WebSockets; one task per connection inside it)
+    +-- hypercorn serve (HTTP API + agent WebSockets; one task per connection inside it), on PORT
+    |   (shared with this host's other instances with REUSE_PORT) and AGENT_PORT when set
     +-- hypercorn serve on METRICS_PORT (only /metrics; when set), stopped by the same shutdown
+    +-- the cluster (REDIS_URL: membership, shared queue order, fleet view; nfrx.cluster),
+    |   joined once hypercorn listens, left when the server stops
     +-- signal watcher: 1st SIGTERM/SIGINT -> drain, 2nd -> close the tunnels (in-flight clients
     |   get a final error), then cancel everything after STOP_GRACE
     +-- drainer (after the first signal): waits for in-flight requests up to DRAIN_TIMEOUT,
@@ -65,10 +68,19 @@ class _TunedConfig(HypercornConfig):
         return sockets
 
 
-def hypercorn_config(config: ServerConfig) -> HypercornConfig:
+def hypercorn_config(
+    config: ServerConfig, bound: list[socket.socket] | None = None
+) -> HypercornConfig:
+    """hypercorn's settings for ``config``: PORT, and AGENT_PORT when set; ``bound``: sockets
+    bound to them already (REUSE_PORT), in that order."""
     hc = _TunedConfig()
     host = f"[{config.host}]" if ":" in config.host else config.host
-    hc.bind = [f"{host}:{config.port}"]
+    if bound:
+        hc.bind = [f"fd://{sock.fileno()}" for sock in bound]
+    else:
+        hc.bind = [f"{host}:{config.port}"]
+        if config.agent_port:
+            hc.bind.append(f"{host}:{config.agent_port}")
     hc.accesslog = None
     hc.errorlog = logging.getLogger("hypercorn.error")  # our handlers, not a second stream
     hc.graceful_timeout = 2.0
@@ -88,6 +100,28 @@ def compose(config: ServerConfig) -> Gateway:
     return Gateway(config, classes, disabled=disabled)
 
 
+def reused_port_sockets(config: ServerConfig) -> list[socket.socket]:
+    """PORT (and AGENT_PORT) bound with SO_REUSEPORT (REUSE_PORT): other processes of this user
+    on this host may bind them too, and the kernel spreads incoming connections between them."""
+    family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
+    sockets: list[socket.socket] = []
+    for port in (config.port, config.agent_port) if config.agent_port else (config.port,):
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.bind((config.host, port))
+        except OSError:
+            sock.close()
+            for other in sockets:
+                other.close()
+            raise
+        sock.setblocking(False)
+        sockets.append(sock)
+    return sockets
+
+
 async def run_server(
     config: ServerConfig, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED
 ) -> None:
@@ -95,6 +129,7 @@ async def run_server(
     reason_phrase.install()
     gateway = compose(config)
     app = create_app(gateway)
+    bound = reused_port_sockets(config) if config.reuse_port else None
     shutdown = trio.Event()
     if not config.api_key and not config.api_http_roles:
         log.warning("API_KEY is not set: the API is OPEN to anyone who can reach this server")
@@ -122,11 +157,12 @@ async def run_server(
         async def run_hypercorn(*, task_status: trio.TaskStatus[list[str]]) -> None:
             await serve(
                 app,
-                hypercorn_config(config),
+                hypercorn_config(config, bound),
                 shutdown_trigger=shutdown.wait,
                 mode="asgi",
                 task_status=task_status,
             )
+            await gateway.cluster.leave()  # while the rest still runs: the others hear of it
             nursery.cancel_scope.cancel()
 
         binds: list[str] = await nursery.start(run_hypercorn)
@@ -135,25 +171,34 @@ async def run_server(
                 functools.partial(
                     serve,
                     metrics_asgi(gateway.metrics),
-                    hypercorn_config(attrs.evolve(config, port=config.metrics_port)),
+                    hypercorn_config(attrs.evolve(config, port=config.metrics_port, agent_port=0)),
                     shutdown_trigger=shutdown.wait,
                     mode="asgi",
                 )
             )
             log.info("metrics on %s", ", ".join(f"{bind}/metrics" for bind in metrics_binds))
+        await nursery.start(gateway.cluster.run, binds)
+        # Before the line that says it is up: from then on a signal drains (a worker of
+        # --workers whose parent is killed that early leaves the gateway, as later).
+        await nursery.start(_watch_signals, gateway, shutdown, nursery, config.drain_timeout)
         log.info(
             "nfrx serve listening on %s (plugins: %s)",
             ", ".join(binds),
             ", ".join(p.name for p in gateway.plugins if not p.always_on) or "none",
         )
-        nursery.start_soon(_watch_signals, gateway, shutdown, nursery, config.drain_timeout)
         task_status.started(binds)
 
 
 async def _watch_signals(
-    gateway: Gateway, shutdown: trio.Event, nursery: trio.Nursery, drain_timeout: float
+    gateway: Gateway,
+    shutdown: trio.Event,
+    nursery: trio.Nursery,
+    drain_timeout: float,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        task_status.started()
         async for signum in signals:
             name = signal.Signals(signum).name
             if gateway.draining:
@@ -166,6 +211,7 @@ async def _watch_signals(
                 return
             log.info("%s: draining (up to %g s for in-flight requests)", name, drain_timeout)
             gateway.draining = True
+            gateway.cluster.drain_started()
             nursery.start_soon(functools.partial(_drain, gateway, shutdown, drain_timeout))
 
 
@@ -176,8 +222,11 @@ async def _drain(gateway: Gateway, shutdown: trio.Event, drain_timeout: float) -
         agent.session.send_control(Drain(reason="server shutting down", deadline=drain_timeout))
     timeout = math.inf if drain_timeout < 0 else drain_timeout
     with trio.move_on_after(timeout) as scope:
+        said = 0
         while (busy := sum(a.inflight for a in agents)) > 0:
-            log.info("waiting for %d in-flight request(s)", busy)
+            if busy != said:  # registry changes that leave the count as it is say nothing new
+                log.info("waiting for %d in-flight request(s)", busy)
+                said = busy
             await registry.wait_changed()
     if scope.cancelled_caught:
         log.warning("drain timeout: cancelling the requests still in flight")

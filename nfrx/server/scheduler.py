@@ -4,7 +4,8 @@ Matching follows the original nfrx: an agent serving the exact model wins; other
 aliasing is on, an agent serving another quantization of the same model and size does (alias key
 ``name:size`` from ``^([^:]+):([^-\\s]+)(-.+)?$``, so ``llama3:8b-q4_0`` and ``llama3:8b`` share
 ``llama3:8b``). Among matches with a free slot the least busy wins; ties go to the agent idle the
-longest, which spreads equal load round-robin.
+longest, which spreads equal load round-robin. An agent's load counts the slots other instances'
+streams hold on it (:attr:`~nfrx.server.registry.AgentRecord.load`).
 """
 
 from __future__ import annotations
@@ -77,4 +78,4 @@ def choose_match(
 
 
 def _load(agent: AgentRecord) -> tuple[int, int]:
-    return agent.inflight, agent.dispatch_seq
+    return agent.load, agent.dispatch_seq

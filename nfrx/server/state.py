@@ -32,6 +32,7 @@ import trio
 from quart import Blueprint, Response
 
 from nfrx._build import build_info
+from nfrx.cluster.directory import merge_agents
 from nfrx.server.registry import AgentStatus
 from nfrx.server.usage import Usage
 
@@ -103,7 +104,8 @@ def agent_status(agent: AgentRecord) -> str:
     return "working" if agent.inflight > 0 else "idle"
 
 
-def _agent_state(agent: AgentRecord, clocks: Clocks) -> dict[str, Any]:
+def agent_document(agent: AgentRecord, clocks: Clocks) -> dict[str, Any]:
+    """One agent's entry in the state (and in the other instances' fleet view)."""
     processing_ms = agent.busy_seconds_total * 1000.0
     finished = agent.processed_total + agent.failures_total + agent.cancelled_total
     last_heard = clocks.wall - (clocks.trio - agent.session.last_heard)
@@ -131,7 +133,9 @@ def _agent_state(agent: AgentRecord, clocks: Clocks) -> dict[str, Any]:
 def agents_section(gateway: Gateway, kind: str, clocks: Clocks) -> dict[str, Any]:
     """The core's part of an agent plugin's section: the queue, its agents and their models."""
     agents = gateway.registry.agents(kind)
-    states = [_agent_state(agent, clocks) for agent in agents]
+    local = [agent_document(agent, clocks) for agent in agents]
+    # With several instances: every agent of the gateway once, with the instances it is on.
+    states = merge_agents(kind, local, gateway.cluster.fleet())
     summary = {"connected": len(states), "working": 0, "idle": 0, "not_ready": 0, "draining": 0}
     for state in states:
         summary[state["status"]] += 1
@@ -155,9 +159,11 @@ def agents_section(gateway: Gateway, kind: str, clocks: Clocks) -> dict[str, Any
                 "output_tokens_total": usage.output_tokens,
             }
         )
+    queue = gateway.queue
     return {
-        # One dispatch queue serves every kind that queues.
-        "queue": {"length": len(gateway.queue), "capacity": gateway.queue.capacity},
+        # One dispatch queue serves every kind that queues (the other instances' waiters
+        # count: the order is shared; the capacity is this instance's).
+        "queue": {"length": len(queue) + queue.order.waiting(), "capacity": queue.capacity},
         "summary": summary,
         "agents": states,
         "models": models,
@@ -165,14 +171,19 @@ def agents_section(gateway: Gateway, kind: str, clocks: Clocks) -> dict[str, Any
 
 
 def build_snapshot(gateway: Gateway, server: ServerInfo, clocks: Clocks) -> dict[str, Any]:
-    """The ``/api/state`` document (pure: no I/O, no clock reads of its own)."""
+    """The ``/api/state`` document (pure: no I/O, no clock reads of its own).
+
+    With several instances (``REDIS_URL``) it also lists the ``instances`` and every agent of
+    the gateway (see :mod:`nfrx.cluster.directory`); ``server`` is this instance.
+    """
+    fleet = gateway.cluster.fleet()
     sections: dict[str, Any] = {}
     tops: dict[str, Any] = {}
     for plugin in gateway.plugins:
         kind = plugin.agent_kind
         section = agents_section(gateway, kind, clocks) if kind is not None else {}
         (tops if plugin.top_level_state else sections)[plugin.name] = plugin.state(section, clocks)
-    return {
+    snapshot: dict[str, Any] = {
         "server": {
             "version": server.version,
             "build_sha": server.build_sha,
@@ -187,6 +198,13 @@ def build_snapshot(gateway: Gateway, server: ServerInfo, clocks: Clocks) -> dict
         # Not a plugin's: the recent traffic (the dashboard's charts).
         "traffic": gateway.traffic.state(clocks.wall),
     }
+    if fleet is not None:
+        snapshot["server"]["instance"] = fleet.instance_id
+        snapshot["server"]["degraded"] = fleet.degraded
+        snapshot["instances"] = [
+            {**view, "started_at": rfc3339(view["started_at"])} for view in fleet.document()
+        ]
+    return snapshot
 
 
 def _fingerprint(gateway: Gateway, snapshot: dict[str, Any]) -> str:

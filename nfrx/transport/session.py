@@ -224,8 +224,10 @@ class TunnelSession:
         *,
         timeout: float | None = None,
         end: bool = False,
+        slot: bool = True,
     ) -> OutgoingStream:
-        """Open a stream carrying an HTTP request head; never blocks.
+        """Open a stream carrying an HTTP request head; never blocks. ``slot``: the stream holds
+        one of the agent's slots (:attr:`nfrx.protocol.frames.Open.slot`).
 
         Raises :class:`TunnelClosed` if the tunnel has ended or the agent said goodbye.
         """
@@ -233,7 +235,13 @@ class TunnelSession:
             raise TunnelClosed(self.closed_reason)
         stream_id = next(self._stream_ids)
         frame = Open(
-            stream_id=stream_id, method=method, path=path, headers=headers, timeout=timeout, end=end
+            stream_id=stream_id,
+            method=method,
+            path=path,
+            headers=headers,
+            timeout=timeout,
+            end=end,
+            slot=slot,
         )
         try:
             message = self._conn.send(frame)

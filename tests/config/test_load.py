@@ -8,7 +8,7 @@ import attrs
 import pytest
 
 from nfrx.config import values
-from nfrx.config.load import ConfigError, load, masked, parse_duration
+from nfrx.config.load import ConfigError, environment, load, masked, parse_duration
 from nfrx.config.model import AgentConfig, LlmAgentConfig, ServerConfig, setting
 from nfrx.config.reference import COMMANDS
 
@@ -339,3 +339,35 @@ def test_a_field_type_without_a_kind_is_refused() -> None:
 
     with pytest.raises(TypeError, match=r"Odd\.ratio: unsupported setting type"):
         values.kinds(Odd)
+
+
+def test_redis_addr_is_read_when_redis_url_is_not() -> None:
+    assert load(ServerConfig, {}, {"REDIS_ADDR": "h:1"}, default_file=None).redis_url == "h:1"
+    both = load(
+        ServerConfig, {}, {"REDIS_ADDR": "h:1", "REDIS_URL": "redis://u"}, default_file=None
+    )
+    assert both.redis_url == "redis://u"
+
+
+def test_workers_need_redis() -> None:
+    with pytest.raises(ConfigError, match=r"^WORKERS: 2 workers need REDIS_URL"):
+        load(ServerConfig, {"workers": 2}, {}, default_file=None)
+    assert load(ServerConfig, {"workers": 2}, {"REDIS_URL": "h:1"}, default_file=None).workers == 2
+
+
+def test_a_bad_redis_url_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigError, match=r"^REDIS_URL: unknown scheme 'http'"):
+        load(ServerConfig, {}, {"REDIS_URL": "http://h"}, default_file=None)
+
+
+@pytest.mark.parametrize("cls", [cls for _, cls in COMMANDS])
+def test_a_config_passed_through_the_environment_reads_back_equal(cls: type[Any]) -> None:
+    config = load(
+        cls,
+        {"log_level": "debug"},
+        {"REQUEST_TIMEOUT": "1m30s", "ALLOWED_ORIGINS": "https://a.example,https://b.example"}
+        if cls is ServerConfig
+        else {"REQUEST_TIMEOUT": "1m30s"},
+        default_file=None,
+    )
+    assert load(cls, {}, environment(config), default_file=None) == config

@@ -28,7 +28,8 @@ _CLEAN_ENV_DROP = re.compile(
     r"EMBEDDING_BATCH_SIZE|PLUGINS|ALLOWED_ORIGINS|API_HTTP_ROLES|CLIENT_HTTP_ROLES|TLS_CERT|"
     r"TLS_KEY|CA_FILE|LOG_FORMAT|LOG_DIR|DOC_.*|ASR_.*|MAX_UPLOAD_BYTES|MCP_.*|AUTH_TOKEN|"
     r"BROKER_.*|PUBLIC_URL|STATUS_ADDR|METRICS_PORT|JOBS_.*|TRANSFER_TTL|STATE_DIR|"
-    r"ADMIN_HTTP_ROLES|KEY_RATE_WINDOW)$",
+    r"ADMIN_HTTP_ROLES|KEY_RATE_WINDOW|REDIS_URL|REDIS_ADDR|INSTANCE_ID|ADVERTISE_URL|AGENT_PORT|"
+    r"REUSE_PORT|WORKERS)$",
     re.IGNORECASE,
 )
 
@@ -76,6 +77,12 @@ class NfrxProcess:
                         f"{self.name} exited ({self.process.returncode}) without printing "
                         f"{pattern!r}:\n{self.output()}"
                     )
+                await self._changed.wait()
+
+    async def wait_eof(self, timeout: float = READY_TIMEOUT) -> None:
+        """Until the output ends: every process writing to it (children too) has exited."""
+        with trio.fail_after(timeout):
+            while not self.eof:
                 await self._changed.wait()
 
     async def wait_exit(self, timeout: float = READY_TIMEOUT) -> int:
@@ -160,14 +167,18 @@ class Server:
 
 @asynccontextmanager
 async def run_server(
-    *, api_key: str = "ak", client_key: str = "ck", env: Mapping[str, str] | None = None
+    *,
+    api_key: str = "ak",
+    client_key: str = "ck",
+    env: Mapping[str, str] | None = None,
+    args: list[str] | None = None,
 ) -> AsyncIterator[Server]:
     """A server on a free port. Its STATE_DIR (client keys) is a new temporary directory unless
     ``env`` names one (a test that restarts a server passes the same one twice)."""
     environment = {"API_KEY": api_key, "CLIENT_KEY": client_key, **(env or {})}
     with tempfile.TemporaryDirectory(prefix="nfrx-state-") as state_dir:
         environment.setdefault("STATE_DIR", state_dir)
-        arguments = ["serve", "--host", "127.0.0.1", "--port", "0"]
+        arguments = ["serve", "--host", "127.0.0.1", "--port", "0", *(args or [])]
         async with nfrx("server", arguments, environment) as p:
             match = await p.wait_for_line(r"listening on (https?://127\.0\.0\.1:\d+)")
             yield Server(p, match.group(1), api_key, client_key)

@@ -97,6 +97,7 @@ async def test_status_describes_the_agent_and_the_token_file_is_private(
             "version": __version__,
             "client_id": status["client_id"],
             "client_name": "alpha",
+            "instances": [],  # a server alone: no instances to name (see test_cluster)
         }
         assert status == reduced
         assert isinstance(status["client_id"], str)

@@ -139,6 +139,45 @@ def test_server_tables() -> None:
     assert lines[-1] == "llm: queue 3/100 waiting"
 
 
+def test_server_tables_of_several_instances() -> None:
+    state = json.loads(json.dumps(SAMPLE_STATE))
+    state["server"] |= {"instance": "b", "degraded": True}
+    state["instances"] = [
+        {
+            "id": "a",
+            "url": "ws://10.0.0.1:8080",
+            "state": "draining",
+            "version": "0.1.0",
+            "started_at": "2026-01-02T03:04:05.000Z",
+            "this": False,
+        },
+        {
+            "id": "b",
+            "url": "ws://10.0.0.2:8080",
+            "state": "degraded",
+            "version": "0.1.0",
+            "started_at": "2026-01-02T03:04:05.000Z",
+            "this": True,
+        },
+    ]
+    for agent in state["plugins"]["llm"]["agents"]:
+        agent["instances"] = ["a", "b"]
+    lines = render_server(state).splitlines()
+    assert lines[0].endswith("; instance b, DEGRADED (Redis unreachable: serving alone)")
+    assert "instances (2)" in lines
+    assert cells(next(line for line in lines if line.startswith("a "))) == [
+        "a",
+        "draining",
+        "ws://10.0.0.1:8080",
+        "0.1.0",
+    ]
+    assert next(line for line in lines if line.startswith("b (this)")).split()[2] == "degraded"
+    header = next(line for line in lines if line.startswith("NAME"))
+    assert header.split()[-1] == "INSTANCES"
+    gpu = next(line for line in lines if line.startswith("gpu-box"))
+    assert cells(gpu)[-1] == "a, b"
+
+
 def test_server_tables_when_draining_and_empty() -> None:
     state = json.loads(json.dumps(SAMPLE_STATE))
     state["server"]["draining"] = True

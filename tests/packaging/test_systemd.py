@@ -59,6 +59,7 @@ def test_server_unit() -> None:
     assert service["Restart"] == "on-failure"
     drain = ServerConfig().drain_timeout
     assert _seconds(service["TimeoutStopSec"]) == drain + 30
+    assert service["KillMode"] == "mixed"  # with WORKERS, the parent signals its workers
 
 
 @pytest.mark.parametrize("kind", AGENTS)

@@ -16,7 +16,9 @@ from nfrx.protocol import (
     Frame,
     Goodbye,
     Hello,
+    Load,
     LocalProtocolError,
+    Members,
     Open,
     Ping,
     Pong,
@@ -44,10 +46,15 @@ SAMPLES: list[Frame] = [
         window=MAX_WINDOW,
     ),
     make_welcome(heartbeat_interval=0.25, dead_after=1e-3, window=1),
+    make_welcome(instance_id="b", members=(("a", "ws://10.0.0.1:8081"), ("b", "wss://b:443"))),
     Refuse(code="version", message='unsupported "version" 7'),
     Status(models=(), max_concurrency=8, status="draining", embedding_batch_size=2),
+    Load(elsewhere=3),
+    Members(members=(("a", "ws://10.0.0.1:8081"),)),
+    Members(members=()),
     make_open(MAX_STREAM_ID, headers=(("x", "1"), ("x", "2")), timeout=12.5, end=True),
     Open(stream_id=1, method="GET", path="/"),
+    Open(stream_id=2, method="GET", path="/v1/status/poll/t", slot=False),
     Response(stream_id=7, status=599, headers=(("content-type", "text/event-stream"),)),
     Response(stream_id=8, status=100, end=True),
     Data(stream_id=3, payload=b"\x00\xffbinary\r\n", end=False),
@@ -111,6 +118,7 @@ def test_control_frame_json_layout() -> None:
         "headers": [],
         "timeout": None,
         "end": False,
+        "slot": True,
     }
 
 

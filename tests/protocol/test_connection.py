@@ -10,7 +10,9 @@ from nfrx.protocol import (
     Drain,
     Frame,
     Goodbye,
+    Load,
     LocalProtocolError,
+    Members,
     Ping,
     Pong,
     Refuse,
@@ -178,6 +180,8 @@ FORBIDDEN_AFTER_HANDSHAKE: list[tuple[Role, Frame]] = [
     (Role.SERVER, STATUS),
     (Role.SERVER, make_hello()),
     (Role.SERVER, Refuse(code="x", message="y")),
+    (Role.AGENT, Members(members=(("a", "ws://a"),))),
+    (Role.SERVER, Load(elsewhere=1)),
 ]
 
 

@@ -29,7 +29,9 @@ from nfrx.protocol import (
     Frame,
     Goodbye,
     Hello,
+    Load,
     LocalProtocolError,
+    Members,
     Open,
     Ping,
     Pong,
@@ -88,11 +90,15 @@ FRAME_STRATEGIES: dict[type[Frame], st.SearchStrategy[Any]] = {
         heartbeat_interval=finite,
         dead_after=finite,
         window=windows,
+        instance_id=texts,
+        members=headers,
     ),
     Refuse: st.builds(Refuse, code=texts, message=texts),
     Status: st.builds(
         Status, models=models, max_concurrency=counts, status=texts, embedding_batch_size=counts
     ),
+    Load: st.builds(Load, elsewhere=counts),
+    Members: st.builds(Members, members=headers),
     Open: st.builds(
         Open,
         stream_id=stream_ids,
@@ -101,6 +107,7 @@ FRAME_STRATEGIES: dict[type[Frame], st.SearchStrategy[Any]] = {
         headers=headers,
         timeout=st.none() | finite,
         end=st.booleans(),
+        slot=st.booleans(),
     ),
     Response: st.builds(
         Response,

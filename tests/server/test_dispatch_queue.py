@@ -105,3 +105,49 @@ def test_limits_front_insertion_and_exclusion() -> None:
     assert waiting[0].granted == (a, "m1")
     registry.release(b)
     assert retry.granted == (b, "m1")
+
+
+def test_an_agent_that_refused_as_overloaded_waits_for_its_next_load_report() -> None:
+    a = agent("a", models=("m1",), max_concurrency=2)
+    registry, queue = setup(a)
+    registry.saturate(a, a.heard)  # another instance took its slots meanwhile
+    assert queue.try_now(ticket("m1")) is None
+    waiting = ticket("m1")
+    queue.enqueue(waiting)
+    registry.report_load(a, 1)  # one slot held elsewhere, one free
+    assert waiting.granted == (a, "m1")
+    assert queue.try_now(ticket("m1")) is None  # 1 here + 1 elsewhere = 2
+
+
+def test_slots_held_elsewhere_count_for_capacity_and_least_busy() -> None:
+    a = agent("a", models=("m1",), max_concurrency=2)
+    b = agent("b", models=("m1",), max_concurrency=2)
+    registry, queue = setup(a, b)
+    registry.report_load(a, 1)
+    assert queue.try_now(ticket("m1")) == (b, "m1")  # a is busier, counting elsewhere
+    registry.report_load(a, 2)
+    assert a.free_slots == 0
+    assert queue.try_now(ticket("m1")) == (b, "m1")
+    assert queue.try_now(ticket("m1")) is None
+
+
+def test_one_of_this_instances_streams_ending_lifts_a_saturation() -> None:
+    a = agent("a", models=("m1",), max_concurrency=2)
+    registry, queue = setup(a)
+    assert queue.try_now(ticket("m1")) == (a, "m1")
+    registry.saturate(a, a.heard)
+    waiting = ticket("m1")
+    queue.enqueue(waiting)
+    registry.release(a)
+    assert waiting.granted == (a, "m1")
+
+
+def test_a_refusal_that_crossed_a_load_report_leaves_the_agent_eligible() -> None:
+    # The agent's "a slot is free" Load was read before the refused stream's task saw the
+    # refusal: the request goes back to the same agent at once instead of waiting for nothing.
+    a = agent("a", models=("m1",), max_concurrency=1)
+    registry, queue = setup(a)
+    opened = a.heard  # what the agent had said when the stream was opened
+    registry.report_load(a, 0)
+    registry.saturate(a, opened)
+    assert queue.try_now(ticket("m1")) == (a, "m1")

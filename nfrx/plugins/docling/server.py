@@ -10,6 +10,8 @@ Async tasks are sticky: docling-serve keeps a task on the instance that accepted
 reads the ``task_id`` of every async answer (a small JSON object) and sends the task's
 ``/v1/status/poll/{task_id}`` and ``/v1/result/{task_id}`` to that agent only. Those lookups take
 no slot (they are cheap, and must not wait behind conversions on the agent that runs the task).
+With several instances the task's agent is shared too (``gateway.cluster``): a poll on any
+instance reaches it, through that instance's own tunnel to the agent.
 """
 
 from __future__ import annotations
@@ -165,6 +167,15 @@ class DoclingRoutes:
         while len(tasks) > TASKS_KEPT:
             tasks.popitem(last=False)
 
+    async def task_agent(self, task_id: str) -> str | None:
+        """The agent holding ``task_id``: this instance's table, else the other instances'."""
+        agent_id = self.tasks.get(task_id)
+        if agent_id is None:
+            agent_id = await self.gateway.cluster.task_agent(task_id)
+            if agent_id is not None:
+                self.remember(task_id, agent_id)
+        return agent_id
+
     async def convert(self, path: str) -> Response:
         gateway = self.gateway
         request_id = gateway.request_id()
@@ -186,6 +197,7 @@ class DoclingRoutes:
             task_id = task_id_of(body)
             if task_id is not None and head.status < 300:
                 self.remember(task_id, exchange.agent.id)
+                gateway.cluster.task_accepted(task_id, exchange.agent.id)
             return streaming_response(_single(body), head.status, headers)
         return job.response(exchange, head)
 
@@ -198,7 +210,7 @@ class DoclingRoutes:
     async def task_lookup(self, path: str, task_id: str) -> Response:
         gateway = self.gateway
         request_id = gateway.request_id()
-        agent_id = self.tasks.get(task_id)
+        agent_id = await self.task_agent(task_id)
         if agent_id is None:
             raise task_not_found(task_id)
         agent = gateway.registry.get(KIND, agent_id)
@@ -219,6 +231,7 @@ class DoclingRoutes:
                 label=f"GET /api/{KIND}{path}",
                 cleanups=gateway.cleanups(),
                 owns_slot=False,
+                slot=False,
             )
         except AttemptFailed as failure:
             raise failure.error from failure

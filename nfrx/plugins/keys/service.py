@@ -72,6 +72,12 @@ MAX_MODELS_PER_KEY: Final = 100
 """Usage rows one key keeps by model; requests with further models go to :data:`OTHER`."""
 NO_MODEL: Final = "-"
 OTHER: Final = "(other)"
+PER_INSTANCE: Final = (
+    "client keys are this instance's own (STATE_DIR) until a shared key store exists: a key "
+    "created, changed or revoked through another instance of the gateway applies here after a "
+    "restart, and per-minute limits count per instance"
+)
+"""Said once at start by an instance of several (``REDIS_URL``) that has client keys."""
 
 
 def user_data_dir() -> Path:
@@ -420,6 +426,8 @@ class KeysService:
                 self._restore(await self.store.load())
                 if self._by_id:
                     log.info("%d client key(s) loaded", len(self._by_id))
+                    if self.gateway.config.redis_url:
+                        log.warning(PER_INSTANCE)
                 task_status.started()
                 while True:
                     await trio.sleep(FLUSH_INTERVAL)

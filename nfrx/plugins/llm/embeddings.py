@@ -6,7 +6,8 @@ busy); then it also takes whichever other eligible agents are free right now, up
 at most its own ``EMBEDDING_BATCH_SIZE`` inputs (declared at hello; 0 = no limit) and at most a
 fair share, so a fast agent simply takes more batches. An agent whose attempt fails before it
 answered (it died, drained, or its backend is unreachable) puts its batch back for the others and
-stops; if no agent is left, the request gets another one (retry budget ``LLM_MAX_RETRIES``). A
+stops; if no agent is left, the request gets another one (retry budget ``LLM_MAX_RETRIES``; an
+agent that was only full -- ``overloaded``, other instances took its slots -- spends none). A
 backend answering an error status fails the whole request with that status and body.
 
 The merged answer lists every embedding in input order with ``index`` renumbered ``0..n-1`` and
@@ -121,7 +122,7 @@ async def run_split(
         exchange, head = await job.start(cleanups, grant)
         return job.response(exchange, head)
     while True:
-        fatal, last_error = await _run_agents(job, payload, plan, agents, cleanups)
+        fatal, last_error, busy = await _run_agents(job, payload, plan, agents, cleanups)
         if isinstance(fatal, _UpstreamAnswer):
             headers = [(k, v) for k, v in fatal.headers if k.lower() != "content-length"]
             headers.append(("X-Request-Id", job.request_id))
@@ -130,6 +131,13 @@ async def run_split(
             raise fatal
         if plan.finished:
             break
+        if last_error is None and busy:
+            # Every agent was merely full: back in line, first, without spending a retry.
+            grant = job.retry_grant()
+            while grant is None:
+                grant = await job.wait()
+            agents = [grant]
+            continue
         assert last_error is not None
         if job.retries_left <= 0:
             raise last_error
@@ -168,17 +176,19 @@ async def _run_agents(
     plan: _Plan,
     agents: list[tuple[AgentRecord, str]],
     cleanups: list[Callable[[], None]],
-) -> tuple[HttpError | _UpstreamAnswer | None, HttpError | None]:
+) -> tuple[HttpError | _UpstreamAnswer | None, HttpError | None, bool]:
     """Let every agent pull batches until the plan is done or they all dropped out.
 
     Returns the failure that ends the request, if any (an upstream error answer, or a relay
-    error that a retry cannot fix), and the last error that another agent might overcome.
+    error that a retry cannot fix), the last error that another agent might overcome, and
+    whether an agent dropped out only because it was full (``overloaded``).
     """
     fatal: list[HttpError | _UpstreamAnswer] = []
     retryable: list[HttpError] = []
+    busy: list[AgentRecord] = []
 
     async def worker(agent: AgentRecord, concrete: str) -> None:
-        failed = cancelled = False
+        failed = cancelled = refused = False
         try:
             while (
                 batch := plan.take(batch_size(agent.embedding_batch_size, plan.share))
@@ -187,6 +197,10 @@ async def _run_agents(
                     await _run_batch(job, payload, plan, agent, concrete, batch, cleanups)
                 except AttemptFailed as exc:
                     plan.pending.insert(0, batch)
+                    if exc.busy:
+                        refused = True
+                        busy.append(agent)
+                        return
                     failed = True
                     if exc.retryable:
                         retryable.append(exc.error)
@@ -205,12 +219,14 @@ async def _run_agents(
             cancelled = not failed
             raise
         finally:
-            job.gateway.registry.release(agent, failed=failed, cancelled=cancelled)
+            job.gateway.registry.release(
+                agent, failed=failed, cancelled=cancelled, counted=not refused
+            )
 
     async with trio.open_nursery() as nursery:
         for agent, concrete in agents:
             nursery.start_soon(worker, agent, concrete)
-    return (fatal[0] if fatal else None), (retryable[-1] if retryable else None)
+    return (fatal[0] if fatal else None), (retryable[-1] if retryable else None), bool(busy)
 
 
 async def _run_batch(

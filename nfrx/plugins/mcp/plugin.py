@@ -49,16 +49,17 @@ class McpPlugin(Plugin):
 
     def state(self, section: dict[str, Any], clocks: Clocks) -> dict[str, Any]:
         """The agents' section and ``relays``: MCP relays are addressed by id, not by model, so
-        their sessions and calls instead."""
+        their sessions and calls instead -- this instance's (with several instances, the
+        section's agents are the whole gateway's)."""
         from nfrx.server.state import rfc3339
 
-        agents = self.gateway.registry.agents(self.name)
+        status = {agent_state["id"]: agent_state["status"] for agent_state in section["agents"]}
         relays = [
             {
                 **self.relays.describe(agent, wall=clocks.wall, now=clocks.trio, timestamp=rfc3339),
-                "status": agent_state["status"],
+                "status": status[agent.id],
             }
-            for agent, agent_state in zip(agents, section["agents"], strict=True)
+            for agent in self.gateway.registry.agents(self.name)
         ]
         return {**section, "relays": relays}
 

@@ -4,7 +4,9 @@
 <nfrx.plugins.mcp.plugin.McpPlugin.run>`): one per gateway, owned by the server's root nursery,
 sweeping every relay's sessions once per period. A reaped session's calls are stopped at once
 (their clients get ``MCP_SESSION_NOT_FOUND``), and the DELETE upstream is best effort and
-bounded: it runs in the sweeper's nursery, and a tunnel that ends under it ends it.
+bounded: it runs in the sweeper's nursery, and a tunnel that ends under it ends it. With several
+instances, a session another instance used within ``MCP_SESSION_IDLE`` is only forgotten here,
+not ended at the provider (``gateway.cluster``).
 """
 
 from __future__ import annotations
@@ -59,11 +61,16 @@ async def sweep_forever(
                         agent.id,
                         idle,
                     )
-                    nursery.start_soon(_delete_upstream, agent, session)
+                    nursery.start_soon(_delete_upstream, gateway, agent, session)
 
 
-async def _delete_upstream(agent: AgentRecord, session: McpSession) -> None:
-    """Best effort: ask the relay to end a reaped session at the provider (bounded)."""
+async def _delete_upstream(gateway: Gateway, agent: AgentRecord, session: McpSession) -> None:
+    """Best effort: ask the relay to end a reaped session at the provider (bounded), unless
+    another instance of the gateway uses it."""
+    if await gateway.cluster.session_in_use_elsewhere(agent.id, session.id):
+        log.info("MCP session %s... is in use through another instance: kept", session.id[:8])
+        return
+    gateway.cluster.session_ended(agent.id, session.id)
     headers: list[tuple[str, str]] = [
         ("mcp-session-id", session.id),
         (wire.Meta.ERA, wire.LEGACY),
@@ -73,7 +80,7 @@ async def _delete_upstream(agent: AgentRecord, session: McpSession) -> None:
         headers.append(("mcp-protocol-version", session.protocol_version))
     try:
         stream = agent.session.open_stream(
-            "DELETE", "/", tuple(headers), timeout=DELETE_TIMEOUT, end=True
+            "DELETE", "/", tuple(headers), timeout=DELETE_TIMEOUT, end=True, slot=False
         )
     except TunnelClosed:  # nothing left to end
         return

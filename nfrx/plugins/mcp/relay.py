@@ -265,7 +265,7 @@ class McpExchange:
         cleanups.append(self.client_left)
         try:
             self.stream = stream = self.agent.session.open_stream(
-                method, path, headers, timeout=timeout, end=not body
+                method, path, headers, timeout=timeout, end=not body, slot=self.counted
             )
         except TunnelClosed as exc:
             error = self.tunnel_failed(exc)

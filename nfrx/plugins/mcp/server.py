@@ -270,10 +270,24 @@ class McpRelayRoutes:
                 return None
             raise _refuse(relay_id, refusals.session_not_found(request_id))
         session.use()
+        self.gateway.cluster.session_used(relay_id, session_id)
         version = request.headers.get("MCP-Protocol-Version")
         if version:
             session.protocol_version = version
         return session
+
+    async def adopt_session(self, relay_id: str, agent: AgentRecord) -> None:
+        """The request's ``Mcp-Session-Id``, when this instance does not know it: a session
+        created through another instance of the gateway becomes known here too (same
+        credential check, same provider session: the agent holds a tunnel to every instance)."""
+        session_id = request.headers.get("Mcp-Session-Id")
+        relay = self.relays.state(agent)
+        if not session_id or session_id in relay.sessions:
+            return
+        found = await self.gateway.cluster.find_session(relay_id, session_id)
+        if found is not None and session_id not in relay.sessions:
+            credential, version = found
+            relay.sessions[session_id] = McpSession(session_id, credential, version)
 
     # -- the exchange --------------------------------------------------------------------------
 
@@ -321,6 +335,7 @@ class McpRelayRoutes:
     async def post(self, relay_id: str) -> Response:
         agent, bearer, passthrough = self.admit(relay_id)
         body, message = await self.read_message(relay_id)
+        await self.adopt_session(relay_id, agent)
         era = wire.era_of(request.headers.get("MCP-Protocol-Version"))
         session_id = request.headers.get("Mcp-Session-Id")
         credential = credential_hash(bearer)
@@ -337,7 +352,9 @@ class McpRelayRoutes:
             "POST", "/", headers, body, timeout=timeout, cleanups=self.gateway.cleanups()
         )
         if head is not None:
-            self.note_session(relay_id, agent, head, session_id, credential)
+            created = self.note_session(relay_id, agent, head, session_id, credential)
+            if created is not None:
+                await self.gateway.cluster.session_opened(relay_id, *created)
         self.rewrite_challenge(relay_id, response, passthrough)
         return response
 
@@ -410,9 +427,10 @@ class McpRelayRoutes:
         head: ResponseHead,
         session_id: str | None,
         credential: str,
-    ) -> None:
+    ) -> tuple[str, str, str] | None:
         """Session bookkeeping from the provider's answer: a new ``Mcp-Session-Id`` creates a
-        session bound to the caller's credential; a 404 in a session ends it."""
+        session bound to the caller's credential (returned: id, credential, protocol version,
+        for the other instances); a 404 in a session ends it."""
         relay = self.relays.state(agent)
         created = next((v for k, v in head.headers if k.lower() == "mcp-session-id"), None)
         if created and created not in relay.sessions and head.status < 400:
@@ -422,19 +440,22 @@ class McpRelayRoutes:
                     relay_id,
                     created[:8],
                 )
-                return
-            relay.sessions[created] = McpSession(
-                created, credential, request.headers.get("MCP-Protocol-Version", "")
-            )
+                return None
+            version = request.headers.get("MCP-Protocol-Version", "")
+            relay.sessions[created] = McpSession(created, credential, version)
             log.info("MCP session %s... opened on relay %s", created[:8], relay_id)
+            return created, credential, version
         if head.status == 404 and session_id and session_id in relay.sessions:
             relay.end_session(session_id)
+            self.gateway.cluster.session_ended(relay_id, session_id)
             log.info("MCP session %s... ended by the provider (404)", session_id[:8])
+        return None
 
     # -- GET and DELETE ------------------------------------------------------------------------
 
     async def get_stream(self, relay_id: str) -> Response:
         agent, bearer, passthrough = self.admit(relay_id)
+        await self.adopt_session(relay_id, agent)
         era, session = self._session_of(relay_id, agent, bearer)
         streams = self.config.mcp_max_streams_per_client
         if self.relays.state(agent).streams >= streams:
@@ -447,6 +468,7 @@ class McpRelayRoutes:
 
     async def delete(self, relay_id: str) -> Response:
         agent, bearer, passthrough = self.admit(relay_id)
+        await self.adopt_session(relay_id, agent)
         era, session = self._session_of(relay_id, agent, bearer)
         timeout = self.config.mcp_call_timeout
         # Not attached to the session: ending the session below must not stop this exchange.
@@ -456,6 +478,7 @@ class McpRelayRoutes:
         )
         if session is not None and head is not None and (head.status < 300 or head.status == 404):
             self.relays.state(agent).end_session(session.id)
+            self.gateway.cluster.session_ended(relay_id, session.id)
             log.info("MCP session %s... ended by DELETE on relay %s", session.id[:8], relay_id)
         return response
 
