@@ -28,6 +28,7 @@ from nfrx.plugins.jobs.model import (
     JobSpec,
     LeaseMismatch,
     StoreFull,
+    StoreUnavailable,
     job_view,
 )
 from nfrx.plugins.jobs.service import JobsService
@@ -73,6 +74,8 @@ def _translated() -> Iterator[None]:
         raise HttpError(403, "lease_mismatch", str(exc)) from None
     except StoreFull as exc:
         raise HttpError(503, "too_many_jobs", str(exc), headers={"Retry-After": "5"}) from None
+    except StoreUnavailable as exc:
+        raise HttpError(503, "jobs_unavailable", str(exc), headers={"Retry-After": "1"}) from None
     except JobError as exc:  # pragma: no cover -- every kind is listed above
         raise HttpError(400, "invalid_request", str(exc)) from None
     except TransferError as exc:
@@ -222,7 +225,8 @@ def blueprint(gateway: Gateway) -> Blueprint:
             worker_group=_text(body, "worker_group"),
             types=frozenset(t.strip() for t in types if t.strip()),
         )
-        claimed = await service.claim(claimer, max_wait)
+        with _translated():
+            claimed = await service.claim(claimer, max_wait)
         if claimed is None:
             return Response(b"", status=204)
         return jsonify(claimed.view())

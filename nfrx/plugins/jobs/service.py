@@ -19,6 +19,7 @@ cut); a job that completes or fails leaves them alone, so a result still being r
 from __future__ import annotations
 
 import json
+import logging
 import math
 import weakref
 from typing import TYPE_CHECKING, Any, ClassVar, Final
@@ -34,6 +35,7 @@ from nfrx.plugins.jobs.model import (
     TERMINAL,
     JobNotFound,
     Status,
+    StoreUnavailable,
     TransferInfo,
     job_view,
 )
@@ -41,7 +43,7 @@ from nfrx.plugins.jobs.store import StoreSettings
 from nfrx.plugins.transfer.channels import Outcome, TransferChannels
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import AsyncIterator, Awaitable, Callable
 
     from nfrx.plugins.jobs.model import Claim, Claimer, Job, JobSpec
     from nfrx.plugins.jobs.store import JobStore
@@ -60,6 +62,11 @@ STATE_JOBS: Final = 12
 """Jobs listed in the state (the most recently updated), as the original."""
 
 TRANSFER_URL: Final = "/api/transfer/"
+
+UNAVAILABLE_RETRY: Final = 1.0
+"""Seconds between two attempts at the deadlines while the store cannot be reached."""
+
+log = logging.getLogger("nfrx.jobs")
 
 
 def sse(name: str, data: dict[str, Any]) -> bytes:
@@ -94,17 +101,23 @@ class JobsService:
         service = cls._services.get(gateway)
         if service is None:
             config = gateway.config
-            # Where a REDIS_URL store would be chosen (see nfrx.plugins.jobs.store).
-            store = MemoryJobStore(
-                StoreSettings(
-                    client_ttl=config.jobs_client_ttl,
-                    lease_seconds=config.jobs_lease_seconds,
-                    lease_required=config.jobs_lease_required,
-                    requeue_expired=config.jobs_requeue_expired,
-                    retention=config.jobs_retention,
-                    max_jobs=config.jobs_max,
-                )
+            settings = StoreSettings(
+                client_ttl=config.jobs_client_ttl,
+                lease_seconds=config.jobs_lease_seconds,
+                lease_required=config.jobs_lease_required,
+                requeue_expired=config.jobs_requeue_expired,
+                retention=config.jobs_retention,
+                max_jobs=config.jobs_max,
             )
+            store: JobStore = MemoryJobStore(settings)
+            cluster = gateway.cluster
+            if config.redis_url:  # shared with the other instances (imports no Redis otherwise)
+                from nfrx.cluster.shared import SharedCluster
+                from nfrx.plugins.jobs.redis_store import RedisJobStore
+
+                assert isinstance(cluster, SharedCluster)
+
+                store = RedisJobStore(settings, cluster.redis, cluster.instance_id)
             service = cls._services[gateway] = cls(
                 store,
                 TransferChannels.of(gateway),
@@ -115,16 +128,26 @@ class JobsService:
         return service
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Apply the store's deadlines as they pass, and report changes, until cancelled."""
-        task_status.started()
-        while True:
-            seen = await self.store.version()
-            with trio.move_on_at(await self.store.next_deadline()):
-                await self.store.wait_changed(seen)
-            for job in await self.store.expire():
-                reason = "the client went away" if job.status == Status.CANCELED else "lease lost"
-                self.channels.close_job(job.id, reason)
-            self._changed()
+        """Apply the store's deadlines as they pass, and report changes, until cancelled (a
+        shared store's own task runs beside). A store that cannot be reached is retried."""
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.store.run)
+            task_status.started()
+            while True:
+                try:
+                    await self._expire()
+                except StoreUnavailable as exc:
+                    log.warning("jobs: deadlines not applied: %s", exc)
+                    await trio.sleep(UNAVAILABLE_RETRY)
+
+    async def _expire(self) -> None:
+        seen = await self.store.version()
+        with trio.move_on_at(await self.store.next_deadline()):
+            await self.store.wait_changed(seen)
+        for job in await self.store.expire():
+            reason = "the client went away" if job.status == Status.CANCELED else "lease lost"
+            self.channels.close_job(job.id, reason)
+        self._changed()
 
     def _changed(self) -> None:
         if self.on_change is not None:
@@ -157,7 +180,11 @@ class JobsService:
         happens, a keep-alive comment after silence, and the end ``sse_close_delay`` after the
         final status. Ends at once if the job is gone. The subscription keeps the client TTL
         from running."""
-        subscription = await self.store.subscribe(job_id)
+        try:
+            subscription = await self.store.subscribe(job_id)
+        except StoreUnavailable as exc:
+            log.warning("jobs: no event stream for job %s: %s", job_id, exc)
+            return
         if subscription is None:
             return
         try:
@@ -189,9 +216,19 @@ class JobsService:
                     if event.name == "status" and event.data["status"] in TERMINAL:
                         close_at = min(close_at, self._close_at())
                 last_write = trio.current_time()
+        except StoreUnavailable as exc:
+            log.warning("jobs: the event stream of job %s ended: %s", job_id, exc)
         finally:
             with trio.move_on_after(CLEANUP_TIMEOUT, shield=True):
-                await self.store.unsubscribe(job_id)
+                await self._quietly(self.store.unsubscribe(job_id))
+
+    @staticmethod
+    async def _quietly(cleanup: Awaitable[None]) -> None:
+        """A stream's cleanup on the store; a store that cannot be reached is only logged."""
+        try:
+            await cleanup
+        except StoreUnavailable as exc:
+            log.warning("jobs: a stream's cleanup was not recorded: %s", exc)
 
     def _close_at(self) -> float:
         delay = self.sse_close_delay
@@ -246,7 +283,8 @@ class JobsService:
                         finally:
                             if not delivered:
                                 with trio.move_on_after(CLEANUP_TIMEOUT, shield=True):
-                                    await self.store.release(claim.job.id, claim.job.claim)
+                                    release = self.store.release(claim.job.id, claim.job.claim)
+                                    await self._quietly(release)
                         last_write = trio.current_time()
                         continue
                 with trio.move_on_at(last_write + KEEPALIVE_INTERVAL) as scope:
@@ -258,6 +296,8 @@ class JobsService:
                     yield KEEPALIVE
                     last_write = trio.current_time()
                     self.activity.seen(claimer, ClaimMode.STREAM)
+        except StoreUnavailable as exc:
+            log.warning("jobs: a claim stream ended: %s", exc)
         finally:
             self.activity.stream_closed(claimer)
             self._changed()
