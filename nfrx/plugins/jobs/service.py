@@ -41,6 +41,7 @@ from nfrx.plugins.jobs.model import (
 )
 from nfrx.plugins.jobs.store import StoreSettings
 from nfrx.plugins.transfer.channels import Outcome, TransferChannels
+from nfrx.plugins.transfer.homes import TransferHomes
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
@@ -87,9 +88,12 @@ class JobsService:
         *,
         sse_close_delay: float = 5.0,
         on_change: Callable[[], None] | None = None,
+        homes: TransferHomes | None = None,
     ) -> None:
         self.store = store
         self.channels = channels
+        self.homes = homes
+        """Where channels live when several instances share them (None: alone)."""
         self.sse_close_delay = sse_close_delay
         """After a job's final event its stream ends this much later (0: at once; <0: never)."""
         self.on_change = on_change
@@ -116,13 +120,13 @@ class JobsService:
                 from nfrx.plugins.jobs.redis_store import RedisJobStore
 
                 assert isinstance(cluster, SharedCluster)
-
                 store = RedisJobStore(settings, cluster.redis, cluster.instance_id)
             service = cls._services[gateway] = cls(
                 store,
                 TransferChannels.of(gateway),
                 sse_close_delay=config.jobs_sse_close_delay,
                 on_change=gateway.registry.wake,  # state streams follow jobs
+                homes=TransferHomes.of(gateway),
             )
             gateway.metrics.registry.register(_Collector(service))
         return service
@@ -337,6 +341,8 @@ class JobsService:
         # leaves none behind; offer_transfer checks again, atomically.
         await self.store.heartbeat(job_id, lease)
         channel = self.channels.create(job_id)
+        if self.homes is not None:
+            await self.homes.register(channel, self.channels.ttl)
         info = TransferInfo(
             key=key,
             channel_id=channel.id,

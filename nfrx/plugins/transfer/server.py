@@ -3,7 +3,8 @@
 ``POST /api/transfer`` opens a channel; ``GET /api/transfer/{id}`` is its reader and ``POST
 /api/transfer/{id}`` its writer. Either key may call them (:mod:`.access`). The reader's response
 head goes out once both sides are there; the writer is answered when the reader has been handed its
-last byte (200) or the transfer failed (502). :func:`run` is the plugin's background task.
+last byte (200) or the transfer failed (502). A side for a channel another instance holds is
+relayed there (:mod:`.homes`). :func:`run` is the plugin's background task.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from quart import Blueprint, Response, jsonify, request
 
 from nfrx.plugins.transfer.access import authorize, plain_errors, refuse_head
 from nfrx.plugins.transfer.channels import Side, TransferChannels, TransferError, rfc3339_seconds
+from nfrx.plugins.transfer.homes import TransferHomes
 from nfrx.server.http_errors import HttpError
 
 if TYPE_CHECKING:
@@ -31,6 +33,7 @@ def http_error(exc: TransferError) -> HttpError:
 def blueprint(gateway: Gateway) -> Blueprint:
     bp = Blueprint("transfer", __name__, url_prefix="/api/transfer")
     channels = TransferChannels.of(gateway)
+    homes = TransferHomes.of(gateway)  # several instances: a side may reach another one
 
     @bp.before_request
     async def admit() -> None:
@@ -43,6 +46,7 @@ def blueprint(gateway: Gateway) -> Blueprint:
             channel = channels.create()
         except TransferError as exc:
             raise http_error(exc) from None
+        await homes.register(channel, channels.ttl)
         return jsonify(
             {"channel_id": channel.id, "expires_at": rfc3339_seconds(channel.expires_wall)}
         )
@@ -51,6 +55,8 @@ def blueprint(gateway: Gateway) -> Blueprint:
     async def read(channel_id: str) -> Response:
         refuse_head()
         try:
+            if channel_id not in channels and (home := await homes.elsewhere(channel_id)):
+                return await homes.relay_read(home, channel_id)
             channel = channels.attach(channel_id, Side.READER)
             # Also covers a reader that leaves after this returns but before its body started.
             gateway.cleanups().append(functools.partial(channel.abandon, Side.READER))
@@ -68,6 +74,8 @@ def blueprint(gateway: Gateway) -> Blueprint:
     @bp.post("/<channel_id>")
     async def write(channel_id: str) -> Response:
         try:
+            if channel_id not in channels and (home := await homes.elsewhere(channel_id)):
+                return await homes.relay_write(home, channel_id)
             channel = channels.attach(channel_id, Side.WRITER)
             gateway.cleanups().append(functools.partial(channel.abandon, Side.WRITER))
             await channel.wait_ready()
