@@ -20,6 +20,8 @@ from tests.e2e.cluster import instance_env, run_instances, wait_state
 from tests.e2e.event_stream import EventStream
 from tests.e2e.harness import run_server
 from tests.e2e.jobs_client import as_client, as_worker, assert_error, claim, create, get, post
+from tests.e2e.test_transfer import DyingBody, rss, sides_waiting
+from tests.e2e.test_transfer import wait_state as transfer_wait
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -238,6 +240,73 @@ async def test_a_direct_channel_relays_a_stream_between_instances_and_answers_th
                 401,
                 "unauthorized",
             )
+
+
+async def test_a_relayed_writer_dying_cuts_a_relayed_reader(
+    redis_url: str, http: httpx.AsyncClient
+) -> None:
+    with trio.fail_after(CAP):
+        async with run_instances(redis_url, 2, env=ENV) as (a, b):
+            channel = (await http.post(f"{a.url}/api/transfer", headers=as_client(a))).json()
+            url = f"{b.url}/api/transfer/{channel['channel_id']}"  # both sides on b, home a
+            received = 0
+            cut: list[httpx.RemoteProtocolError] = []
+
+            async def read() -> None:
+                nonlocal received
+                try:
+                    async with http.stream("GET", url, headers=as_client(b)) as response:
+                        assert response.status_code == 200
+                        async for chunk in response.aiter_raw():
+                            received += len(chunk)
+                except httpx.RemoteProtocolError as exc:  # not a clean end of the body
+                    cut.append(exc)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(read)
+                await transfer_wait(a, http, sides_waiting(1))  # the reader is at the home
+                with pytest.raises(RuntimeError, match="the writer died"):
+                    await http.post(url, content=DyingBody(4 * MiB), headers=as_worker(b))
+            assert len(cut) == 1
+            assert 0 < received <= 4 * MiB + 64 * 1024
+
+
+async def test_a_relayed_transfer_holds_bounded_memory_on_both_instances(
+    redis_url: str, http: httpx.AsyncClient
+) -> None:
+    total = 256 * MiB
+    block = os.urandom(MiB)
+    sent, got = hashlib.sha256(), hashlib.sha256()
+
+    async def generate() -> AsyncIterator[bytes]:
+        for i in range(total // MiB):
+            chunk = i.to_bytes(4, "big") + block[4:]
+            sent.update(chunk)
+            yield chunk
+
+    with trio.fail_after(4 * CAP):
+        async with run_instances(redis_url, 2, env=ENV) as (a, b):
+            channel = (await http.post(f"{a.url}/api/transfer", headers=as_client(a))).json()
+            path = f"/api/transfer/{channel['channel_id']}"
+            before = [rss(server.proc.process.pid) for server in (a, b)]
+            written: list[httpx.Response] = []
+            async with trio.open_nursery() as nursery:
+
+                async def write() -> None:
+                    response = await http.post(
+                        b.url + path, content=generate(), headers=as_worker(b)
+                    )
+                    written.append(response)
+
+                nursery.start_soon(write)
+                async with http.stream("GET", b.url + path, headers=as_client(b)) as response:
+                    async for chunk in response.aiter_raw():
+                        got.update(chunk)
+            after = [rss(server.proc.process.pid) for server in (a, b)]
+            assert written[0].json() == {"status": "ok", "bytes": total}
+            assert got.hexdigest() == sent.hexdigest()
+            for start, end in zip(before, after, strict=True):
+                assert end - start < 20 * MiB, (before, after)
 
 
 async def test_without_redis_the_jobs_api_says_so(

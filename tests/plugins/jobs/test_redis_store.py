@@ -8,6 +8,7 @@ import math
 
 import pytest
 import trio
+import trio.testing
 
 from nfrx.plugins.jobs.model import (
     Claimer,
@@ -20,6 +21,7 @@ from nfrx.plugins.jobs.model import (
     StoreUnavailable,
     TransferInfo,
 )
+from nfrx.plugins.jobs.redis_store import RedisJobStore
 from tests.fixtures.redis_server import RedisServer
 from tests.plugins.jobs.conftest import running_stores
 
@@ -29,6 +31,15 @@ ANY = Claimer()
 
 def info(key: str = "payload") -> TransferInfo:
     return TransferInfo(key=key, channel_id="c", method="POST", url="/api/transfer/c", expires_at=0)
+
+
+async def until_due(store: RedisJobStore) -> None:
+    """Until the store's first deadline is due on Redis' clock (which the wait translates to
+    this process' clock as last read: it may wake early, then waits again)."""
+    while await store.next_deadline() > trio.current_time():
+        seen = await store.version()
+        with trio.move_on_at(await store.next_deadline()):
+            await store.wait_changed(seen)
 
 
 async def test_a_job_goes_through_its_life_across_two_instances(redis_url: str) -> None:
@@ -114,7 +125,7 @@ async def test_two_claimers_waiting_on_two_instances_claim_two_jobs_once_each(
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(claimer, a)
                 nursery.start_soon(claimer, b)
-                await trio.sleep(0.05)  # let both wait (either order is correct)
+                await trio.testing.wait_all_tasks_blocked()  # parked (either order is correct)
                 first = await c.create(JobSpec(type="t"))
                 second = await c.create(JobSpec(type="t"))
             assert sorted(claimed) == sorted([first.id, second.id])
@@ -146,10 +157,7 @@ async def test_an_expired_lease_requeues_once_whichever_instance_applies_it(
             job = await a.create(JobSpec(type="t"))
             claim = await a.claim_next(ANY)
             assert claim is not None
-            while await a.next_deadline() > trio.current_time():
-                seen = await a.version()
-                with trio.move_on_at(await a.next_deadline()):
-                    await a.wait_changed(seen)
+            await until_due(a)
             assert [j.status for j in await a.expire()] == [Status.QUEUED]
             # b hears that the job left its worker (it closes its channels), applies nothing
             assert [j.status for j in await b.expire()] == [Status.QUEUED]
@@ -162,8 +170,7 @@ async def test_the_client_ttl_cancels_a_job_nobody_follows(redis_url: str) -> No
     with trio.fail_after(CAP):
         async with running_stores(redis_url, 1, client_ttl=0.2) as (store,):
             job = await store.create(JobSpec(type="t"))
-            while await store.next_deadline() > trio.current_time():
-                await trio.sleep_until(await store.next_deadline())
+            await until_due(store)
             (canceled,) = await store.expire()
             assert canceled.id == job.id
             assert canceled.status == Status.CANCELED
@@ -194,7 +201,7 @@ async def test_a_canceled_job_wakes_a_waiter_on_another_instance(redis_url: str)
             assert subscription is not None
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(a.wait_job, job.id, subscription.cursor)
-                await trio.sleep(0.05)
+                await trio.testing.wait_all_tasks_blocked()
                 await b.cancel(job.id)
             batch = await a.events_after(job.id, subscription.cursor)
             assert batch is not None
