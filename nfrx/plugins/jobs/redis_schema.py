@@ -44,6 +44,7 @@ queue, lease lost: the instances close its transfer channels), "g": 1 if it is g
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -52,7 +53,7 @@ from typing import TYPE_CHECKING, Any, Final
 import attrs
 import cattrs
 
-from nfrx.cluster.store import PREFIX
+from nfrx.cluster.store import PREFIX, ClusterUnavailable, translated
 from nfrx.plugins.jobs.model import (
     HELD,
     LIVE,
@@ -60,10 +61,13 @@ from nfrx.plugins.jobs.model import (
     Job,
     JobEvent,
     Status,
+    StoreUnavailable,
     job_view,
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from nfrx.plugins.jobs.store import StoreSettings
 
 SEQ: Final = f"{PREFIX}:jobs:seq"
@@ -338,6 +342,19 @@ class Draft:
             CHANNEL,
             message,
         ]
+
+
+@contextlib.contextmanager
+def unavailable(what: str) -> Iterator[None]:
+    """:func:`~nfrx.cluster.store.translated` (bounded, errors translated), raising
+    :class:`~.model.StoreUnavailable`: the one place the job store's Redis errors become nfrx's."""
+    try:
+        with translated(what):
+            yield
+    except ClusterUnavailable as failure:
+        raise StoreUnavailable(
+            f"the shared job store (REDIS_URL) cannot be reached: {failure}"
+        ) from None
 
 
 def event_of(text: str) -> JobEvent:

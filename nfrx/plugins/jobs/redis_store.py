@@ -82,25 +82,22 @@ from nfrx.plugins.jobs.redis_schema import (
     COMMIT,
     DEADLINES,
     FINISHED,
-    HELD_SINCE,
     LEASE_PREFIX,
     QUEUE,
-    QUEUED_SINCE,
-    RECENT,
     SEQ,
-    STATS,
     Draft,
     Record,
     event_of,
     events_key,
     job_key,
     keys,
+    unavailable,
 )
+from nfrx.plugins.jobs.redis_state import StateCopy
 from nfrx.plugins.jobs.store import EventBatch, Subscription
-from nfrx.plugins.transfer.channels import rfc3339_seconds
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Iterator
+    from collections.abc import Awaitable, Callable
 
     from nfrx.plugins.jobs.model import Claimer, JobSpec, TransferInfo
     from nfrx.plugins.jobs.store import StoreSettings
@@ -150,10 +147,7 @@ class RedisJobStore:
         self._left: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._offset = 0.0
         """Redis' clock minus ``trio.current_time()``, as last read."""
-        self._stats: dict[str, float] = {}
-        self._last: dict[str, str] = {}
-        self._oldest: dict[str, float] = {}
-        self._recent: list[Job] = []
+        self._state = StateCopy()
 
     # -- lifetime ------------------------------------------------------------------------------
 
@@ -243,7 +237,7 @@ class RedisJobStore:
     async def _read(self, job_id: str) -> tuple[str, Record | None, float]:
         """The job's rev, record (None: no such job) and Redis' clock, in one round trip."""
         client = await self._redis()
-        with _unavailable("job read"):
+        with unavailable("job read"):
             async with client.pipeline(transaction=False) as pipe:
                 now = pipe.time()
                 fields = pipe.hmget(job_key(job_id), ["rev", "data"])
@@ -253,7 +247,7 @@ class RedisJobStore:
     async def _apply(self, draft: Draft) -> int:
         """Commit ``draft``: 1 applied, 0 the record moved meanwhile, -1 past ``JOBS_MAX``."""
         await self._redis()
-        with _unavailable("job write"):
+        with unavailable("job write"):
             args = draft.commit_args(self.instance_id, EVENT_LOG)
             result: int = await self._commit(keys=keys(draft.entry.job.id), args=args)
         return int(result)
@@ -278,7 +272,7 @@ class RedisJobStore:
         _rev, record, _ = await self._read(job.id)
         if record is None or record.job.status != Status.QUEUED:
             return job
-        with _unavailable("queue position"):
+        with unavailable("queue position"):
             rank = await client.zrank(QUEUE, record.queue_member)
         return job if rank is None else _with_position(record.job, int(rank) + 1)
 
@@ -287,7 +281,7 @@ class RedisJobStore:
     async def create(self, spec: JobSpec) -> Job:
         client = await self._redis()
         for _ in range(ATTEMPTS):
-            with _unavailable("job sequence"):
+            with unavailable("job sequence"):
                 async with client.pipeline(transaction=False) as pipe:
                     now_reply = pipe.time()
                     seq_reply = pipe.incr(SEQ)
@@ -322,7 +316,7 @@ class RedisJobStore:
     async def _make_room(self) -> bool:
         """Forget the oldest finished job nobody follows; False if there is none."""
         client = await self._redis()
-        with _unavailable("finished jobs"):
+        with unavailable("finished jobs"):
             oldest = await client.zrange(FINISHED, 0, MAX_MAKE_ROOM - 1)
         for job_id in oldest:
 
@@ -382,7 +376,7 @@ class RedisJobStore:
         client = await self._redis()
         start = 0
         while True:
-            with _unavailable("queue read"):
+            with unavailable("queue read"):
                 members = await client.zrange(QUEUE, start, start + CLAIM_BATCH - 1)
                 if not members:
                     return None
@@ -534,7 +528,7 @@ class RedisJobStore:
 
     async def events_after(self, job_id: str, cursor: int) -> EventBatch | None:
         client = await self._redis()
-        with _unavailable("job events"):
+        with unavailable("job events"):
             async with client.pipeline(transaction=False) as pipe:
                 data_reply = pipe.hget(job_key(job_id), "data")
                 events_reply = pipe.lrange(events_key(job_id), 0, -1)
@@ -553,7 +547,7 @@ class RedisJobStore:
     async def wait_job(self, job_id: str, cursor: int) -> None:
         event = self._job_waits.setdefault(job_id, trio.Event())
         client = await self._redis()
-        with _unavailable("job read"):
+        with unavailable("job read"):
             data = await client.hget(job_key(job_id), "data")
         if data is None or Record.loads(data).cursor != cursor:
             return
@@ -583,7 +577,7 @@ class RedisJobStore:
 
     async def next_deadline(self) -> float:
         client = await self._redis()
-        with _unavailable("job deadlines"):
+        with unavailable("job deadlines"):
             async with client.pipeline(transaction=False) as pipe:
                 now_reply = pipe.time()
                 first = [pipe.zrange(key, 0, 0, withscores=True) for key in (DEADLINES, FINISHED)]
@@ -595,7 +589,7 @@ class RedisJobStore:
 
     async def expire(self) -> list[Job]:
         client = await self._redis()
-        with _unavailable("job deadlines"):
+        with unavailable("job deadlines"):
             now = self._clock(await client.time())
             async with client.pipeline(transaction=False) as pipe:
                 due = [
@@ -665,93 +659,22 @@ class RedisJobStore:
     # -- state and metrics ---------------------------------------------------------------------
 
     async def _refresh(self) -> None:
-        """Read the state's copy (see the module docstring)."""
         client = await self._redis()
-        limit = 12
-        with _unavailable("jobs state"):
-            async with client.pipeline(transaction=False) as pipe:
-                now_reply = pipe.time()
-                stats_reply = pipe.hgetall(STATS)
-                oldest = [
-                    pipe.zrange(key, 0, 0, withscores=True) for key in (QUEUED_SINCE, HELD_SINCE)
-                ]
-                recent_reply = pipe.zrevrange(RECENT, 0, limit - 1)
-            self._clock(await now_reply)
-            stats = await stats_reply
-            queued, held = [await reply for reply in oldest]
-            ids = [str(job_id) for job_id in await recent_reply]
-            async with client.pipeline(transaction=False) as pipe:
-                records = [pipe.hget(job_key(job_id), "data") for job_id in ids]
-            texts = [await reply for reply in records]
-        self._stats = {k: float(v) for k, v in stats.items() if not k.startswith("last_")}
-        self._last = {k: v for k, v in stats.items() if k.startswith("last_")}
-        self._oldest = {
-            name: float(entries[0][1])
-            for name, entries in (("queued", queued), ("held", held))
-            if entries
-        }
-        self._recent = [Record.loads(text).job for text in texts if text is not None]
+        with unavailable("jobs state"):
+            await self._state.refresh(client)
+        self._offset = self._state.offset
 
     def counts(self) -> dict[str, int]:
-        return {
-            key.removeprefix("n:"): int(value)
-            for key, value in self._stats.items()
-            if key.startswith("n:") and value
-        }
+        return self._state.counts()
 
     def totals(self) -> dict[str, int]:
-        names = ("created", "completed", "failed", "canceled", "lease_expired")
-        return {name: int(self._stats.get(name, 0)) for name in names}
+        return self._state.totals()
 
     def summary(self, now: float) -> dict[str, Any]:
-        stats, counts = self._stats, self.counts()
-        redis_now = now + self._offset
-
-        def age(name: str) -> int:
-            since = self._oldest.get(name)
-            return max(0, int(redis_now - since)) if since is not None else 0
-
-        def average(name: str) -> int:
-            samples = stats.get(f"{name}_samples", 0)
-            return int(stats.get(name, 0) * 1000 / samples) if samples else 0
-
-        summary: dict[str, Any] = {
-            "total_jobs": int(stats.get("jobs", 0)),
-            "queued_jobs": counts.get(Status.QUEUED, 0),
-            "claimed_jobs": counts.get(Status.CLAIMED, 0),
-            "running_jobs": counts.get(Status.RUNNING, 0),
-            "awaiting_transfers": counts.get(Status.AWAITING_PAYLOAD, 0)
-            + counts.get(Status.AWAITING_RESULT, 0),
-            "terminal_jobs": sum(counts.get(status, 0) for status in TERMINAL),
-            "completed_jobs": int(stats.get(Status.COMPLETED, 0)),
-            "failed_jobs": int(stats.get(Status.FAILED, 0)),
-            "canceled_jobs": int(stats.get(Status.CANCELED, 0)),
-            "oldest_queued_seconds": age("queued"),
-            "oldest_inflight_seconds": age("held"),
-            "avg_queue_wait_ms": average("queue_wait"),
-            "avg_service_ms": average("service"),
-            "avg_end_to_end_ms": average("end_to_end"),
-        }
-        for status in (Status.COMPLETED, Status.FAILED, Status.CANCELED):
-            last = self._last.get(f"last_{status}_at")
-            if last is not None:
-                summary[f"last_{status}_at"] = rfc3339_seconds(float(last))
-        return summary
+        return self._state.summary(now)
 
     def recent(self, limit: int) -> list[Job]:
-        return self._recent[:limit]
-
-
-@contextlib.contextmanager
-def _unavailable(what: str) -> Iterator[None]:
-    """:func:`~nfrx.cluster.store.translated`, raising :class:`~.model.StoreUnavailable`."""
-    try:
-        with translated(what):
-            yield
-    except ClusterUnavailable as failure:
-        raise StoreUnavailable(
-            f"the shared job store (REDIS_URL) cannot be reached: {failure}"
-        ) from None
+        return self._state.recent(limit)
 
 
 def _with_position(job: Job, position: int) -> Job:
