@@ -4,28 +4,39 @@ session's redis-server), so the Redis store answers exactly as the in-process on
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tests.e2e import test_jobs
-from tests.e2e.harness import Server, run_server
+from tests.e2e import harness, test_jobs, test_jobs_deadlines
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Mapping
 
 pytestmark = pytest.mark.e2e
 
 
+@pytest.fixture(autouse=True)
+def shared(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every server these tests start shares the session's Redis."""
+
+    def run_server(*, env: Mapping[str, str] | None = None, **options: Any) -> Any:
+        shared_env = {**(env or {}), "REDIS_URL": redis_url, "INSTANCE_ID": "a"}
+        return harness.run_server(env=shared_env, **options)
+
+    monkeypatch.setattr(test_jobs, "run_server", run_server)
+    monkeypatch.setattr(test_jobs_deadlines, "run_server", run_server)
+
+
 @pytest.fixture
-async def server(redis_url: str) -> AsyncIterator[Server]:
-    env = {"JOBS_SSE_CLOSE_DELAY": "0", "REDIS_URL": redis_url, "INSTANCE_ID": "a"}
-    async with run_server(env=env) as s:
+async def server(shared: None) -> AsyncIterator[harness.Server]:
+    async with test_jobs.run_server(env={"JOBS_SSE_CLOSE_DELAY": "0"}) as s:
         yield s
 
 
 http = test_jobs.http
 
-for _name in dir(test_jobs):
-    if _name.startswith("test_"):
-        globals()[_name] = getattr(test_jobs, _name)
+for _module in (test_jobs, test_jobs_deadlines):
+    for _name in dir(_module):
+        if _name.startswith("test_"):
+            globals()[_name] = getattr(_module, _name)
