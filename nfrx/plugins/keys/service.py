@@ -5,6 +5,8 @@ are in memory; :meth:`KeysService.admit` (a presented key, from the gateway's ad
 :meth:`KeysService.admit_model`, and the exchange and request listeners read and write only that.
 A presented token is looked up by its SHA-256 (:mod:`.model`); tokens without the ``nfrx-``
 prefix are not hashed at all.
+With ``REDIS_URL`` the service is :class:`~.shared.SharedKeysService`: the same maps as a copy of
+what Redis holds, and one Redis call per keyed request before it is admitted (:mod:`.shared`).
 
 **Usage.** A request admitted or refused for a key adds one to the key's row for the model of its
 last exchange (``-`` without one; at most :data:`MAX_MODELS_PER_KEY` rows per key, the rest in
