@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 import weakref
 from typing import TYPE_CHECKING, Final
 
@@ -116,12 +117,9 @@ class SharedKeysService(KeysService):
     store: RedisKeyStore
 
     def __init__(
-        self, gateway: Gateway, store: RedisKeyStore, *, clock: Callable[[], float] | None = None
+        self, gateway: Gateway, store: RedisKeyStore, *, clock: Callable[[], float] = time.time
     ) -> None:
-        if clock is None:
-            super().__init__(gateway, store)
-        else:
-            super().__init__(gateway, store, clock=clock)
+        super().__init__(gateway, store, clock=clock)
         self._revisions: dict[str, int] = {}
         self._prepared: weakref.WeakKeyDictionary[RequestRecord, Prepared] = (
             weakref.WeakKeyDictionary()
@@ -168,7 +166,7 @@ class SharedKeysService(KeysService):
 
     async def _save(self, key: ClientKey) -> ClientKey:
         revision = await self.store.save(key)
-        self._key_changed(key, revision, force=True)
+        self._key_changed(key, revision)  # unless a later change was heard of meanwhile
         return key
 
     async def _load(self) -> None:

@@ -17,6 +17,7 @@ import trio
 
 from nfrx.config.model import ServerConfig
 from nfrx.plugins.keys.model import ClientKey
+from nfrx.plugins.keys.redis_store import RedisKeyStore
 from nfrx.plugins.keys.shared import SharedKeysService
 from nfrx.plugins.keys.store import StoreError
 from nfrx.server import accounting
@@ -43,9 +44,8 @@ async def instances(url: str, count: int = 2) -> AsyncIterator[list[SharedKeysSe
     async with trio.open_nursery() as nursery:
         services = []
         for _ in range(count):
-            gateway = Gateway(ServerConfig(redis_url=url))
-            service = SharedKeysService(gateway, SharedKeysService.of_redis(gateway).store)
-            service.clock = lambda: NOW
+            gateway = Gateway(ServerConfig(redis_url=url, key_rate_window=WINDOW))
+            service = SharedKeysService(gateway, RedisKeyStore(url, WINDOW), clock=lambda: NOW)
             await nursery.start(service.run)
             await service.store.subscribed()
             services.append(service)
