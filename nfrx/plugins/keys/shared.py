@@ -297,12 +297,17 @@ class SharedKeysService(KeysService):
         self._flush_soon.set()
 
     async def _flush_loop(self) -> None:
+        """Write as soon as an exchange charged tokens (while a write is under way, more batch
+        up) or every :data:`FLUSH_INTERVAL`; read the totals every :data:`FLUSH_INTERVAL`."""
+        read_at = trio.current_time()
         while True:
-            with trio.move_on_after(FLUSH_INTERVAL):
+            with trio.move_on_after(max(0.0, read_at + FLUSH_INTERVAL - trio.current_time())):
                 await self._flush_soon.wait()
             self._flush_soon = trio.Event()
             await self.flush()
-            await self.refresh()
+            if trio.current_time() >= read_at + FLUSH_INTERVAL:
+                await self.refresh()
+                read_at = trio.current_time()
 
     async def flush(self) -> None:
         async with self._usage_lock:
