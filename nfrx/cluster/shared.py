@@ -91,6 +91,15 @@ class SharedCluster(LocalCluster):
             "Callable[[Store], Awaitable[None]]"
         ](CHORES)
         self._renewed: dict[tuple[str, str], float] = {}
+        self._client: Any = None
+        self._client_ready = trio.Event()
+
+    async def redis(self) -> Any:
+        """This instance's coredis client (one connection pool, shared with the plugins that
+        keep their state in Redis), once :meth:`run` made it. Calls through it go through
+        :func:`~nfrx.cluster.store.translated`."""
+        await self._client_ready.wait()
+        return self._client
 
     # -- the hooks -----------------------------------------------------------------------------
 
@@ -200,6 +209,8 @@ class SharedCluster(LocalCluster):
             coredis_log.addFilter(CancelledNoise())
         client = connect(self.address)
         async with client:
+            self._client = client
+            self._client_ready.set()
             store = self._store = Store(client)
             try:
                 async with trio.open_nursery() as nursery:

@@ -19,8 +19,12 @@ from hypercorn.trio import serve
 
 from nfrx.config.model import ServerConfig
 from nfrx.plugins import SERVER_PLUGINS
+from nfrx.plugins.jobs.memory import MemoryJobStore
 from nfrx.plugins.jobs.plugin import JobsPlugin
+from nfrx.plugins.jobs.redis_store import RedisJobStore
 from nfrx.plugins.keys.plugin import KeysPlugin
+from nfrx.plugins.keys.service import KeysService
+from nfrx.plugins.keys.shared import SharedKeysService
 from nfrx.plugins.mcp.plugin import McpPlugin
 from nfrx.plugins.transfer.plugin import TransferPlugin
 from nfrx.server.runner import (
@@ -53,6 +57,22 @@ def test_plugin_state_is_per_gateway() -> None:
     # The gateway's client-key hook is its own keys plugin's.
     assert one.client_keys is one.plugin(KeysPlugin).service
     assert two.client_keys is two.plugin(KeysPlugin).service
+
+
+def test_with_redis_url_the_plugins_keep_jobs_transfers_and_keys_in_redis() -> None:
+    alone = compose(ServerConfig())
+    assert type(alone.plugin(KeysPlugin).service) is KeysService
+    assert isinstance(alone.plugin(JobsPlugin).service.store, MemoryJobStore)
+    assert alone.plugin(TransferPlugin).homes.cluster is None
+    shared = compose(ServerConfig(redis_url="redis://127.0.0.1:1", instance_id="a"))
+    keys = shared.plugin(KeysPlugin).service
+    assert isinstance(keys, SharedKeysService)
+    assert shared.client_keys is keys
+    jobs = shared.plugin(JobsPlugin).service
+    assert isinstance(jobs.store, RedisJobStore)
+    homes = shared.plugin(TransferPlugin).homes
+    assert jobs.homes is homes
+    assert homes.cluster is shared.cluster
 
 
 def test_compose_refuses_an_unknown_plugin() -> None:

@@ -132,6 +132,9 @@ class MemoryJobStore:
         self._version = 0
         self._changed = trio.Event()
 
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()  # nothing in the background
+
     # -- client side ---------------------------------------------------------------------------
 
     async def create(self, spec: JobSpec) -> Job:

@@ -109,6 +109,11 @@ class StoreFull(JobError):
     """``JOBS_MAX`` jobs are held and none is finished: 503."""
 
 
+class StoreUnavailable(JobError):
+    """The shared job store (Redis, ``REDIS_URL``) cannot be reached; the message says how:
+    503 ``jobs_unavailable``."""
+
+
 @attrs.frozen(kw_only=True)
 class JobSpec:
     """What a client asks for (``POST /api/jobs``)."""

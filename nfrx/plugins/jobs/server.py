@@ -28,6 +28,7 @@ from nfrx.plugins.jobs.model import (
     JobSpec,
     LeaseMismatch,
     StoreFull,
+    StoreUnavailable,
     job_view,
 )
 from nfrx.plugins.transfer.access import authorize, refuse_head
@@ -71,6 +72,8 @@ def _translated() -> Iterator[None]:
         raise HttpError(403, "lease_mismatch", str(exc)) from exc
     except StoreFull as exc:
         raise HttpError(503, "too_many_jobs", str(exc), headers={"Retry-After": "5"}) from exc
+    except StoreUnavailable as exc:
+        raise HttpError(503, "jobs_unavailable", str(exc), headers={"Retry-After": "1"}) from exc
     except JobError as exc:  # pragma: no cover -- every kind is listed above
         raise HttpError(400, "invalid_request", str(exc)) from exc
     except TransferError as exc:
@@ -242,7 +245,8 @@ class JobsRoutes:
             worker_group=_text(body, "worker_group"),
             types=frozenset(t.strip() for t in types if t.strip()),
         )
-        claimed = await self.service.claim(claimer, max_wait)
+        with _translated():
+            claimed = await self.service.claim(claimer, max_wait)
         if claimed is None:
             return Response(b"", status=204)
         return jsonify(claimed.view())

@@ -20,6 +20,7 @@ cut); a job that completes or fails leaves them alone, so a result still being r
 from __future__ import annotations
 
 import json
+import logging
 import math
 from typing import TYPE_CHECKING, Any, Final
 
@@ -34,17 +35,19 @@ from nfrx.plugins.jobs.model import (
     TERMINAL,
     JobNotFound,
     Status,
+    StoreUnavailable,
     TransferInfo,
     job_view,
 )
 from nfrx.plugins.transfer.channels import Outcome
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import AsyncIterator, Awaitable, Callable
 
     from nfrx.plugins.jobs.model import Claim, Claimer, Job, JobSpec
     from nfrx.plugins.jobs.store import JobStore
     from nfrx.plugins.transfer.channels import TransferChannels
+    from nfrx.plugins.transfer.homes import TransferHomes
 
 KEEPALIVE_INTERVAL: Final = 15.0
 """Seconds of silence after which an event stream sends a comment (keeps proxies from timing
@@ -59,6 +62,11 @@ STATE_JOBS: Final = 12
 """Jobs listed in the state (the most recently updated), as the original."""
 
 TRANSFER_URL: Final = "/api/transfer/"
+
+UNAVAILABLE_RETRY: Final = 1.0
+"""Seconds between two attempts at the deadlines while the store cannot be reached."""
+
+log = logging.getLogger("nfrx.jobs")
 
 
 def sse(name: str, data: dict[str, Any]) -> bytes:
@@ -75,25 +83,38 @@ class JobsService:
         *,
         sse_close_delay: float = 5.0,
         on_change: Callable[[], None] | None = None,
+        homes: TransferHomes | None = None,
     ) -> None:
         self.store = store
         self.channels = channels
+        self.homes = homes
+        """Where channels live when several instances share them (None: alone)."""
         self.sse_close_delay = sse_close_delay
         """After a job's final event its stream ends this much later (0: at once; <0: never)."""
         self.on_change = on_change
         self.activity = WorkerActivity()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Apply the store's deadlines as they pass, and report changes, until cancelled."""
-        task_status.started()
-        while True:
-            seen = await self.store.version()
-            with trio.move_on_at(await self.store.next_deadline()):
-                await self.store.wait_changed(seen)
-            for job in await self.store.expire():
-                reason = "the client went away" if job.status == Status.CANCELED else "lease lost"
-                self.channels.close_job(job.id, reason)
-            self._changed()
+        """Apply the store's deadlines as they pass, and report changes, until cancelled (a
+        shared store's own task runs beside). A store that cannot be reached is retried."""
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.store.run)
+            task_status.started()
+            while True:
+                try:
+                    await self._expire()
+                except StoreUnavailable as exc:
+                    log.warning("jobs: deadlines not applied: %s", exc)
+                    await trio.sleep(UNAVAILABLE_RETRY)
+
+    async def _expire(self) -> None:
+        seen = await self.store.version()
+        with trio.move_on_at(await self.store.next_deadline()):
+            await self.store.wait_changed(seen)
+        for job in await self.store.expire():
+            reason = "the client went away" if job.status == Status.CANCELED else "lease lost"
+            self.channels.close_job(job.id, reason)
+        self._changed()
 
     def _changed(self) -> None:
         if self.on_change is not None:
@@ -126,7 +147,11 @@ class JobsService:
         happens, a keep-alive comment after silence, and the end ``sse_close_delay`` after the
         final status. Ends at once if the job is gone. The subscription keeps the client TTL
         from running."""
-        subscription = await self.store.subscribe(job_id)
+        try:
+            subscription = await self.store.subscribe(job_id)
+        except StoreUnavailable as exc:
+            log.warning("jobs: no event stream for job %s: %s", job_id, exc)
+            return
         if subscription is None:
             return
         try:
@@ -158,9 +183,19 @@ class JobsService:
                     if event.name == "status" and event.data["status"] in TERMINAL:
                         close_at = min(close_at, self._close_at())
                 last_write = trio.current_time()
+        except StoreUnavailable as exc:
+            log.warning("jobs: the event stream of job %s ended: %s", job_id, exc)
         finally:
             with trio.move_on_after(CLEANUP_TIMEOUT, shield=True):
-                await self.store.unsubscribe(job_id)
+                await self._quietly(self.store.unsubscribe(job_id))
+
+    @staticmethod
+    async def _quietly(cleanup: Awaitable[None]) -> None:
+        """A stream's cleanup on the store; a store that cannot be reached is only logged."""
+        try:
+            await cleanup
+        except StoreUnavailable as exc:
+            log.warning("jobs: a stream's cleanup was not recorded: %s", exc)
 
     def _close_at(self) -> float:
         delay = self.sse_close_delay
@@ -215,7 +250,8 @@ class JobsService:
                         finally:
                             if not delivered:
                                 with trio.move_on_after(CLEANUP_TIMEOUT, shield=True):
-                                    await self.store.release(claim.job.id, claim.job.claim)
+                                    release = self.store.release(claim.job.id, claim.job.claim)
+                                    await self._quietly(release)
                         last_write = trio.current_time()
                         continue
                 with trio.move_on_at(last_write + KEEPALIVE_INTERVAL) as scope:
@@ -227,6 +263,8 @@ class JobsService:
                     yield KEEPALIVE
                     last_write = trio.current_time()
                     self.activity.seen(claimer, ClaimMode.STREAM)
+        except StoreUnavailable as exc:
+            log.warning("jobs: a claim stream ended: %s", exc)
         finally:
             self.activity.stream_closed(claimer)
             self._changed()
@@ -266,6 +304,8 @@ class JobsService:
         # leaves none behind; offer_transfer checks again, atomically.
         await self.store.heartbeat(job_id, lease)
         channel = self.channels.create(job_id)
+        if self.homes is not None:
+            await self.homes.register(channel, self.channels.ttl)
         info = TransferInfo(
             key=key,
             channel_id=channel.id,

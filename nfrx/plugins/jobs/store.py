@@ -11,28 +11,11 @@ before ``claim_next``, a job's event cursor before reading its events) and then 
 version to move past what it read; the wait returns at once if it moved in between. Two claimers
 waiting and two jobs created therefore claim both, whatever the interleaving.
 
-**Redis** (``REDIS_URL``, a later issue) maps each step to one Lua script (``EVALSHA``; a script
-runs atomically), with deadlines on Redis' own clock (``TIME``: instances' monotonic clocks
-differ):
-
-* ``create``: ``INCR`` the sequence; ``HSET nfrx:job:<id>``; ``ZADD nfrx:jobs:queue`` (score:
-  priority and sequence packed in one double); ``ZADD`` the client deadline to
-  ``nfrx:jobs:deadlines``; ``XADD`` the status event; ``INCR`` and ``PUBLISH`` the queue version.
-* ``claim_next``: walk ``nfrx:jobs:queue`` in score order with the filters, ``ZREM`` the first
-  match, set ``claimed`` and a new lease (token in the hash, deadline in
-  ``nfrx:jobs:deadlines``), ``XADD``.
-* ``set_status``, ``offer_transfer``, ``heartbeat``, ``cancel``, ``release``: load the hash, check
-  the state against ``ALLOWED_FROM`` and the lease token, move the lease deadline, ``HSET``,
-  ``ZREM``/``ZADD`` the queue as needed, ``XADD``, ``PUBLISH`` the job's channel.
-* ``expire``: ``ZRANGEBYSCORE nfrx:jobs:deadlines -inf <now>``; per due job the script re-checks
-  that the deadline is still the current one before acting, so one instance wins. Retention is
-  the same with ``nfrx:jobs:finished`` (scored by forget time): ``DEL`` the hash and the stream.
-* events: a stream per job (``XADD ... MAXLEN ~ EVENT_LOG``); ``events_after`` is ``XRANGE``
-  from the cursor; a cursor older than the first entry is a gap.
-* waits: ``SUBSCRIBE`` to ``nfrx:jobs:queue`` / ``nfrx:job:<id>`` first, then compare the version
-  read before the attempt (no lost wake-up).
-* counts and summary: counters the scripts keep in one hash; the synchronous readers below serve
-  a copy that the service's ``run`` refreshes.
+**Redis** (``REDIS_URL``): :class:`~.redis_store.RedisJobStore` reads a job's record with
+Redis' clock (``TIME``: instances' clocks differ), decides the step with these same rules, and
+commits it with one compare-and-set script that also appends the job's events, moves its queue
+and deadline entries and publishes the change; waits follow those messages. Its module
+docstring and :mod:`.redis_schema` hold the details.
 
 Transfers are not in the store: a job only records the channels offered on it. Their bytes flow
 between the instances that hold the two sides (see :mod:`nfrx.plugins.transfer.channels`).
@@ -43,6 +26,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
+import trio
 
 if TYPE_CHECKING:
     from nfrx.plugins.jobs.model import Claim, Claimer, Job, JobEvent, JobSpec, TransferInfo
@@ -82,6 +66,11 @@ class EventBatch:
 class JobStore(Protocol):
     """The atomic steps of the jobs API (see the module docstring). Job ids are opaque strings;
     errors are those of :mod:`nfrx.plugins.jobs.model`."""
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """The store's own background work, if any (started by the jobs service's task, until
+        cancelled); errors of the steps below may include :class:`~.model.StoreUnavailable`."""
+        ...
 
     # -- client side ---------------------------------------------------------------------------
 

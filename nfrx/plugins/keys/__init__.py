@@ -8,8 +8,10 @@ access.
 * :mod:`.model` -- what a key is (pure): the record, its JSON views, secrets and their hashes,
   the checks of an admin's request body;
 * :mod:`.limits` -- the counting windows and the refusals (pure);
-* :mod:`.store` -- the storage interface (and how a Redis store maps onto it), an in-memory
-  store for tests; :mod:`.sqlite_store` -- the embedded default, a SQLite file in ``STATE_DIR``;
+* :mod:`.store` -- the storage interface, an in-memory store for tests; :mod:`.sqlite_store`
+  -- the embedded default, a SQLite file in ``STATE_DIR``; :mod:`.redis_store` -- the keys,
+  windows and usage of several instances in their Redis (``REDIS_URL``);
 * :mod:`.service` -- the keys in memory: admission on the hot path, usage, persistence;
+  :mod:`.shared` -- the same for an instance among several: per-request checks in Redis;
 * :mod:`.server` -- the admin routes, the agent setup route, and the plugin's background work.
 """

@@ -2,10 +2,11 @@
 limits and usage, and the admin API under ``/api/admin`` (:mod:`.server`), always on.
 
 Per gateway it owns the keys in memory (:class:`~.service.KeysService`, over the SQLite store in
-``STATE_DIR``: where a ``REDIS_URL`` store would be chosen), which admits the requests that carry
-a client key (the gateway's :attr:`~nfrx.server.gateway.Gateway.client_keys` hook), and one
-background task: running the store, loading the keys, writing usage. Its state section is the
-document's own ``keys`` (about the whole server, not one API).
+``STATE_DIR``; with ``REDIS_URL`` :class:`~.shared.SharedKeysService`, over Redis), which admits
+the requests that carry a client key (the gateway's
+:attr:`~nfrx.server.gateway.Gateway.client_keys` hook), and one background task: running the
+store, loading the keys, writing usage. Its state section is the document's own ``keys`` (about
+the whole server, not one API).
 """
 
 from __future__ import annotations
@@ -37,8 +38,14 @@ class KeysPlugin(Plugin):
 
     def __init__(self, gateway: Gateway) -> None:
         super().__init__(gateway)
-        store = SqliteKeyStore(state_dir(gateway.config) / FILE_NAME)  # opened by run()
-        self.service = KeysService(gateway, store)
+        self.service: KeysService
+        if gateway.config.redis_url:
+            from nfrx.plugins.keys.shared import SharedKeysService
+
+            self.service = SharedKeysService.of_redis(gateway)  # connected by run()
+        else:
+            store = SqliteKeyStore(state_dir(gateway.config) / FILE_NAME)  # opened by run()
+            self.service = KeysService(gateway, store)
 
     def blueprint(self) -> Blueprint:
         from nfrx.plugins.keys.server import blueprint

@@ -27,6 +27,7 @@ from nfrx.plugins.keys.model import InvalidKey
 from nfrx.plugins.keys.service import KeyNotFound, KeyRevoked, KeysService, NameTaken
 from nfrx.plugins.keys.store import StoreError
 from nfrx.server import auth
+from nfrx.server.accounting import route_of
 from nfrx.server.gateway import header
 from nfrx.server.http_errors import HttpError, unauthorized
 
@@ -122,8 +123,18 @@ def blueprint(gateway: Gateway, service: KeysService) -> Blueprint:
     async def admit() -> None:
         require_admin(gateway)
 
+    if gateway.config.redis_url:
+
+        @bp.before_app_request
+        async def prepare_key() -> None:
+            # Several instances: a client key's shared state is fetched here, where a request may
+            # wait; admission (gateway.admit and the like, no I/O) then reads it.
+            if not gateway.draining:
+                await service.prepare(gateway.presented_key(), route_of(request.path))
+
     @bp.get("/keys")
     async def list_keys() -> Response:
+        await service.refresh()
         now = service.clock()
         return _json({"keys": [service.view(key, now) for key in service.all_keys()]})
 
@@ -136,6 +147,7 @@ def blueprint(gateway: Gateway, service: KeysService) -> Blueprint:
 
     @bp.get("/keys/<key>")
     async def show(key: str) -> Response:
+        await service.refresh()
         with _translated():
             found = service.find(key)
         return _json(service.view(found, service.clock(), detail=True))

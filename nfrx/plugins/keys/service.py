@@ -5,6 +5,8 @@ are in memory; :meth:`KeysService.admit` (a presented key, from the gateway's ad
 :meth:`KeysService.admit_model`, and the exchange and request listeners read and write only that.
 A presented token is looked up by its SHA-256 (:mod:`.model`); tokens without the ``nfrx-``
 prefix are not hashed at all.
+With ``REDIS_URL`` the service is :class:`~.shared.SharedKeysService`: the same maps as a copy of
+what Redis holds, and one Redis call per keyed request before it is admitted (:mod:`.shared`).
 
 **Usage.** A request admitted or refused for a key adds one to the key's row for the model of its
 last exchange (``-`` without one; at most :data:`MAX_MODELS_PER_KEY` rows per key, the rest in
@@ -72,12 +74,6 @@ MAX_MODELS_PER_KEY: Final = 100
 """Usage rows one key keeps by model; requests with further models go to :data:`OTHER`."""
 NO_MODEL: Final = "-"
 OTHER: Final = "(other)"
-PER_INSTANCE: Final = (
-    "client keys are this instance's own (STATE_DIR) until a shared key store exists: a key "
-    "created, changed or revoked through another instance of the gateway applies here after a "
-    "restart, and per-minute limits count per instance"
-)
-"""Said once at start by an instance of several (``REDIS_URL``) that has client keys."""
 
 
 def user_data_dir() -> Path:
@@ -179,19 +175,41 @@ class KeysService:
 
     # -- admission (hot path: memory only) -----------------------------------------------------
 
+    async def prepare(self, token: str | None, route: str | None) -> None:
+        """What admission needs that is not in memory, fetched before the request is handled
+        (nothing here: everything is; see :mod:`.shared`)."""
+
+    async def refresh(self) -> None:
+        """Bring the usage up to date before an admin reads it (nothing here: it is)."""
+
     def admit(self, token: str | None, route: str) -> bool:
         """See :meth:`nfrx.server.accounting.ClientKeys.admit`."""
-        if token is None or not token.startswith(SECRET_PREFIX):
+        entry = self._entry_of(token)
+        if entry is None:
             return False
+        now = self.clock()
+        self._check_rules(entry.key, route, now)
+        refusal = entry.meter.refusal(entry.key.limits, now)
+        if refusal is not None:
+            raise _limit_error(entry.key, refusal)
+        entry.meter.count_request(now)
+        return True
+
+    def _entry_of(self, token: str | None) -> _Entry | None:
+        """The entry of the key ``token`` is (None: no client key), marked on the request."""
+        if token is None or not token.startswith(SECRET_PREFIX):
+            return None
         digest = digest_of(token)
         entry = self._by_digest.get(digest)
         if entry is None or not entry.key.matches(digest):
-            return False
-        key = entry.key
+            return None
         record = accounting.current()
         if record is not None:
-            record.key = key.id
-        now = self.clock()
+            record.key = entry.key.id
+        return entry
+
+    def _check_rules(self, key: ClientKey, route: str, now: float) -> None:
+        """Raise 401 unless ``key`` is active at ``now``, 403 unless it may use ``route``."""
         status = key.status(now)
         if status != ACTIVE:
             raise _refused(
@@ -207,11 +225,6 @@ class KeysService:
                 f"the key {key.name!r} may not use {route.replace(':', ' relay ')}",
                 type="permission_error",
             )
-        refusal = entry.meter.refusal(key.limits, now)
-        if refusal is not None:
-            raise _limit_error(key, refusal)
-        entry.meter.count_request(now)
-        return True
 
     def _current_key(self) -> ClientKey | None:
         record = accounting.current()
@@ -393,6 +406,16 @@ class KeysService:
             if entry is not None:
                 entry.meter.restore(period, start, used, now)
 
+    async def _load(self) -> None:
+        self._restore(await self.store.load())
+        if self._by_id:
+            log.info("%d client key(s) loaded", len(self._by_id))
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await trio.sleep(FLUSH_INTERVAL)
+            await self.flush()
+
     async def flush(self) -> None:
         """Write the usage and window deltas gathered since the last call (kept for the next
         call if the store fails)."""
@@ -423,15 +446,9 @@ class KeysService:
 
             await nursery.start(run_store)
             try:
-                self._restore(await self.store.load())
-                if self._by_id:
-                    log.info("%d client key(s) loaded", len(self._by_id))
-                    if self.gateway.config.redis_url:
-                        log.warning(PER_INSTANCE)
+                await self._load()
                 task_status.started()
-                while True:
-                    await trio.sleep(FLUSH_INTERVAL)
-                    await self.flush()
+                await self._flush_loop()
             finally:
                 with trio.move_on_after(FLUSH_TIMEOUT, shield=True):
                     await self.flush()

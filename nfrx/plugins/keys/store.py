@@ -8,28 +8,10 @@ admissions there, without I/O; a store only loads that state at start and persis
 * :meth:`KeyStore.add_usage` -- batched usage deltas (per key and model) and token-window deltas
   (per key, ``day`` or ``month``, window start), written every second or so and at shutdown.
 
-Implementations: :class:`~nfrx.plugins.keys.sqlite_store.SqliteKeyStore` (the embedded default)
-and :class:`MemoryKeyStore` (tests).
-
-**How a Redis store maps onto this** (``REDIS_URL``, for several instances; not built yet):
-
-* keys: ``HSET nfrx:keys <id> <json>`` and ``HSET nfrx:key-digests <digest> <id>`` in one
-  ``MULTI``; then ``PUBLISH nfrx:keys:changed <id>``. Every instance's :meth:`run` subscribes
-  to that channel and reloads the key into its service, so a revocation is refused at once on
-  every instance; :meth:`load` is ``HGETALL nfrx:keys``.
-* the minute windows, which must be one across instances, move from the service's memory to
-  Redis: admission runs one ``EVALSHA`` of a Lua script per request that reads the key's token
-  windows (``GET nfrx:win:<id>:tok:<period>:<start>`` for minute, day and month) and, if none
-  has reached its limit, ``INCR nfrx:win:<id>:req:<start>`` with ``PEXPIREAT`` at the window's
-  end -- refusing (and not counting) past ``requests_per_minute`` -- and returns the refusal and
-  the milliseconds to the window's end (``Retry-After``). Check and count are atomic because the
-  script is. Exchange ends ``INCRBY`` the token windows (same keys, ``PEXPIREAT`` at their end)
-  in one pipeline. A failed Redis call admits the request and logs: losing Redis degrades
-  limits, never the service.
-* usage: :meth:`add_usage` becomes one pipeline of ``HINCRBY nfrx:usage:<id>:<model> <field>
-  <delta>`` (and ``HSET ... last_used`` with the larger value, via the same Lua script) -- deltas,
-  not totals, because several instances add to the same counters; day and month windows need no
-  separate write (they are the token windows above).
+Implementations: :class:`~nfrx.plugins.keys.sqlite_store.SqliteKeyStore` (the embedded default),
+:class:`~nfrx.plugins.keys.redis_store.RedisKeyStore` (``REDIS_URL``: several instances; it
+does more than this interface, for :mod:`nfrx.plugins.keys.shared`) and :class:`MemoryKeyStore`
+(tests).
 """
 
 from __future__ import annotations

@@ -25,10 +25,10 @@ Ending never blocks, so it is safe in every ``finally`` and in the app's per-req
 :meth:`TransferChannels.run` is the one background task: it expires channels nobody completed
 within the TTL.
 
-Several instances (``REDIS_URL``, a later issue): the registry stays per instance. What would be
-shared is each channel's *home*, the instance that created it (a Redis key with the channel's TTL
-naming the home's advertised URL); a side reaching another instance is relayed to the home over
-HTTP with the same backpressure. Bytes go instance to instance, never through Redis.
+Several instances (``REDIS_URL``): the registry stays per instance. Each channel's *home*, the
+instance that created it, is shared (a Redis key with the channel's TTL naming the home's
+advertised URL); a side reaching another instance is relayed to the home over HTTP with the same
+backpressure (:mod:`.homes`). Bytes go instance to instance, never through Redis.
 """
 
 from __future__ import annotations
@@ -258,6 +258,10 @@ class TransferChannels:
         self._created.set()
         self.changed()
         return channel
+
+    def __contains__(self, channel_id: str) -> bool:
+        """Whether this instance holds channel ``channel_id`` (open)."""
+        return channel_id in self._open
 
     def attach(self, channel_id: str, side: str) -> Channel:
         """The channel ``channel_id`` with ``side`` taken. Raises 404 (unknown, ended or past its

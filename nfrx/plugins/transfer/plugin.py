@@ -2,7 +2,9 @@
 ``/api/transfer`` (:mod:`.server`), always on.
 
 Per gateway it owns the open channels (:class:`~.channels.TransferChannels`, which the jobs plugin
-offers on its jobs) and one background task, their expiry.
+offers on its jobs), where the channels of several instances live (:class:`~.homes.TransferHomes`:
+with ``REDIS_URL`` a side may reach another instance than its channel's) and one background task,
+the channels' expiry.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from nfrx.plugins.transfer.channels import ChannelsCollector, TransferChannels
+from nfrx.plugins.transfer.homes import TransferHomes
 from nfrx.server.plugin import Plugin
 
 if TYPE_CHECKING:
@@ -33,11 +36,12 @@ class TransferPlugin(Plugin):
         super().__init__(gateway)
         self.channels = TransferChannels(gateway.config.transfer_ttl)
         self.channels.listeners.append(gateway.registry.wake)  # state streams follow transfers
+        self.homes = TransferHomes.of(gateway)
 
     def blueprint(self) -> Blueprint:
         from nfrx.plugins.transfer.server import blueprint
 
-        return blueprint(self.gateway, self.channels)
+        return blueprint(self.gateway, self.channels, self.homes)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Channel expiry."""

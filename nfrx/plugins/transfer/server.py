@@ -3,7 +3,8 @@
 ``POST /api/transfer`` opens a channel; ``GET /api/transfer/{id}`` is its reader and ``POST
 /api/transfer/{id}`` its writer. Either key may call them (:mod:`.access`). The reader's response
 head goes out once both sides are there; the writer is answered when the reader has been handed its
-last byte (200) or the transfer failed (502).
+last byte (200) or the transfer failed (502). A side for a channel another instance holds is
+relayed there (:mod:`.homes`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from nfrx.server.http_errors import HttpError
 
 if TYPE_CHECKING:
     from nfrx.plugins.transfer.channels import TransferChannels
+    from nfrx.plugins.transfer.homes import TransferHomes
     from nfrx.server.gateway import Gateway
 
 
@@ -28,7 +30,9 @@ def http_error(exc: TransferError) -> HttpError:
     return HttpError(exc.status, exc.code, exc.message, headers=headers)
 
 
-def blueprint(gateway: Gateway, channels: TransferChannels) -> Blueprint:
+def blueprint(gateway: Gateway, channels: TransferChannels, homes: TransferHomes) -> Blueprint:
+    """The routes over ``channels``; ``homes``: where the channels of several instances live (a
+    side may reach another instance than its channel's)."""
     bp = Blueprint("transfer", __name__, url_prefix="/api/transfer")
 
     @bp.before_request
@@ -42,6 +46,7 @@ def blueprint(gateway: Gateway, channels: TransferChannels) -> Blueprint:
             channel = channels.create()
         except TransferError as exc:
             raise http_error(exc) from exc
+        await homes.register(channel, channels.ttl)
         return jsonify(
             {"channel_id": channel.id, "expires_at": rfc3339_seconds(channel.expires_wall)}
         )
@@ -50,6 +55,8 @@ def blueprint(gateway: Gateway, channels: TransferChannels) -> Blueprint:
     async def read(channel_id: str) -> Response:
         refuse_head()
         try:
+            if channel_id not in channels and (home := await homes.elsewhere(channel_id)):
+                return await homes.relay_read(home, channel_id)
             channel = channels.attach(channel_id, Side.READER)
             # Also covers a reader that leaves after this returns but before its body started.
             gateway.cleanups().append(functools.partial(channel.abandon, Side.READER))
@@ -67,6 +74,8 @@ def blueprint(gateway: Gateway, channels: TransferChannels) -> Blueprint:
     @bp.post("/<channel_id>")
     async def write(channel_id: str) -> Response:
         try:
+            if channel_id not in channels and (home := await homes.elsewhere(channel_id)):
+                return await homes.relay_write(home, channel_id)
             channel = channels.attach(channel_id, Side.WRITER)
             gateway.cleanups().append(functools.partial(channel.abandon, Side.WRITER))
             await channel.wait_ready()

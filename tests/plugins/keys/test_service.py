@@ -12,13 +12,7 @@ import trio
 import trio.testing
 
 from nfrx.config.model import ServerConfig
-from nfrx.plugins.keys.service import (
-    MAX_MODELS_PER_KEY,
-    OTHER,
-    PER_INSTANCE,
-    KeysService,
-    NameTaken,
-)
+from nfrx.plugins.keys.service import MAX_MODELS_PER_KEY, OTHER, KeysService, NameTaken
 from nfrx.plugins.keys.store import MemoryKeyStore, StoreError
 from nfrx.server import accounting
 from nfrx.server.accounting import RequestRecord
@@ -236,23 +230,3 @@ async def test_keys_usage_and_windows_are_loaded_at_start(
 def exchange(usage: Usage) -> Exchange:
     """What the service reads of an exchange that ended: its usage."""
     return cast("Exchange", SimpleNamespace(usage=usage))
-
-
-@pytest.mark.parametrize(
-    ("redis_url", "keys", "warned"),
-    [("redis://127.0.0.1:1", 1, True), ("redis://127.0.0.1:1", 0, False), ("", 1, False)],
-)
-async def test_an_instance_of_several_says_that_its_keys_are_its_own(
-    caplog: pytest.LogCaptureFixture, redis_url: str, keys: int, warned: bool
-) -> None:
-    # Until a shared key store exists, keys live in each instance's STATE_DIR.
-    first = Setup()
-    for n in range(keys):
-        await first.service.create({"name": f"k{n}"})
-    second = Setup(redis_url=redis_url)
-    service = KeysService(second.gateway, first.store, clock=lambda: NOW)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(service.run)
-        nursery.cancel_scope.cancel()
-    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
-    assert warnings == ([PER_INSTANCE] if warned else [])

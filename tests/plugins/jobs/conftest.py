@@ -1,0 +1,66 @@
+"""A real redis-server for the shared job store's tests, and stores on it (two stores on one
+Redis stand for two instances)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+import trio
+
+from nfrx.cluster.address import connect, parse
+from nfrx.plugins.jobs.redis_store import RedisJobStore
+from nfrx.plugins.jobs.store import StoreSettings
+from tests.fixtures.redis_server import REDIS_SERVER, RedisServer
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    if REDIS_SERVER is None:
+        pytest.skip("redis-server is not installed (Debian: apt-get install redis-server)")
+    server = RedisServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    if redis_server.process is None:
+        redis_server.start()
+    redis_server.command("FLUSHALL")
+    return redis_server.url
+
+
+@asynccontextmanager
+async def running_stores(
+    url: str, count: int = 1, **settings: Any
+) -> AsyncIterator[list[RedisJobStore]]:
+    """``count`` stores on ``url`` (instances ``i0``, ``i1``, ...), each following the change
+    messages, on one client each."""
+    async with trio.open_nursery() as nursery:
+        stores = []
+        for index in range(count):
+            client = connect(parse(url))
+            await nursery.start(_hold, client)
+
+            async def get(client: Any = client) -> Any:
+                return client
+
+            store = RedisJobStore(StoreSettings(**settings), get, f"i{index}")
+            await nursery.start(store.run)
+            stores.append(store)
+        for store in stores:
+            await store.following.wait()
+        yield stores
+        nursery.cancel_scope.cancel()
+
+
+async def _hold(client: Any, *, task_status: trio.TaskStatus[None]) -> None:
+    async with client:
+        task_status.started()
+        await trio.sleep_forever()
