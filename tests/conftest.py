@@ -1,14 +1,15 @@
-"""Shared fixtures (a fixture backend, a real server process, a real agent process) and one hook
-that keeps skip reasons visible."""
+"""Shared fixtures (a fixture backend, a real server process, a real agent process, a real
+redis-server) and one hook that keeps skip reasons visible."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Generator
+from collections.abc import AsyncIterator, Generator, Iterator
 
 import pytest
 
 from tests.e2e.harness import NfrxProcess, Server, run_agent, run_server
 from tests.fixtures.backend import FixtureBackend, run_backend
+from tests.fixtures.redis_server import REDIS_SERVER, RedisServer
 
 
 @pytest.fixture
@@ -27,6 +28,31 @@ async def server() -> AsyncIterator[Server]:
 async def agent(server: Server, backend: FixtureBackend) -> AsyncIterator[NfrxProcess]:
     async with run_agent(server, backend.base_url) as a:
         yield a
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """One real redis-server for the session (a Unix socket in a temporary directory), stopped
+    by its pid at the end; the tests that need it skip, saying why, without it."""
+    if REDIS_SERVER is None:
+        pytest.skip("redis-server is not installed (Debian: apt-get install redis-server)")
+    server = RedisServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The session's Redis, running (a test may have stopped it), emptied and its command counts
+    reset for this test."""
+    if redis_server.process is None:
+        redis_server.start()
+    redis_server.command("FLUSHALL")
+    redis_server.command("CONFIG", "RESETSTAT")
+    return redis_server.url
 
 
 @pytest.hookimpl(wrapper=True)

@@ -1,39 +1,17 @@
-"""A real redis-server for the shared job store's tests, and stores on it (two stores on one
-Redis stand for two instances)."""
+"""Job stores on the session's real redis-server (the `redis_url` fixture of tests/conftest.py):
+two stores on one Redis stand for two instances."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import pytest
 import trio
 
 from nfrx.cluster.address import connect, parse
 from nfrx.plugins.jobs.redis_store import RedisJobStore
 from nfrx.plugins.jobs.store import StoreSettings
-from tests.fixtures.redis_server import REDIS_SERVER, RedisServer
-
-
-@pytest.fixture(scope="session")
-def redis_server() -> Iterator[RedisServer]:
-    if REDIS_SERVER is None:
-        pytest.skip("redis-server is not installed (Debian: apt-get install redis-server)")
-    server = RedisServer()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.close()
-
-
-@pytest.fixture
-def redis_url(redis_server: RedisServer) -> str:
-    if redis_server.process is None:
-        redis_server.start()
-    redis_server.command("FLUSHALL")
-    return redis_server.url
 
 
 @asynccontextmanager
