@@ -5,8 +5,6 @@ does not answer."""
 from __future__ import annotations
 
 import gc
-import math
-import time
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -25,8 +23,9 @@ if TYPE_CHECKING:
     from tests.fixtures.redis_server import RedisServer
 
 WINDOW = 60.0
-NOW = math.floor(time.time() / WINDOW) * WINDOW + WINDOW / 2
-"""The middle of a current minute window (counts expire a minute after their window ends)."""
+NOW = 0.0
+"""The middle of the minute window the test runs in (set by the ``live_now`` fixture)."""
+pytestmark = pytest.mark.usefixtures("live_now")
 CAP = 30.0
 """Seconds any test may take: a hang guard only."""
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import math
-import time
 from contextlib import asynccontextmanager
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, cast
@@ -33,7 +32,9 @@ if TYPE_CHECKING:
     from tests.fixtures.redis_server import RedisServer
 
 WINDOW = 60.0
-NOW = math.floor(time.time() / WINDOW) * WINDOW + WINDOW / 2
+NOW = 0.0
+"""The middle of the minute window the test runs in (set by the ``live_now`` fixture)."""
+pytestmark = pytest.mark.usefixtures("live_now")
 CAP = 30.0
 """Seconds any test may take: a hang guard only."""
 
