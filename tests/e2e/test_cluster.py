@@ -263,6 +263,12 @@ async def test_a_docling_task_is_polled_through_any_instance(redis_url: str) -> 
                 assert unknown.json()["error"]["code"] == "task_not_found"
 
 
+def relay_ready(snapshot: dict[str, Any]) -> bool:
+    """The state shows an MCP relay, and every relay ready (its provider reachable)."""
+    relays = snapshot["plugins"]["mcp"]["agents"]
+    return bool(relays) and all(r["status"] in ("idle", "working") for r in relays)
+
+
 async def test_an_mcp_session_created_through_one_instance_works_through_another(
     redis_url: str, tmp_path: Path
 ) -> None:
@@ -275,6 +281,9 @@ async def test_an_mcp_session_created_through_one_instance_works_through_another
             ):
                 await wait_tunnels(agent, ["a", "b"])
                 await agent.wait_for_line(r"backend ready")
+                # The agent logs that line as it tells each instance: wait until both heard.
+                for server in (a, b):
+                    await wait_state(server, relay_ready)
                 headers = {**MCP_ACCEPT, **a.headers()}
                 opened = await http.post(
                     f"{a.url}/api/mcp/id/words", json=MCP_INIT, headers=headers
